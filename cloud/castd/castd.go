@@ -1,0 +1,190 @@
+// Package castd is the CAST node service: it registers nodes, routes end
+// users to the beacon or relay that serves their network (or to the origin),
+// and runs the mid-tier cache that beacons fill from. cmd/castd parses flags
+// into Options and calls Run.
+package castd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/blockcast/beacon/cloud/clientip"
+	"github.com/blockcast/beacon/cloud/registry"
+	"github.com/blockcast/beacon/cloud/router"
+	"github.com/blockcast/beacon/shared/httpcache"
+	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/objstore"
+	"github.com/blockcast/beacon/shared/signedreq"
+)
+
+// Options configure castd. cmd/castd fills them from flags and environment.
+type Options struct {
+	Listen            string // HTTP listen address for API, router and node fetches
+	StateDir          string // holds the CAST key, the registry and the mid-tier cache
+	Origin            string // base URL of the origin (traditional delivery and cache fills)
+	CacheSize         int64  // mid-tier cache bound in bytes
+	TrustedProxies    []netip.Prefix
+	SignWindow        time.Duration // accepted clock skew of signed requests
+	RequireDelegation bool          // refuse nodes without an owner wallet delegation
+	Version           string
+	Logger            *slog.Logger
+}
+
+func (o *Options) check() error {
+	if o.StateDir == "" {
+		return errors.New("castd: --state-dir is required")
+	}
+	if o.Origin == "" {
+		return errors.New("castd: --origin is required (the HTTP origin that content is pulled from)")
+	}
+	u, err := url.Parse(o.Origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("castd: --origin %q: want an absolute http(s) URL", o.Origin)
+	}
+	if o.CacheSize <= 0 {
+		return fmt.Errorf("castd: --cache-size must be positive")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.SignWindow <= 0 {
+		o.SignWindow = time.Minute
+	}
+	return nil
+}
+
+// Server is a running castd: state opened, handlers ready.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	key      *identity.Keypair
+	reg      *registry.Registry
+	router   *router.Router
+	store    *objstore.Store
+	cache    *httpcache.Cache
+	verifier *signedreq.Verifier
+	ips      *clientip.Resolver
+	origin   *url.URL
+}
+
+// New opens castd's state under opts.StateDir (creating the CAST key on
+// first start) and loads the registry into the router.
+func New(opts Options) (*Server, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("castd: state dir: %w", err)
+	}
+	s := &Server{opts: opts, log: log, ips: clientip.New(opts.TrustedProxies)}
+	s.origin, _ = url.Parse(opts.Origin)
+	keyPath := filepath.Join(opts.StateDir, "cast-key.json")
+	key, created, err := identity.LoadOrCreate(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("castd: CAST key: %w", err)
+	}
+	if created {
+		log.Info("created CAST key", "path", keyPath, "id", key.ID())
+	}
+	s.key = key
+	s.reg, err = registry.Open(filepath.Join(opts.StateDir, "registry.db"), log)
+	if err != nil {
+		return nil, fmt.Errorf("castd: %w", err)
+	}
+	s.router, err = router.New(router.Options{Origin: s.origin, Logger: log})
+	if err != nil {
+		s.reg.Close()
+		return nil, fmt.Errorf("castd: %w", err)
+	}
+	if err := s.reg.ForEach(func(n registry.Node) error { s.router.Upsert(n); return nil }); err != nil {
+		s.reg.Close()
+		return nil, fmt.Errorf("castd: loading registry: %w", err)
+	}
+	s.store, err = objstore.Open(filepath.Join(opts.StateDir, "midcache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
+	if err != nil {
+		s.reg.Close()
+		return nil, fmt.Errorf("castd: mid-tier cache: %w", err)
+	}
+	s.cache, err = httpcache.New(httpcache.Options{
+		Store:    s.store,
+		Upstream: newOriginUpstream(s.origin, opts.Version),
+		Logger:   log.With("cache", "mid-tier"),
+	})
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("castd: %w", err)
+	}
+	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
+	b, r, p := s.router.Len()
+	log.Info("castd state loaded", "id", key.ID(), "beacons", b, "relays", r, "prefixes", p, "origin", opts.Origin)
+	return s, nil
+}
+
+// ID is the CAST node's base58 public key.
+func (s *Server) ID() string { return s.key.ID() }
+
+// Close releases the state files.
+func (s *Server) Close() error {
+	var errs []error
+	if s.cache != nil {
+		errs = append(errs, s.cache.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	if s.reg != nil {
+		errs = append(errs, s.reg.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Run serves on opts.Listen until ctx ends, then shuts down cleanly.
+func Run(ctx context.Context, opts Options) error {
+	s, err := New(opts)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return fmt.Errorf("castd: listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve answers HTTP on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("castd: serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("castd shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.log.Warn("shutdown: closing remaining connections", "err", err)
+		srv.Close()
+	}
+	return nil
+}

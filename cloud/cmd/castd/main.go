@@ -1,0 +1,97 @@
+// Command castd runs the CAST node of a Blockcast network: node registry,
+// request router and mid-tier cache in front of an HTTP origin.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/blockcast/beacon/cloud/castd"
+	"github.com/blockcast/beacon/cloud/clientip"
+	"github.com/blockcast/beacon/shared/cli"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const intro = `castd — the CAST node of a Blockcast Beacon network.
+
+It keeps the registry of beacons and relays (nodes sign their requests with
+their wallet key), redirects end users to the beacon on their own public IP,
+to the relay whose subnet covers them, or to the origin, and runs the
+mid-tier cache that beacons fill from.
+
+Usage:
+  castd --origin http://origin.example --state-dir /var/lib/castd [flags]
+
+Content URLs: GET http://CASTD/<path> answers 302 to where the user should
+fetch <path>. Upstream CDNs that redirect themselves ask
+GET /v1/route?path=/<path>&client=<ip> for the same decision as JSON.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("castd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		opts        castd.Options
+		logOpts     cli.LogOptions
+		cacheSize   = cli.Size(1 << 30)
+		trusted     string
+		showVersion bool
+	)
+	fs.StringVar(&opts.Listen, "listen", ":8080", "HTTP address for the API, the request router and node fetches")
+	fs.StringVar(&opts.StateDir, "state-dir", "/var/lib/castd", "directory for the CAST key, node registry and mid-tier cache")
+	fs.StringVar(&opts.Origin, "origin", "", "base URL of the HTTP origin (required), e.g. http://origin.example")
+	fs.Var(&cacheSize, "cache-size", "disk bound of the mid-tier cache, e.g. 10GiB")
+	fs.StringVar(&trusted, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed")
+	fs.DurationVar(&opts.SignWindow, "sign-window", time.Minute, "accepted clock skew of nodes' signed requests")
+	fs.BoolVar(&opts.RequireDelegation, "require-delegation", false, "refuse nodes that carry no owner wallet delegation")
+	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
+	logOpts.AddFlags(fs)
+	fs.Usage = cli.Usage(fs, "CASTD", intro)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if showVersion {
+		fmt.Fprintln(stdout, "castd", version)
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "castd: unexpected arguments %q (see castd --help)\n", fs.Args())
+		return 2
+	}
+	if err := cli.ApplyEnv(fs, "CASTD", nil); err != nil {
+		fmt.Fprintln(stderr, "castd:", err)
+		return 2
+	}
+	log, err := logOpts.NewLogger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "castd:", err)
+		return 2
+	}
+	if opts.TrustedProxies, err = clientip.ParsePrefixes(trusted); err != nil {
+		fmt.Fprintln(stderr, "castd: --trusted-proxy:", err)
+		return 2
+	}
+	opts.CacheSize = int64(cacheSize)
+	opts.Version = version
+	opts.Logger = log
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	if err := castd.Run(ctx, opts); err != nil {
+		log.Error("castd stopped", "err", err)
+		return 1
+	}
+	return 0
+}

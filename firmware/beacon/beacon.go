@@ -1,0 +1,364 @@
+// Package beacon is the beacon daemon: it serves redirected end users from
+// the personal cache, fills misses from castd with signed requests, and keeps
+// its registration current. cmd/beacon parses flags into Options and calls Run.
+package beacon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/blockcast/beacon/firmware/castclient"
+	"github.com/blockcast/beacon/shared/httpcache"
+	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/objstore"
+	"github.com/blockcast/beacon/shared/protocol"
+)
+
+// Options configure a beacon.
+type Options struct {
+	Listen         string        // where end users are served
+	AdminListen    string        // local status endpoint ("" to disable)
+	LANURL         string        // URL end users reach Listen at; derived when empty
+	CastURL        string        // castd base URL
+	KeyFile        string        // node wallet (Solana keypair file), created on first start
+	DelegationFile string        // optional owner delegation (JSON protocol.Delegation)
+	StateDir       string        // cache file lives here
+	CacheSize      int64         // bound on cached bytes
+	CheckInterval  time.Duration // how often registration is checked (public IP, LAN URL)
+	Version        string
+	Logger         *slog.Logger
+}
+
+func (o *Options) check() error {
+	if o.CastURL == "" {
+		return errors.New("beacon: --cast-url is required (the castd this beacon belongs to)")
+	}
+	if o.StateDir == "" {
+		return errors.New("beacon: --state-dir is required")
+	}
+	if o.KeyFile == "" {
+		o.KeyFile = filepath.Join(o.StateDir, "wallet.json")
+	}
+	if o.CacheSize <= 0 {
+		return errors.New("beacon: --cache-size must be positive")
+	}
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.LANURL != "" {
+		u, err := url.Parse(o.LANURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+			return fmt.Errorf("beacon: --lan-url %q: want an absolute http(s) URL such as http://192.168.1.1:8081", o.LANURL)
+		}
+	}
+	return nil
+}
+
+// Beacon is a running beacon.
+type Beacon struct {
+	opts  Options
+	log   *slog.Logger
+	key   *identity.Keypair
+	cast  *castclient.Client
+	store *objstore.Store
+	cache *httpcache.Cache
+	deleg *protocol.Delegation
+
+	mu         sync.Mutex
+	registered bool
+	reply      protocol.RegistrationReply
+	lanURL     string
+	lastErr    string
+}
+
+// New loads (or creates) the node key and opens the cache.
+func New(opts Options) (*Beacon, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("beacon: state dir: %w", err)
+	}
+	key, created, err := identity.LoadOrCreate(opts.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("beacon: node key: %w", err)
+	}
+	if created {
+		log.Info("created node wallet; back it up", "path", opts.KeyFile, "id", key.ID())
+	} else if err := identity.CheckPermissions(opts.KeyFile); err != nil {
+		log.Warn("node key file permissions", "err", err)
+	}
+	b := &Beacon{opts: opts, log: log, key: key}
+	if opts.DelegationFile != "" {
+		d, err := LoadDelegation(opts.DelegationFile)
+		if err != nil {
+			return nil, err
+		}
+		b.deleg = d
+	}
+	if b.cast, err = castclient.New(opts.CastURL, key); err != nil {
+		return nil, fmt.Errorf("beacon: %w", err)
+	}
+	b.store, err = objstore.Open(filepath.Join(opts.StateDir, "cache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("beacon: cache: %w", err)
+	}
+	b.cache, err = httpcache.New(httpcache.Options{Store: b.store, Upstream: b.cast, Logger: log.With("cache", "personal")})
+	if err != nil {
+		b.store.Close()
+		return nil, fmt.Errorf("beacon: %w", err)
+	}
+	return b, nil
+}
+
+// LoadDelegation reads an owner delegation file (JSON).
+func LoadDelegation(path string) (*protocol.Delegation, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("beacon: delegation: %w", err)
+	}
+	var d protocol.Delegation
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return nil, fmt.Errorf("beacon: delegation file %s: %w", path, err)
+	}
+	return &d, nil
+}
+
+// ID is the node ID (base58 public key).
+func (b *Beacon) ID() string { return b.key.ID() }
+
+// Close flushes and closes the cache.
+func (b *Beacon) Close() error {
+	return errors.Join(b.cache.Close(), b.store.Close())
+}
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	b, err := New(opts)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return fmt.Errorf("beacon: listen: %w", err)
+	}
+	var admin net.Listener
+	if opts.AdminListen != "" {
+		if admin, err = net.Listen("tcp", opts.AdminListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("beacon: admin listen: %w", err)
+		}
+	}
+	return b.Serve(ctx, ln, admin)
+}
+
+// Serve answers end users on ln (and local status on admin, if not nil),
+// registers with castd and keeps the registration current, until ctx ends.
+func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b.log.Info("beacon serving", "id", b.key.ID(), "addr", ln.Addr().String(), "castd", b.opts.CastURL, "version", b.opts.Version)
+	servers := []*http.Server{b.newServer(b.cache)}
+	lns := []net.Listener{ln}
+	if admin != nil {
+		servers = append(servers, b.newServer(b.adminHandler()))
+		lns = append(lns, admin)
+		b.log.Info("local status endpoint", "addr", admin.Addr().String())
+	}
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func(srv *http.Server, ln net.Listener) { errc <- srv.Serve(ln) }(srv, lns[i])
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); b.registerLoop(ctx, ln.Addr()) }()
+
+	var err error
+	select {
+	case err = <-errc:
+		err = fmt.Errorf("beacon: serve: %w", err)
+	case <-ctx.Done():
+	}
+	b.log.Info("beacon shutting down")
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	for _, srv := range servers {
+		if e := srv.Shutdown(sctx); e != nil {
+			srv.Close()
+		}
+	}
+	wg.Wait()
+	return err
+}
+
+func (b *Beacon) newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// Status is what the local status endpoint reports.
+type Status struct {
+	NodeID     string          `json:"node_id"`
+	Version    string          `json:"version"`
+	Registered bool            `json:"registered"`
+	PublicIP   string          `json:"public_ip,omitempty"`
+	LANURL     string          `json:"lan_url,omitempty"`
+	CastURL    string          `json:"cast_url"`
+	LastError  string          `json:"last_error,omitempty"`
+	Cache      httpcache.Stats `json:"cache"`
+}
+
+// Status reports the beacon's state.
+func (b *Beacon) Status() Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Status{
+		NodeID: b.key.ID(), Version: b.opts.Version, Registered: b.registered,
+		PublicIP: b.reply.PublicIP, LANURL: b.lanURL, CastURL: b.opts.CastURL,
+		LastError: b.lastErr, Cache: b.cache.Stats(),
+	}
+}
+
+func (b *Beacon) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(b.Status())
+	})
+	return mux
+}
+
+// registerLoop registers at start (retrying with backoff) and again whenever
+// the LAN URL or the public IP castd sees changes.
+func (b *Beacon) registerLoop(ctx context.Context, addr net.Addr) {
+	backoff := time.Second
+	for {
+		wait := b.opts.CheckInterval
+		if err := b.checkRegistration(ctx, addr); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			b.mu.Lock()
+			b.lastErr = err.Error()
+			b.mu.Unlock()
+			wait = backoff + rand.N(backoff/2+1)
+			b.log.Warn("registration", "err", err, "retry_in", wait.Round(time.Millisecond))
+			backoff = min(backoff*2, 2*time.Minute)
+		} else {
+			backoff = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
+	lan, err := b.currentLANURL(addr)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	registered, lastIP, lastLAN := b.registered, b.reply.PublicIP, b.lanURL
+	b.mu.Unlock()
+	if registered && lan == lastLAN {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		ip, err := b.cast.Whoami(cctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if ip == lastIP {
+			return nil
+		}
+		b.log.Info("public IP changed; registering again", "old", lastIP, "new", ip)
+	} else if registered {
+		b.log.Info("LAN URL changed; registering again", "old", lastLAN, "new", lan)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	reply, err := b.cast.Register(cctx, protocol.Registration{
+		Role:         protocol.RoleBeacon,
+		LANURL:       lan,
+		Version:      b.opts.Version,
+		Capabilities: []string{"http-cache"},
+		Delegation:   b.deleg,
+	})
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.registered, b.reply, b.lanURL, b.lastErr = true, reply, lan, ""
+	b.mu.Unlock()
+	b.log.Info("registered with castd", "id", reply.NodeID, "public_ip", reply.PublicIP, "lan_url", lan, "cast_key", reply.CastKey)
+	return nil
+}
+
+// currentLANURL is the configured LAN URL, or one made from the listen
+// address (or, when that is a wildcard, the first private address found).
+func (b *Beacon) currentLANURL(addr net.Addr) (string, error) {
+	if b.opts.LANURL != "" {
+		return b.opts.LANURL, nil
+	}
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return "", fmt.Errorf("listen address %s: %w", addr, err)
+	}
+	ip := ap.Addr().Unmap()
+	if ip.IsUnspecified() {
+		ip, err = lanAddr()
+		if err != nil {
+			return "", err
+		}
+	}
+	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(int(ap.Port()))), nil
+}
+
+// lanAddr finds the first private IPv4 address on an up interface.
+func lanAddr() (netip.Addr, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && p.Addr().IsPrivate() {
+				return p.Addr(), nil
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("no private LAN address found: set --lan-url")
+}

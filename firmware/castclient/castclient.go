@@ -1,0 +1,156 @@
+// Package castclient is the beacon's client of castd: signed registration,
+// the whoami check, and signed object fetches that fill the personal cache.
+package castclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/protocol"
+	"github.com/blockcast/beacon/shared/signedreq"
+)
+
+// ErrRefused wraps a 4xx answer from castd: retrying the same request will not help.
+var ErrRefused = errors.New("castd refused the request")
+
+// Client talks to one castd.
+type Client struct {
+	base   *url.URL
+	key    *identity.Keypair
+	client *http.Client
+	now    func() time.Time
+}
+
+// New returns a client of the castd at baseURL that signs with key.
+func New(baseURL string, key *identity.Keypair) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("castd URL %q: want an absolute http(s) URL", baseURL)
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		DisableCompression:    true, // the cache stores identity bodies
+	}
+	return &Client{
+		base: u,
+		key:  key,
+		client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}},
+		now: time.Now,
+	}, nil
+}
+
+func (c *Client) url(path string) string {
+	return strings.TrimSuffix(c.base.String(), "/") + path
+}
+
+func (c *Client) newSigned(ctx context.Context, method, path string, body []byte) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
+	if err != nil {
+		return nil, err
+	}
+	if err := signedreq.Sign(req, body, c.key, c.now()); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// apiError turns a non-2xx answer into an error carrying castd's message.
+func apiError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	var e protocol.Error
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	err := fmt.Errorf("castd answered %s: %s", resp.Status, msg)
+	if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return err
+}
+
+// Register sends a signed registration.
+func (c *Client) Register(ctx context.Context, reg protocol.Registration) (protocol.RegistrationReply, error) {
+	var reply protocol.RegistrationReply
+	body, err := json.Marshal(reg)
+	if err != nil {
+		return reply, err
+	}
+	req, err := c.newSigned(ctx, http.MethodPost, protocol.PathRegister, body)
+	if err != nil {
+		return reply, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return reply, fmt.Errorf("register: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return reply, fmt.Errorf("register: %w", apiError(resp))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&reply); err != nil {
+		return reply, fmt.Errorf("register: bad reply: %w", err)
+	}
+	return reply, nil
+}
+
+// Whoami asks castd which public address it sees this beacon at.
+func (c *Client) Whoami(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(protocol.PathWhoami), nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("whoami: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("whoami: %w", apiError(resp))
+	}
+	var w protocol.Whoami
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&w); err != nil {
+		return "", fmt.Errorf("whoami: bad reply: %w", err)
+	}
+	return w.IP, nil
+}
+
+// Fetch implements httpcache.Upstream: a signed GET of a content key through
+// castd's mid-tier cache. Non-200 answers are returned as responses (the
+// cache passes them on); only transport failures are errors.
+func (c *Client) Fetch(ctx context.Context, key string, cond http.Header) (*http.Response, error) {
+	req, err := c.newSigned(ctx, http.MethodGet, protocol.PathObjectPrefix+key, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range cond {
+		req.Header[k] = vs
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch from castd: %w", err)
+	}
+	return resp, nil
+}

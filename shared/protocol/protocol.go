@@ -1,0 +1,97 @@
+// Package protocol holds the HTTP API between beacons, relays and castd: paths,
+// header names and the JSON bodies both sides encode, so that neither program
+// has to import the other.
+package protocol
+
+import "time"
+
+// API paths served by castd.
+const (
+	// PathRegister takes a signed POST of a Registration.
+	PathRegister = "/v1/register"
+	// PathRoute is the JSON decision API for upstream CDNs:
+	// GET /v1/route?path=/a/b&client=203.0.113.7
+	PathRoute = "/v1/route"
+	// PathObjectPrefix is where a registered node fetches content through the
+	// mid-tier cache with a signed GET: /v1/object/<content path>.
+	PathObjectPrefix = "/v1/object"
+	// PathCastKey returns castd's public key (base58) as text.
+	PathCastKey = "/v1/castkey"
+	// PathWhoami answers the caller's public address as castd sees it, so a
+	// beacon notices that its public IP changed and registers again.
+	PathWhoami = "/v1/whoami"
+	// PathHealthz answers 200 while the process serves.
+	PathHealthz = "/healthz"
+)
+
+// Roles a node can register with.
+const (
+	RoleBeacon = "beacon"
+	RoleRelay  = "relay"
+)
+
+// Header names used on the HTTP paths.
+const (
+	HeaderCache = "X-Cache" // HIT or MISS
+	// HeaderRoute tells an end user (and the demo) how the router decided.
+	HeaderRoute = "X-Blockcast-Route"
+	// HeaderNode names the node a redirect points at.
+	HeaderNode = "X-Blockcast-Node-Target"
+)
+
+// Delegation is an owner wallet's Solana off-chain message signature that
+// delegates to a node key. Message is the exact signed off-chain message
+// (the whole preamble and body), base64; Signature is base58, as the
+// solana CLI prints it.
+type Delegation struct {
+	Owner     string `json:"owner"`
+	Message   string `json:"message"`
+	Signature string `json:"signature"`
+}
+
+// Registration is the body of a signed POST to PathRegister. The node ID is
+// the signer of the request; the public IP is taken from the connection.
+type Registration struct {
+	Role         string      `json:"role"`
+	LANURL       string      `json:"lan_url,omitempty"`
+	Version      string      `json:"version,omitempty"`
+	Capabilities []string    `json:"capabilities,omitempty"`
+	CIDRs        []string    `json:"cidrs,omitempty"`
+	Delegation   *Delegation `json:"delegation,omitempty"`
+}
+
+// RegistrationReply answers a successful registration.
+type RegistrationReply struct {
+	NodeID    string    `json:"node_id"`
+	PublicIP  string    `json:"public_ip"`
+	Owner     string    `json:"owner,omitempty"`
+	CastKey   string    `json:"cast_key"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// Whoami is the body of PathWhoami.
+type Whoami struct {
+	IP string `json:"ip"`
+}
+
+// Decision kinds returned by the router.
+const (
+	DecisionBeacon = "beacon" // self-IP unicast distribution
+	DecisionRelay  = "relay"  // subnet CIDR unicast distribution
+	DecisionOrigin = "origin" // traditional delivery
+)
+
+// RouteDecision is the JSON body of PathRoute, and what a redirect is built from.
+type RouteDecision struct {
+	Decision string `json:"decision"`
+	Location string `json:"location"`
+	NodeID   string `json:"node_id,omitempty"`
+	Client   string `json:"client"`
+	Prefix   string `json:"prefix,omitempty"` // the relay CIDR that matched
+}
+
+// Error is the JSON body of every 4xx/5xx that castd's API returns.
+type Error struct {
+	Error string `json:"error"`
+}

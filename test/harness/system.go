@@ -1,0 +1,125 @@
+package harness
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+)
+
+// System is an origin, castd and one beacon on loopback, with all state and
+// logs under Dir.
+type System struct {
+	Dir    string
+	Bin    Binaries
+	Origin *Origin
+
+	CastdAddr  string // host:port of castd
+	BeaconAddr string // host:port end users reach the beacon at
+	AdminAddr  string // beacon's local status endpoint
+	Castd      *Proc
+	Beacon     *Proc
+
+	// BeaconCacheSize is passed as --cache-size (default 256MiB).
+	BeaconCacheSize string
+	// BeaconExec, when set, runs the beacon through it, e.g.
+	// []string{"qemu-mipsel-static"} for a cross-built binary.
+	BeaconExec []string
+	// BeaconArgs are extra flags for the beacon.
+	BeaconArgs []string
+}
+
+// NewSystem picks ports and starts the origin; call StartCastd and
+// StartBeacon next (or Start for both).
+func NewSystem(dir string, bin Binaries) (*System, error) {
+	s := &System{Dir: dir, Bin: bin, BeaconCacheSize: "256MiB"}
+	var err error
+	if s.Origin, err = StartOrigin(); err != nil {
+		return nil, err
+	}
+	for _, p := range []*string{&s.CastdAddr, &s.BeaconAddr, &s.AdminAddr} {
+		if *p, err = FreeAddr(); err != nil {
+			s.Origin.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// CastdURL is castd's base URL.
+func (s *System) CastdURL() string { return "http://" + s.CastdAddr }
+
+// Start starts castd, then the beacon, and waits until the beacon is registered.
+func (s *System) Start() error {
+	if err := s.StartCastd(); err != nil {
+		return err
+	}
+	if err := s.StartBeacon(); err != nil {
+		return err
+	}
+	return WaitRegistered(s.AdminAddr, 15*time.Second)
+}
+
+// StartCastd starts castd and waits until it answers.
+func (s *System) StartCastd() error {
+	p, err := Start("castd", filepath.Join(s.Dir, "castd.log"), s.Bin.Castd,
+		"--listen", s.CastdAddr,
+		"--state-dir", filepath.Join(s.Dir, "castd"),
+		"--origin", s.Origin.URL,
+		"--cache-size", "512MiB",
+		"--log-level", "debug")
+	if err != nil {
+		return err
+	}
+	s.Castd = p
+	if err := WaitHTTP(s.CastdURL()+"/healthz", 15*time.Second); err != nil {
+		return fmt.Errorf("castd: %w\n%s", err, p.Tail(2000))
+	}
+	return nil
+}
+
+// StartBeacon starts the beacon and waits until its status endpoint answers.
+func (s *System) StartBeacon() error {
+	args := []string{
+		"--cast-url", s.CastdURL(),
+		"--listen", s.BeaconAddr,
+		"--lan-url", "http://" + s.BeaconAddr,
+		"--admin-listen", s.AdminAddr,
+		"--state-dir", filepath.Join(s.Dir, "beacon"),
+		"--cache-size", s.BeaconCacheSize,
+		"--check-interval", "2s",
+		"--log-level", "debug",
+	}
+	args = append(args, s.BeaconArgs...)
+	bin := s.Bin.Beacon
+	if len(s.BeaconExec) > 0 {
+		args = append(append(append([]string{}, s.BeaconExec[1:]...), bin), args...)
+		bin = s.BeaconExec[0]
+	}
+	p, err := Start("beacon", filepath.Join(s.Dir, "beacon.log"), bin, args...)
+	if err != nil {
+		return err
+	}
+	s.Beacon = p
+	if err := WaitHTTP("http://"+s.AdminAddr+"/healthz", 15*time.Second); err != nil {
+		return fmt.Errorf("beacon: %w\n%s", err, p.Tail(2000))
+	}
+	return nil
+}
+
+// Close stops everything (SIGTERM, then SIGKILL after a grace period) and
+// reports processes that did not exit cleanly.
+func (s *System) Close() error {
+	var errs []error
+	for _, p := range []*Proc{s.Beacon, s.Castd} {
+		if p != nil {
+			if err := p.Stop(10 * time.Second); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
+			}
+		}
+	}
+	if s.Origin != nil {
+		s.Origin.Close()
+	}
+	return errors.Join(errs...)
+}
