@@ -56,23 +56,25 @@ type Stats struct {
 
 // Object is a committed object. Its body stays readable after a later fill
 // replaces it or eviction removes it only until then: readers get
-// ErrNotFound from ReadAt/WriteRange once the data is gone.
+// ErrNotFound from ReadAt/WriteRange once the data is gone. (Bodies of up
+// to 16 KiB are copied by Get and stay readable.)
 type Object struct {
 	Meta Meta
 	// unexported fields
-	s  *Store
-	id uint64
+	s    *Store
+	id   uint64
+	body []byte // the whole body, if small enough for Get to copy it
 }
 
 // ReadAt reads body bytes at off, as io.ReaderAt.
 func (o *Object) ReadAt(p []byte, off int64) (int, error) {
-	return o.s.readAt(o.id, o.Meta.Size, p, off)
+	return o.readAt(p, off)
 }
 
 // WriteRange copies n body bytes starting at off to w, in bounded pieces,
 // without holding a bbolt transaction open while w blocks.
 func (o *Object) WriteRange(w io.Writer, off, n int64) (int64, error) {
-	return o.s.writeRange(o.id, o.Meta.Size, w, off, n)
+	return o.writeRange(w, off, n)
 }
 
 // Writer fills one object. Data written is readable by followers (NewReader)

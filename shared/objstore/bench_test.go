@@ -1,0 +1,101 @@
+package objstore
+
+import (
+	"fmt"
+	"io"
+	"testing"
+)
+
+// BenchmarkGetSmall is the cache-hit path: Get plus WriteRange of a 1 KiB
+// body.
+func BenchmarkGetSmall(b *testing.B) {
+	s := openTest(b, "", Options{MaxBytes: 64 << 20}, 0)
+	const n = 1000
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("/videos/seg%04d.ts?x=1", i)
+		put(b, s, keys[i], body(keys[i], 1024), 0)
+	}
+	b.ReportAllocs()
+	b.SetBytes(1024)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		o, err := s.Get(keys[i%n])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := o.WriteRange(io.Discard, 0, o.Meta.Size); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGetSmallParallel(b *testing.B) {
+	s := openTest(b, "", Options{MaxBytes: 64 << 20}, 0)
+	const n = 1000
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("/videos/seg%04d.ts?x=1", i)
+		put(b, s, keys[i], body(keys[i], 1024), 0)
+	}
+	b.ReportAllocs()
+	b.SetBytes(1024)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			o, err := s.Get(keys[i%n])
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := o.WriteRange(io.Discard, 0, o.Meta.Size); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+}
+
+func BenchmarkWriteRange1MiB(b *testing.B) {
+	s := openTest(b, "", Options{MaxBytes: 64 << 20}, 0)
+	put(b, s, "/big", body("big", 1<<20), 0)
+	o, err := s.Get("/big")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(1 << 20)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := o.WriteRange(io.Discard, 0, o.Meta.Size); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFill1MiB stores 1 MiB objects written in 32 KiB pieces, over 32
+// keys, so that every fill also replaces an older version.
+func BenchmarkFill1MiB(b *testing.B) {
+	s := openTest(b, "", Options{MaxBytes: 256 << 20}, 0)
+	s.db.NoSync = false // measure real commits
+	data := body("fill", 1<<20)
+	b.ReportAllocs()
+	b.SetBytes(1 << 20)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		w, err := s.Create(fmt.Sprintf("/fill/%d", i%32), 1<<20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for off := 0; off < len(data); off += 32 << 10 {
+			if _, err := w.Write(data[off : off+32<<10]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := w.Commit(Meta{Status: 200}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
