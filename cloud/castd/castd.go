@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockcast/beacon/cloud/clientip"
@@ -22,6 +23,7 @@ import (
 	"github.com/blockcast/beacon/cloud/router"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/metrics"
 	"github.com/blockcast/beacon/shared/objstore"
 	"github.com/blockcast/beacon/shared/signedreq"
 )
@@ -74,6 +76,8 @@ type Server struct {
 	verifier *signedreq.Verifier
 	ips      *clientip.Resolver
 	origin   *url.URL
+	metrics  *metrics.Registry
+	refused  atomic.Int64 // requests answered 4xx
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -125,6 +129,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("castd: %w", err)
 	}
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
+	s.metrics = s.newMetrics()
 	b, r, p := s.router.Len()
 	log.Info("castd state loaded", "id", key.ID(), "beacons", b, "relays", r, "prefixes", p, "origin", opts.Origin)
 	return s, nil
@@ -187,4 +192,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		srv.Close()
 	}
 	return nil
+}
+
+func (s *Server) newMetrics() *metrics.Registry {
+	m := metrics.NewRegistry()
+	s.cache.RegisterMetrics(m, "castd_midcache")
+	m.Collect("castd_router_entries", "Routable entries in the request router.", metrics.Gauge, func() []metrics.Sample {
+		b, r, p := s.router.Len()
+		return []metrics.Sample{
+			{Labels: []string{"kind", "beacon"}, Value: float64(b)},
+			{Labels: []string{"kind", "relay"}, Value: float64(r)},
+			{Labels: []string{"kind", "prefix"}, Value: float64(p)},
+		}
+	})
+	m.Func("castd_registered_nodes", "Nodes in the registry.", metrics.Gauge, func() float64 { return float64(s.reg.Len()) })
+	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
+	return m
 }

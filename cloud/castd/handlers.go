@@ -33,11 +33,20 @@ func (s *Server) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc(protocol.PathObjectPrefix+"/", s.handleObject)
+	mux.Handle(protocol.PathMetrics, s.metrics)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
-	mux.HandleFunc("/", s.handleContent)
-	return mux
+	// Content paths bypass the mux: it would answer a path with dot
+	// segments with a redirect to the cleaned path, and the router must
+	// refuse such a path instead of normalising it.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; strings.HasPrefix(p, "/v1/") || p == protocol.PathHealthz || p == protocol.PathMetrics {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		s.handleContent(w, r)
+	})
 }
 
 // fail answers with a JSON error and logs it; 4xx at info, 5xx at warn.
@@ -45,6 +54,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, msg st
 	lvl := s.log.Info
 	if status >= 500 {
 		lvl = s.log.Warn
+	} else {
+		s.refused.Add(1)
 	}
 	lvl("request refused", "status", status, "method", r.Method, "path", truncate(r.URL.RequestURI(), 200), "remote", r.RemoteAddr, "reason", msg)
 	w.Header().Set("Content-Type", "application/json")

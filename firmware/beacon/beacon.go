@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -21,8 +22,10 @@ import (
 	"time"
 
 	"github.com/blockcast/beacon/firmware/castclient"
+	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/metrics"
 	"github.com/blockcast/beacon/shared/objstore"
 	"github.com/blockcast/beacon/shared/protocol"
 )
@@ -51,6 +54,11 @@ func (o *Options) check() error {
 	}
 	if o.KeyFile == "" {
 		o.KeyFile = filepath.Join(o.StateDir, "wallet.json")
+	}
+	if o.DelegationFile == "" {
+		if p := filepath.Join(o.StateDir, "delegation.json"); fileExists(p) {
+			o.DelegationFile = p
+		}
 	}
 	if o.CacheSize <= 0 {
 		return errors.New("beacon: --cache-size must be positive")
@@ -226,6 +234,7 @@ type Status struct {
 	Version    string          `json:"version"`
 	Registered bool            `json:"registered"`
 	PublicIP   string          `json:"public_ip,omitempty"`
+	Owner      string          `json:"owner,omitempty"`
 	LANURL     string          `json:"lan_url,omitempty"`
 	CastURL    string          `json:"cast_url"`
 	LastError  string          `json:"last_error,omitempty"`
@@ -238,14 +247,51 @@ func (b *Beacon) Status() Status {
 	defer b.mu.Unlock()
 	return Status{
 		NodeID: b.key.ID(), Version: b.opts.Version, Registered: b.registered,
-		PublicIP: b.reply.PublicIP, LANURL: b.lanURL, CastURL: b.opts.CastURL,
+		PublicIP: b.reply.PublicIP, Owner: b.reply.Owner, LANURL: b.lanURL, CastURL: b.opts.CastURL,
 		LastError: b.lastErr, Cache: b.cache.Stats(),
 	}
+}
+
+// WriteText prints the status for people on the router's shell.
+func (st Status) WriteText(w io.Writer) {
+	yesno := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	c := st.Cache
+	ratio := 0.0
+	if c.Hits+c.Misses > 0 {
+		ratio = float64(c.Hits) / float64(c.Hits+c.Misses)
+	}
+	fmt.Fprintf(w, "node        %s (version %s)\n", st.NodeID, st.Version)
+	fmt.Fprintf(w, "castd       %s\n", st.CastURL)
+	fmt.Fprintf(w, "registered  %s", yesno(st.Registered))
+	if st.Registered {
+		fmt.Fprintf(w, " (public IP %s, LAN URL %s)", st.PublicIP, st.LANURL)
+	}
+	fmt.Fprintln(w)
+	if st.LastError != "" {
+		fmt.Fprintf(w, "last error  %s\n", st.LastError)
+	}
+	fmt.Fprintf(w, "cache       %d objects, %s\n", c.Objects, cli.FormatBytes(c.Bytes))
+	fmt.Fprintf(w, "hit ratio   %.1f%% (%d hits, %d misses)\n", 100*ratio, c.Hits, c.Misses)
+	fmt.Fprintf(w, "served      %s to users, %s from upstream\n", cli.FormatBytes(c.BytesServed), cli.FormatBytes(c.UpstreamBytes))
 }
 
 func (b *Beacon) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	m := metrics.NewRegistry()
+	b.cache.RegisterMetrics(m, "beacon_cache")
+	m.Func("beacon_registered", "1 while castd has this beacon's current registration.", metrics.Gauge, func() float64 {
+		if b.Status().Registered {
+			return 1
+		}
+		return 0
+	})
+	mux.Handle(protocol.PathMetrics, m)
 	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -361,4 +407,9 @@ func lanAddr() (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, errors.New("no private LAN address found: set --lan-url")
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -119,8 +119,12 @@ func (s *Size) Set(v string) error {
 // ParseSize parses what Size.Set accepts.
 func ParseSize(v string) (int64, error) {
 	t := strings.TrimSpace(v)
-	num := strings.TrimRightFunc(t, func(r rune) bool { return r < '0' || r > '9' })
-	unit := strings.ToLower(strings.TrimSpace(t[len(num):]))
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	num := t[:i]
+	unit := strings.ToLower(strings.TrimSpace(t[i:]))
 	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "b"), "i")
 	var mult int64
 	switch unit {
@@ -162,4 +166,18 @@ func FormatSize(n int64) string {
 		i++
 	}
 	return fmt.Sprintf("%d%s", n, units[i])
+}
+
+// FormatBytes prints n for people: "512 B", "3.4 MiB".
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }

@@ -20,6 +20,9 @@ const (
 	// PathWhoami answers the caller's public address as castd sees it, so a
 	// beacon notices that its public IP changed and registers again.
 	PathWhoami = "/v1/whoami"
+	// PathMetrics serves Prometheus text metrics (castd's API port, the
+	// beacon's local status port).
+	PathMetrics = "/metrics"
 	// PathHealthz answers 200 while the process serves.
 	PathHealthz = "/healthz"
 )

@@ -8,14 +8,20 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/blockcast/beacon/firmware/castclient"
 	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/offchain"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
 	"github.com/blockcast/beacon/test/harness"
@@ -358,5 +364,115 @@ func TestCorruptStateReported(t *testing.T) {
 	after, err := os.ReadFile(db)
 	if err != nil || !bytes.Equal(after, garbage) {
 		t.Fatal("the corrupt cache file was changed or removed")
+	}
+}
+
+// TestReRegisterOnPublicIPChange puts castd behind a reverse proxy it
+// trusts (as behind a cloud load balancer) that reports the beacon's public
+// address; when that address changes, the beacon registers again and users
+// on the new address are routed to it.
+func TestReRegisterOnPublicIPChange(t *testing.T) {
+	sys, err := harness.NewSystem(t.TempDir(), bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	public := "198.51.100.10"
+	target, _ := url.Parse(sys.CastdURL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	director := proxy.Director
+	proxy.Director = func(r *http.Request) {
+		director(r)
+		mu.Lock()
+		r.Header.Set("X-Forwarded-For", public)
+		mu.Unlock()
+	}
+	front := httptest.NewServer(proxy)
+	defer front.Close()
+	sys.CastdArgs = []string{"--trusted-proxy", "127.0.0.1/32"}
+	sys.BeaconCastURL = front.URL
+	t.Cleanup(func() {
+		if err := sys.Close(); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("beacon log:\n%s", sys.Beacon.Tail(4000))
+		}
+	})
+	if err := sys.Start(); err != nil {
+		t.Fatal(err)
+	}
+	routeOf := func(client string) string {
+		resp, err := http.Get(sys.CastdURL() + "/v1/route?path=/x&client=" + client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var d protocol.RouteDecision
+		json.NewDecoder(resp.Body).Decode(&d)
+		return d.Decision
+	}
+	if got := routeOf("198.51.100.10"); got != protocol.DecisionBeacon {
+		t.Fatalf("before the change: %s, want beacon", got)
+	}
+	mu.Lock()
+	public = "203.0.113.77"
+	mu.Unlock()
+	// --check-interval is 2s in the harness.
+	if !harness.WaitFor(10*time.Second, func() bool { return routeOf("203.0.113.77") == protocol.DecisionBeacon }) {
+		t.Fatal("beacon not routed on its new public IP")
+	}
+	if got := routeOf("198.51.100.10"); got != protocol.DecisionOrigin {
+		t.Fatalf("old public IP still routed to the beacon: %s", got)
+	}
+}
+
+// TestOwnerDelegation walks the operator's two steps with the real beacon
+// binary, signing in between as `solana sign-offchain-message` does, and
+// checks that castd records the owner.
+func TestOwnerDelegation(t *testing.T) {
+	sys, err := harness.NewSystem(t.TempDir(), bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sys.Close() })
+	state := filepath.Join(sys.Dir, "beacon")
+	run := func(args ...string) string {
+		out, err := exec.Command(bins.Beacon, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("beacon %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("keygen", "--state-dir", state)
+	owner, _ := identity.Generate()
+	out := run("delegate", "--state-dir", state, "--owner", owner.ID())
+	if !strings.Contains(out, "solana sign-offchain-message") {
+		t.Fatalf("step 1 output:\n%s", out)
+	}
+	text, err := os.ReadFile(filepath.Join(state, "delegation-request.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := offchain.NewMessage(offchain.LayoutV0, text, owner.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := offchain.Encode(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A wrong signature is refused and nothing is stored.
+	bad := identity.EncodeBase58(owner.Sign([]byte("something else")))
+	if o, err := exec.Command(bins.Beacon, "delegate", "--state-dir", state, "--signature", bad).CombinedOutput(); err == nil {
+		t.Fatalf("bad signature accepted:\n%s", o)
+	}
+	run("delegate", "--state-dir", state, "--signature", identity.EncodeBase58(owner.Sign(raw)))
+	if err := sys.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st := mustStatus(t, sys)
+	if st["owner"] != owner.ID() {
+		t.Fatalf("castd recorded owner %v, want %s", st["owner"], owner.ID())
 	}
 }

@@ -27,6 +27,10 @@ type System struct {
 	BeaconExec []string
 	// BeaconArgs are extra flags for the beacon.
 	BeaconArgs []string
+	// BeaconCastURL, when set, is the castd URL given to the beacon (e.g. a
+	// proxy in front of castd); CastdArgs are extra flags for castd.
+	BeaconCastURL string
+	CastdArgs     []string
 }
 
 // NewSystem picks ports and starts the origin; call StartCastd and
@@ -62,12 +66,14 @@ func (s *System) Start() error {
 
 // StartCastd starts castd and waits until it answers.
 func (s *System) StartCastd() error {
-	p, err := Start("castd", filepath.Join(s.Dir, "castd.log"), s.Bin.Castd,
+	args := append([]string{
 		"--listen", s.CastdAddr,
 		"--state-dir", filepath.Join(s.Dir, "castd"),
 		"--origin", s.Origin.URL,
 		"--cache-size", "512MiB",
-		"--log-level", "debug")
+		"--log-level", "debug",
+	}, s.CastdArgs...)
+	p, err := Start("castd", filepath.Join(s.Dir, "castd.log"), s.Bin.Castd, args...)
 	if err != nil {
 		return err
 	}
@@ -80,8 +86,12 @@ func (s *System) StartCastd() error {
 
 // StartBeacon starts the beacon and waits until its status endpoint answers.
 func (s *System) StartBeacon() error {
+	castURL := s.CastdURL()
+	if s.BeaconCastURL != "" {
+		castURL = s.BeaconCastURL
+	}
 	args := []string{
-		"--cast-url", s.CastdURL(),
+		"--cast-url", castURL,
 		"--listen", s.BeaconAddr,
 		"--lan-url", "http://" + s.BeaconAddr,
 		"--admin-listen", s.AdminAddr,

@@ -3,10 +3,12 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -15,6 +17,7 @@ import (
 	"github.com/blockcast/beacon/firmware/beacon"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/offchain"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -30,6 +33,10 @@ Usage:
   beacon [run] --cast-url http://castd.example:8080 [flags]   serve (default)
   beacon keygen [--key PATH]      create a node wallet (never overwrites)
   beacon id [--key PATH]          print the node ID (base58 public key)
+  beacon status [--admin-listen ADDR] [--json]
+                                  print the running beacon's state
+  beacon delegate --owner WALLET  step 1: the text your owner wallet signs
+  beacon delegate --signature SIG step 2: store the owner's signature
   beacon --version
 
 `
@@ -47,6 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return keygen(args[1:], stdout, stderr)
 		case "id":
 			return showID(args[1:], stdout, stderr)
+		case "status":
+			return status(args[1:], stdout, stderr)
+		case "delegate":
+			return delegate(args[1:], stdout, stderr)
 		case "help":
 			return serve([]string{"--help"}, stdout, stderr)
 		}
@@ -72,7 +83,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.CastURL, "cast-url", "", "base URL of castd (required)")
 	fs.StringVar(&opts.StateDir, "state-dir", defaultStateDir, "directory for the cache file (and the wallet, unless --key)")
 	fs.StringVar(&opts.KeyFile, "key", "", "node wallet file, Solana keypair format (default STATE-DIR/wallet.json)")
-	fs.StringVar(&opts.DelegationFile, "delegation", "", "owner wallet delegation file (JSON), optional")
+	fs.StringVar(&opts.DelegationFile, "delegation", "", "owner wallet delegation file (default STATE-DIR/delegation.json when present)")
 	fs.Var(&cacheSize, "cache-size", "bound on cached bytes, e.g. 64MiB")
 	fs.DurationVar(&opts.CheckInterval, "check-interval", time.Minute, "how often to check that the registration (public IP, LAN URL) is current")
 	fs.Var(&memLimit, "memory-limit", "soft memory limit for the Go runtime, e.g. 24MiB (0: GOMEMLIMIT or none)")
@@ -164,4 +175,114 @@ func showID(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, kp.ID())
 	return 0
+}
+
+func status(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("beacon status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin-listen", "127.0.0.1:8082", "the running beacon's local status address")
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := cli.ApplyEnv(fs, "BEACON", nil); err != nil {
+		fmt.Fprintln(stderr, "beacon:", err)
+		return 2
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + *admin + "/v1/status")
+	if err != nil {
+		fmt.Fprintf(stderr, "beacon status: is the beacon running? %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "beacon status: %s %v\n", resp.Status, err)
+		return 1
+	}
+	if *asJSON {
+		stdout.Write(raw)
+		return 0
+	}
+	var st beacon.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		fmt.Fprintf(stderr, "beacon status: bad answer: %v\n", err)
+		return 1
+	}
+	st.WriteText(stdout)
+	return 0
+}
+
+// delegate links the node to its owner's wallet without the owner key ever
+// touching the router: step 1 prints the text to sign with the solana CLI
+// (or a wallet), step 2 checks the signature and stores the delegation.
+func delegate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("beacon delegate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	key := fs.String("key", "", "node wallet file (default STATE-DIR/wallet.json)")
+	stateDir := fs.String("state-dir", defaultStateDir, "state directory")
+	owner := fs.String("owner", "", "step 1: the owner wallet's address (base58)")
+	sig := fs.String("signature", "", "step 2: the signature the owner's wallet printed (base58)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := cli.ApplyEnv(fs, "BEACON", nil); err != nil {
+		fmt.Fprintln(stderr, "beacon:", err)
+		return 2
+	}
+	if *key == "" {
+		*key = filepath.Join(*stateDir, "wallet.json")
+	}
+	kp, err := identity.LoadFile(*key)
+	if err != nil {
+		fmt.Fprintf(stderr, "beacon delegate: %v\n", err)
+		return 1
+	}
+	pending := filepath.Join(*stateDir, "delegation-request.txt")
+	out := filepath.Join(*stateDir, "delegation.json")
+	switch {
+	case *owner != "" && *sig == "":
+		o, err := identity.ParsePublicKey(*owner)
+		if err != nil {
+			fmt.Fprintf(stderr, "beacon delegate: --owner: %v\n", err)
+			return 2
+		}
+		text := offchain.DelegationText(o, kp.Public(), time.Now())
+		if err := os.WriteFile(pending, []byte(text), 0o600); err != nil {
+			fmt.Fprintf(stderr, "beacon delegate: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "Sign this text with the owner wallet %s, e.g.:\n\n  solana sign-offchain-message -k <owner keypair or usb://ledger> '%s'\n\nthen run:\n\n  beacon delegate --signature <the printed signature>\n", o, text)
+		return 0
+	case *sig != "":
+		text, err := os.ReadFile(pending)
+		if err != nil {
+			fmt.Fprintf(stderr, "beacon delegate: no pending request (run step 1 with --owner first): %v\n", err)
+			return 1
+		}
+		o, _, _, err := offchain.ParseDelegationText(string(text))
+		if err != nil {
+			fmt.Fprintf(stderr, "beacon delegate: %s: %v\n", pending, err)
+			return 1
+		}
+		d, err := offchain.AssembleDelegation(o, string(text), *sig)
+		if err == nil {
+			_, err = offchain.VerifyDelegation(d, kp.Public())
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "beacon delegate: the signature does not verify: %v\n", err)
+			return 1
+		}
+		raw, _ := json.MarshalIndent(d, "", "  ")
+		if err := os.WriteFile(out, append(raw, '\n'), 0o600); err != nil {
+			fmt.Fprintf(stderr, "beacon delegate: %v\n", err)
+			return 1
+		}
+		os.Remove(pending)
+		fmt.Fprintf(stdout, "node %s is now delegated by owner %s (%s); it is sent with the next registration\n", kp.ID(), o, out)
+		return 0
+	}
+	fmt.Fprintln(stderr, "beacon delegate: give --owner WALLET (step 1) or --signature SIG (step 2)")
+	return 2
 }
