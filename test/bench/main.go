@@ -61,6 +61,10 @@ func run(binDir string, dur time.Duration, conns int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// nginx workers run as an unprivileged user and must reach their cache.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
 	var bins harness.Binaries
 	if binDir == "" {
 		if bins, err = harness.Build(dir); err != nil {
@@ -108,7 +112,8 @@ func run(binDir string, dur time.Duration, conns int) error {
 			return err
 		}
 		if err := expectHit(nginxURL, "X-Cache", "HIT"); err != nil {
-			return err
+			b, _ := os.ReadFile(filepath.Join(dir, "nginx", "error.log"))
+			return fmt.Errorf("%w\nnginx error log:\n%s", err, b)
 		}
 		before := sys.Origin.Hits(o.path)
 		// Alternate the order so neither side always runs on a warmer machine.
@@ -147,7 +152,7 @@ func expectHit(url, header, want string) error {
 	}
 	resp.Body.Close()
 	if got := resp.Header.Get(header); got != want {
-		return fmt.Errorf("%s: %s is %q, want %q (cache not primed)", url, header, got, want)
+		return fmt.Errorf("%s: %s is %q, want %q (cache not primed); status %s, headers %v", url, header, got, want, resp.Status, resp.Header)
 	}
 	return nil
 }
