@@ -48,3 +48,35 @@ bench: deps build
 
 clean:
 	rm -rf .build
+
+# Cross builds and packages (cross/, openwrt/, rpi/). The target list is
+# cross/targets.txt; `make cross` writes it, with the binaries, into
+# $(CROSS_OUT)/manifest.json, which the packager reads. CAST_URL, when set,
+# becomes the castd URL in the packages' default configuration.
+CROSS_OUT ?= .build/cross
+PKG_OUT   ?= .build/pkg
+CAST_URL  ?=
+PKGTOOL    = cd cross/pkgtool && $(GO) run . --root $(CURDIR) --manifest $(CURDIR)/$(CROSS_OUT)/manifest.json \
+             --out $(CURDIR)/$(PKG_OUT) --cast-url '$(CAST_URL)'
+
+.PHONY: cross size package package-openwrt package-deb
+
+# Every target: CGO off, -trimpath, stripped (-s -w).
+cross:
+	$(GO) run ./cross/cmd/cross build --out $(CROSS_OUT) --version $(VERSION)
+
+# .ipk (OpenWrt 24.10) and .apk (OpenWrt 25.12), without an SDK.
+package-openwrt: cross
+	$(PKGTOOL) --formats ipk,apk
+
+# .deb for Raspberry Pi OS (armhf = ARMv6, every Pi; arm64) and amd64.
+package-deb: cross
+	$(PKGTOOL) --formats deb
+
+package: cross
+	$(PKGTOOL) --formats ipk,apk,deb
+
+# Sizes of every binary and package; fails when the mipsle beacon is over
+# the flash budget (10 MB stripped, 4 MB as a package).
+size: package-openwrt
+	$(GO) run ./cross/cmd/cross size --out $(CROSS_OUT) --packages $(PKG_OUT)
