@@ -1,0 +1,203 @@
+// Package web is castd's fleet dashboard and the JSON node API behind it:
+// every node with its state, role, version, last contact, public IP and
+// serving figures, and the delivery tree CAST → relays → beacons. The page
+// polls the API, so it needs no build step and works on a phone.
+package web
+
+import (
+	_ "embed"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Node is one node as the dashboard shows it: registry facts merged with
+// what the topology monitor last heard.
+type Node struct {
+	ID            string    `json:"id"`
+	Role          string    `json:"role"`
+	State         string    `json:"state"` // online, stale, offline, unknown
+	Version       string    `json:"version,omitempty"`
+	Owner         string    `json:"owner,omitempty"`
+	PublicIP      string    `json:"public_ip"`
+	LANURL        string    `json:"lan_url,omitempty"`
+	CIDRs         []string  `json:"cidrs,omitempty"`
+	FirstSeen     time.Time `json:"first_seen"`
+	LastSeen      time.Time `json:"last_seen"` // last registration or report
+	Load          float64   `json:"load"`
+	HitRatio      float64   `json:"hit_ratio"`
+	BytesServed   uint64    `json:"bytes_served"`
+	UpstreamBytes uint64    `json:"upstream_bytes"`
+	CacheObjects  uint64    `json:"cache_objects"`
+	CacheBytes    uint64    `json:"cache_bytes"`
+	AMT           string    `json:"amt,omitempty"` // tunnel state, once reported
+	// Parent is the relay whose CIDRs cover a beacon's public IP, or ""
+	// when the beacon hangs directly off the CAST node.
+	Parent string `json:"parent,omitempty"`
+	// Routable says whether the request router currently sends users here.
+	Routable bool `json:"routable"`
+}
+
+// Options configure the dashboard.
+type Options struct {
+	// List returns every node; it is called on each API request.
+	List    func() []Node
+	CastID  string
+	Version string
+	Logger  *slog.Logger
+}
+
+// Dashboard serves the page and the node API.
+type Dashboard struct {
+	opts Options
+}
+
+// New returns a dashboard over opts.List.
+func New(opts Options) *Dashboard {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Dashboard{opts: opts}
+}
+
+//go:embed dashboard.html
+var page []byte
+
+// ServePage serves the dashboard at /.
+func (d *Dashboard) ServePage(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	// The page loads nothing from elsewhere and runs only its own script.
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.Write(page)
+}
+
+// NodeList is the body of GET /v1/nodes.
+type NodeList struct {
+	Cast    string         `json:"cast"`
+	Version string         `json:"version"`
+	Time    time.Time      `json:"time"`
+	Total   int            `json:"total"`   // nodes matching the filter
+	Counts  map[string]int `json:"counts"`  // all nodes by state
+	Roles   map[string]int `json:"roles"`   // all nodes by role
+	Offset  int            `json:"offset"`  // of the first node returned
+	Nodes   []Node         `json:"nodes"`   // at most limit
+	Parents []Node         `json:"parents"` // the relays the returned beacons hang off
+}
+
+const maxLimit = 1000
+
+// ServeNodes serves GET /v1/nodes?state=&role=&q=&limit=&offset=: nodes
+// sorted by state (online first) then ID, filtered and paged so a fleet of
+// a million nodes stays cheap to show.
+func (d *Dashboard) ServeNodes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, err := intParam(q.Get("limit"), 200)
+	if err != nil || limit < 0 {
+		writeErr(w, http.StatusBadRequest, "limit must be a non-negative integer")
+		return
+	}
+	limit = min(limit, maxLimit)
+	offset, err := intParam(q.Get("offset"), 0)
+	if err != nil || offset < 0 {
+		writeErr(w, http.StatusBadRequest, "offset must be a non-negative integer")
+		return
+	}
+	state, role, text := q.Get("state"), q.Get("role"), strings.ToLower(q.Get("q"))
+	all := d.opts.List()
+	out := NodeList{Cast: d.opts.CastID, Version: d.opts.Version, Time: time.Now().UTC(),
+		Counts: map[string]int{}, Roles: map[string]int{}, Offset: offset, Nodes: []Node{}, Parents: []Node{}}
+	byID := make(map[string]*Node, 64)
+	var match []Node
+	for i := range all {
+		n := &all[i]
+		out.Counts[n.State]++
+		out.Roles[n.Role]++
+		if n.Role == "relay" {
+			byID[n.ID] = n
+		}
+		if (state == "" || n.State == state) && (role == "" || n.Role == role) && (text == "" || matches(n, text)) {
+			match = append(match, *n)
+		}
+	}
+	sort.Slice(match, func(i, j int) bool {
+		a, b := rank(match[i].State), rank(match[j].State)
+		if a != b {
+			return a < b
+		}
+		return match[i].ID < match[j].ID
+	})
+	out.Total = len(match)
+	if offset < len(match) {
+		match = match[offset:]
+		if len(match) > limit {
+			match = match[:limit]
+		}
+		out.Nodes = match
+	}
+	seen := map[string]bool{}
+	for _, n := range out.Nodes {
+		if p, ok := byID[n.Parent]; ok && !seen[n.Parent] {
+			seen[n.Parent] = true
+			out.Parents = append(out.Parents, *p)
+		}
+	}
+	writeJSON(w, out)
+}
+
+// ServeNode serves GET /v1/nodes/{id}.
+func (d *Dashboard) ServeNode(w http.ResponseWriter, r *http.Request, id string) {
+	for _, n := range d.opts.List() {
+		if n.ID == id {
+			writeJSON(w, n)
+			return
+		}
+	}
+	writeErr(w, http.StatusNotFound, "no node "+strconv.Quote(id))
+}
+
+func matches(n *Node, text string) bool {
+	for _, s := range []string{n.ID, n.PublicIP, n.Version, n.Owner, n.LANURL} {
+		if strings.Contains(strings.ToLower(s), text) {
+			return true
+		}
+	}
+	return false
+}
+
+func rank(state string) int {
+	switch state {
+	case "online":
+		return 0
+	case "stale":
+		return 1
+	case "offline":
+		return 2
+	}
+	return 3
+}
+
+func intParam(s string, def int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	return strconv.Atoi(s)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
