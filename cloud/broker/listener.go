@@ -1,0 +1,122 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// listener is a mochi TCP listener that also bounds the handshake: mochi
+// sets no deadline until CONNECT has been read and counts a client against
+// MaximumClients only after it authenticates, so without this a peer could
+// hold any number of silent connections open. Each new connection takes a
+// slot (or is closed at once when none is free) and must send CONNECT
+// within the timeout; mochi's first SetDeadline, made once CONNECT is read,
+// gives the slot back.
+type listener struct {
+	id      string
+	addr    string
+	tlsConf *tls.Config
+	timeout time.Duration
+	slots   chan struct{}
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	ln     net.Listener
+	closed atomic.Bool
+	shed   atomic.Uint64
+}
+
+var _ listeners.Listener = (*listener)(nil)
+
+func (l *listener) ID() string       { return l.id }
+func (l *listener) Protocol() string { return "tcp" }
+
+func (l *listener) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.addr
+}
+
+func (l *listener) Init(_ *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	if l.tlsConf != nil {
+		ln = tls.NewListener(ln, l.tlsConf)
+	}
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	var backoff time.Duration
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: wait, do not spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("mqtt accept", "error", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		select {
+		case l.slots <- struct{}{}:
+		default:
+			l.shed.Add(1)
+			conn.Close()
+			continue
+		}
+		_ = conn.SetDeadline(time.Now().Add(l.timeout))
+		hc := &handshakeConn{Conn: conn, slots: l.slots}
+		go func() {
+			defer hc.release()
+			if err := establish(l.id, hc); err != nil {
+				l.log.Debug("mqtt connection ended", "remote", conn.RemoteAddr(), "error", err)
+			}
+		}()
+	}
+}
+
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	if !l.closed.CompareAndSwap(false, true) {
+		return
+	}
+	closeClients(l.id)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
+}
+
+// handshakeConn gives its slot back on the first deadline mochi sets (CONNECT
+// has been read) or when the connection ends.
+type handshakeConn struct {
+	net.Conn
+	slots chan struct{}
+	once  sync.Once
+}
+
+func (c *handshakeConn) release() { c.once.Do(func() { <-c.slots }) }
+
+func (c *handshakeConn) SetDeadline(t time.Time) error {
+	c.release()
+	return c.Conn.SetDeadline(t)
+}
