@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/blockcast/beacon/cloud/clientip"
+	"github.com/blockcast/beacon/cloud/monitor"
 	"github.com/blockcast/beacon/cloud/registry"
 	"github.com/blockcast/beacon/cloud/router"
+	"github.com/blockcast/beacon/cloud/web"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
@@ -37,8 +39,22 @@ type Options struct {
 	TrustedProxies    []netip.Prefix
 	SignWindow        time.Duration // accepted clock skew of signed requests
 	RequireDelegation bool          // refuse nodes without an owner wallet delegation
-	Version           string
-	Logger            *slog.Logger
+
+	// Control plane. MQTTListen runs the embedded broker there; MQTTBroker
+	// (tcp:// or tls://) uses an external one instead; with neither, nodes
+	// are routed to without health monitoring.
+	MQTTListen    string
+	MQTTBroker    string
+	MQTTUser      string // external broker login, or an extra admin login on the embedded one
+	MQTTPassword  string
+	MQTTPublicURL string // broker URL told to nodes (default: castd's host with the broker port)
+	MQTTTLSCert   string // embedded broker TLS certificate and key (PEM files)
+	MQTTTLSKey    string
+	ProbeInterval time.Duration // how often relays' health endpoints are probed
+	AdminToken    string        // bearer token for the operator command API ("" = off)
+
+	Version string
+	Logger  *slog.Logger
 }
 
 func (o *Options) check() error {
@@ -61,6 +77,9 @@ func (o *Options) check() error {
 	if o.SignWindow <= 0 {
 		o.SignWindow = time.Minute
 	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = 10 * time.Second
+	}
 	return nil
 }
 
@@ -78,6 +97,9 @@ type Server struct {
 	origin   *url.URL
 	metrics  *metrics.Registry
 	refused  atomic.Int64 // requests answered 4xx
+
+	dashboard *web.Dashboard
+	control   *control // nil until started, and without a control plane
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -130,6 +152,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
 	s.metrics = s.newMetrics()
+	s.dashboard = web.New(web.Options{List: s.nodeViews, CastID: key.ID(), Version: opts.Version, Logger: log})
 	b, r, p := s.router.Len()
 	log.Info("castd state loaded", "id", key.ID(), "beacons", b, "relays", r, "prefixes", p, "origin", opts.Origin)
 	return s, nil
@@ -176,6 +199,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := s.startControl(ctx); err != nil {
+		return err
+	}
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -206,6 +234,40 @@ func (s *Server) newMetrics() *metrics.Registry {
 		}
 	})
 	m.Func("castd_registered_nodes", "Nodes in the registry.", metrics.Gauge, func() float64 { return float64(s.reg.Len()) })
+	m.Collect("castd_nodes", "Registered nodes by control-plane state.", metrics.Gauge, func() []metrics.Sample {
+		if s.control == nil {
+			return nil
+		}
+		st := s.control.monitor.Stats()
+		return []metrics.Sample{
+			{Labels: []string{"state", "online"}, Value: float64(st.Online)},
+			{Labels: []string{"state", "stale"}, Value: float64(st.Stale)},
+			{Labels: []string{"state", "offline"}, Value: float64(st.Offline)},
+		}
+	})
+	m.Func("castd_control_messages_accepted_total", "Signed control-plane messages accepted.", metrics.Counter, func() float64 {
+		if s.control == nil {
+			return 0
+		}
+		return float64(s.control.monitor.Stats().Accepted)
+	})
+	m.Collect("castd_control_messages_dropped_total", "Control-plane messages dropped, by reason.", metrics.Counter, func() []metrics.Sample {
+		if s.control == nil {
+			return nil
+		}
+		st := s.control.monitor.Stats()
+		out := make([]metrics.Sample, 0, len(monitor.DropReasons))
+		for _, r := range monitor.DropReasons {
+			out = append(out, metrics.Sample{Labels: []string{"reason", r}, Value: float64(st.Dropped[r])})
+		}
+		return out
+	})
+	m.Collect("castd_mqtt_clients", "Clients connected to the embedded broker.", metrics.Gauge, func() []metrics.Sample {
+		if s.control == nil || s.control.broker == nil {
+			return nil
+		}
+		return []metrics.Sample{{Value: float64(s.control.broker.Stats().Connected)}}
+	})
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
 }

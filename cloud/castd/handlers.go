@@ -34,6 +34,8 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc(protocol.PathObjectPrefix+"/", s.handleObject)
 	mux.Handle(protocol.PathMetrics, s.metrics)
+	mux.HandleFunc("/v1/nodes", s.handleNodes)
+	mux.HandleFunc("/v1/nodes/", s.handleNodes)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
@@ -149,12 +151,16 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.router.Upsert(stored)
+	if s.control != nil {
+		s.router.SetEligible(stored.ID, s.control.routable(stored.ID))
+	}
 	s.log.Info("node registered", "id", stored.ID, "role", stored.Role, "public_ip", stored.PublicIP, "lan_url", stored.LANURL, "owner", stored.Owner, "cidrs", len(stored.CIDRs))
 	writeJSON(w, protocol.RegistrationReply{
 		NodeID:    stored.ID,
 		PublicIP:  stored.PublicIP.String(),
 		Owner:     stored.Owner,
 		CastKey:   s.key.ID(),
+		MQTT:      s.mqttURL(r),
 		FirstSeen: stored.FirstSeen,
 		LastSeen:  stored.LastSeen,
 	})
@@ -202,8 +208,7 @@ func (s *Server) handleContent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path == "/" {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "castd %s: CAST node %s\nContent URLs under this host are redirected to the nearest beacon, relay or the origin.\n", s.opts.Version, s.key.ID())
+		s.dashboard.ServePage(w, r)
 		return
 	}
 	key, err := protocol.CleanContentPath(r.URL.RequestURI())

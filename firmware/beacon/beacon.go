@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockcast/beacon/firmware/agent"
 	"github.com/blockcast/beacon/firmware/castclient"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/httpcache"
@@ -41,6 +42,9 @@ type Options struct {
 	StateDir       string        // cache file lives here
 	CacheSize      int64         // bound on cached bytes
 	CheckInterval  time.Duration // how often registration is checked (public IP, LAN URL)
+	MQTTURL        string        // control-plane broker; default: the one castd names at registration
+	CastKey        string        // CAST key commands must be signed by; default: learned at first registration, then pinned
+	HealthInterval time.Duration // health report interval
 	Version        string
 	Logger         *slog.Logger
 }
@@ -88,7 +92,13 @@ type Beacon struct {
 	cache *httpcache.Cache
 	deleg *protocol.Delegation
 
+	started    time.Time
+	reregister chan struct{}
+
 	mu         sync.Mutex
+	agent      *agent.Agent
+	agentURL   string
+	stopAgent  func()
 	registered bool
 	reply      protocol.RegistrationReply
 	lanURL     string
@@ -113,7 +123,7 @@ func New(opts Options) (*Beacon, error) {
 	} else if err := identity.CheckPermissions(opts.KeyFile); err != nil {
 		log.Warn("node key file permissions", "err", err)
 	}
-	b := &Beacon{opts: opts, log: log, key: key}
+	b := &Beacon{opts: opts, log: log, key: key, started: time.Now(), reregister: make(chan struct{}, 1)}
 	if opts.DelegationFile != "" {
 		d, err := LoadDelegation(opts.DelegationFile)
 		if err != nil {
@@ -215,6 +225,12 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 		}
 	}
 	wg.Wait()
+	b.mu.Lock()
+	stop := b.stopAgent
+	b.mu.Unlock()
+	if stop != nil {
+		stop() // publishes the offline status and disconnects
+	}
 	return err
 }
 
@@ -239,6 +255,13 @@ type Status struct {
 	CastURL    string          `json:"cast_url"`
 	LastError  string          `json:"last_error,omitempty"`
 	Cache      httpcache.Stats `json:"cache"`
+	Control    *ControlStatus  `json:"control,omitempty"`
+}
+
+// ControlStatus is the MQTT agent's side of Status.
+type ControlStatus struct {
+	Broker string `json:"broker"`
+	agent.AgentStatus
 }
 
 // Status reports the beacon's state.
@@ -248,8 +271,16 @@ func (b *Beacon) Status() Status {
 	return Status{
 		NodeID: b.key.ID(), Version: b.opts.Version, Registered: b.registered,
 		PublicIP: b.reply.PublicIP, Owner: b.reply.Owner, LANURL: b.lanURL, CastURL: b.opts.CastURL,
-		LastError: b.lastErr, Cache: b.cache.Stats(),
+		LastError: b.lastErr, Cache: b.cache.Stats(), Control: b.controlStatus(),
 	}
+}
+
+// controlStatus must be called with b.mu held.
+func (b *Beacon) controlStatus() *ControlStatus {
+	if b.agent == nil {
+		return nil
+	}
+	return &ControlStatus{Broker: b.agentURL, AgentStatus: b.agent.Status()}
 }
 
 // WriteText prints the status for people on the router's shell.
@@ -260,10 +291,9 @@ func (st Status) WriteText(w io.Writer) {
 		}
 		return "no"
 	}
-	c := st.Cache
 	ratio := 0.0
-	if c.Hits+c.Misses > 0 {
-		ratio = float64(c.Hits) / float64(c.Hits+c.Misses)
+	if st.Cache.Hits+st.Cache.Misses > 0 {
+		ratio = float64(st.Cache.Hits) / float64(st.Cache.Hits+st.Cache.Misses)
 	}
 	fmt.Fprintf(w, "node        %s (version %s)\n", st.NodeID, st.Version)
 	fmt.Fprintf(w, "castd       %s\n", st.CastURL)
@@ -275,6 +305,20 @@ func (st Status) WriteText(w io.Writer) {
 	if st.LastError != "" {
 		fmt.Fprintf(w, "last error  %s\n", st.LastError)
 	}
+	if c := st.Control; c != nil {
+		state := "disconnected"
+		if c.Connected {
+			state = "connected since " + c.ConnectedSince.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "broker      %s (%s)\n", c.Broker, state)
+		if !c.Connected && c.LastError != "" {
+			fmt.Fprintf(w, "            last error: %s\n", c.LastError)
+		}
+		fmt.Fprintf(w, "reports     %d sent, %d queued, %d dropped; %d commands run, %d refused\n", c.HealthSent, c.Queued, c.Dropped, c.CommandsRun, c.CommandsRefused)
+	} else {
+		fmt.Fprintln(w, "broker      not connected (no control plane yet)")
+	}
+	c := st.Cache
 	fmt.Fprintf(w, "cache       %d objects, %s\n", c.Objects, cli.FormatBytes(c.Bytes))
 	fmt.Fprintf(w, "hit ratio   %.1f%% (%d hits, %d misses)\n", 100*ratio, c.Hits, c.Misses)
 	fmt.Fprintf(w, "served      %s to users, %s from upstream\n", cli.FormatBytes(c.BytesServed), cli.FormatBytes(c.UpstreamBytes))
@@ -324,6 +368,10 @@ func (b *Beacon) registerLoop(ctx context.Context, addr net.Addr) {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-b.reregister:
+			b.mu.Lock()
+			b.registered = false // forces a registration, not just a check
+			b.mu.Unlock()
 		}
 	}
 }
@@ -362,9 +410,14 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 	if err != nil {
 		return err
 	}
+	castKey, err := b.checkCastKey(reply.CastKey)
+	if err != nil {
+		return err
+	}
 	b.mu.Lock()
 	b.registered, b.reply, b.lanURL, b.lastErr = true, reply, lan, ""
 	b.mu.Unlock()
+	b.ensureAgent(ctx, reply.MQTT, castKey)
 	b.log.Info("registered with castd", "id", reply.NodeID, "public_ip", reply.PublicIP, "lan_url", lan, "cast_key", reply.CastKey)
 	return nil
 }

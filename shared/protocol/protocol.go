@@ -65,10 +65,13 @@ type Registration struct {
 
 // RegistrationReply answers a successful registration.
 type RegistrationReply struct {
-	NodeID    string    `json:"node_id"`
-	PublicIP  string    `json:"public_ip"`
-	Owner     string    `json:"owner,omitempty"`
-	CastKey   string    `json:"cast_key"`
+	NodeID   string `json:"node_id"`
+	PublicIP string `json:"public_ip"`
+	Owner    string `json:"owner,omitempty"`
+	CastKey  string `json:"cast_key"`
+	// MQTT is the control-plane broker the node connects to (tcp:// or
+	// tls://); empty when castd runs without one.
+	MQTT      string    `json:"mqtt,omitempty"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 }
@@ -92,6 +95,17 @@ type RouteDecision struct {
 	NodeID   string `json:"node_id,omitempty"`
 	Client   string `json:"client"`
 	Prefix   string `json:"prefix,omitempty"` // the relay CIDR that matched
+}
+
+// Command is the body of POST /v1/nodes/{id}/commands (operator API).
+type Command struct {
+	Op  string `json:"op"`  // purge, prefetch, reregister
+	Arg string `json:"arg"` // a URL path, or a prefix ending in '*' for purge
+}
+
+// CommandReply answers a Command: the ID its result will carry.
+type CommandReply struct {
+	ID string `json:"id"`
 }
 
 // Error is the JSON body of every 4xx/5xx that castd's API returns.

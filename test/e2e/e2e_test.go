@@ -44,12 +44,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func startSystem(t *testing.T) *harness.System {
+func startSystem(t *testing.T, castdArgs ...string) *harness.System {
 	t.Helper()
 	sys, err := harness.NewSystem(t.TempDir(), bins)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sys.CastdArgs = castdArgs
 	t.Cleanup(func() {
 		if err := sys.Close(); err != nil {
 			t.Errorf("shutdown: %v", err)
@@ -124,7 +125,9 @@ func TestDeliveryFlowMissThenHit(t *testing.T) {
 }
 
 func TestRouterDecisions(t *testing.T) {
-	sys := startSystem(t)
+	// Without a control plane every registered node is routed to, so a
+	// relay registered by hand is enough to see the decision order.
+	sys := startSystem(t, "--mqtt-listen", "")
 	// Register a relay covering a documentation subnet, with a node key of its own.
 	kp, err := identity.Generate()
 	if err != nil {
@@ -188,6 +191,11 @@ func TestRestarts(t *testing.T) {
 	if err := sys.StartCastd(); err != nil {
 		t.Fatal(err)
 	}
+	// The registry is on disk; the beacon's agent reconnects and reports,
+	// and castd routes to it again.
+	if err := sys.WaitRoutable(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	expectVia(t, sys, fetch(t, sys.CastdURL()+path), path, "HIT", 1<<20)
 
 	// The beacon restarts: its cache is on disk.
@@ -198,6 +206,9 @@ func TestRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := harness.WaitRegistered(sys.AdminAddr, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.WaitRoutable(15 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	expectVia(t, sys, fetch(t, sys.CastdURL()+path), path, "HIT", 1<<20)
@@ -235,6 +246,9 @@ func TestBeaconKilledMidDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := harness.WaitRegistered(sys.AdminAddr, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.WaitRoutable(15 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// The partial fill must not be served as the whole object.
@@ -391,6 +405,7 @@ func TestReRegisterOnPublicIPChange(t *testing.T) {
 	defer front.Close()
 	sys.CastdArgs = []string{"--trusted-proxy", "127.0.0.1/32"}
 	sys.BeaconCastURL = front.URL
+	sys.PublicIP = "198.51.100.10"
 	t.Cleanup(func() {
 		if err := sys.Close(); err != nil {
 			t.Errorf("shutdown: %v", err)

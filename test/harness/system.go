@@ -1,8 +1,10 @@
 package harness
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 )
@@ -15,6 +17,7 @@ type System struct {
 	Origin *Origin
 
 	CastdAddr  string // host:port of castd
+	MQTTAddr   string // host:port of castd's embedded MQTT broker
 	BeaconAddr string // host:port end users reach the beacon at
 	AdminAddr  string // beacon's local status endpoint
 	Castd      *Proc
@@ -31,6 +34,8 @@ type System struct {
 	// proxy in front of castd); CastdArgs are extra flags for castd.
 	BeaconCastURL string
 	CastdArgs     []string
+	// PublicIP is the address castd sees the beacon at (default 127.0.0.1).
+	PublicIP string
 }
 
 // NewSystem picks ports and starts the origin; call StartCastd and
@@ -41,7 +46,7 @@ func NewSystem(dir string, bin Binaries) (*System, error) {
 	if s.Origin, err = StartOrigin(); err != nil {
 		return nil, err
 	}
-	for _, p := range []*string{&s.CastdAddr, &s.BeaconAddr, &s.AdminAddr} {
+	for _, p := range []*string{&s.CastdAddr, &s.MQTTAddr, &s.BeaconAddr, &s.AdminAddr} {
 		if *p, err = FreeAddr(); err != nil {
 			s.Origin.Close()
 			return nil, err
@@ -61,7 +66,38 @@ func (s *System) Start() error {
 	if err := s.StartBeacon(); err != nil {
 		return err
 	}
-	return WaitRegistered(s.AdminAddr, 15*time.Second)
+	if err := WaitRegistered(s.AdminAddr, 15*time.Second); err != nil {
+		return err
+	}
+	return s.WaitRoutable(15 * time.Second)
+}
+
+func (s *System) publicIP() string {
+	if s.PublicIP != "" {
+		return s.PublicIP
+	}
+	return "127.0.0.1"
+}
+
+// WaitRoutable waits until castd routes the beacon's own address to the
+// beacon: registered and heard online on the control plane.
+func (s *System) WaitRoutable(timeout time.Duration) error {
+	var last string
+	if WaitFor(timeout, func() bool {
+		resp, err := http.Get(s.CastdURL() + "/v1/route?path=/probe&client=" + s.publicIP())
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		defer resp.Body.Close()
+		var d struct{ Decision string }
+		json.NewDecoder(resp.Body).Decode(&d)
+		last = d.Decision
+		return d.Decision == "beacon"
+	}) {
+		return nil
+	}
+	return fmt.Errorf("castd does not route to the beacon after %s (decision %q)", timeout, last)
 }
 
 // StartCastd starts castd and waits until it answers.
@@ -71,6 +107,7 @@ func (s *System) StartCastd() error {
 		"--state-dir", filepath.Join(s.Dir, "castd"),
 		"--origin", s.Origin.URL,
 		"--cache-size", "512MiB",
+		"--mqtt-listen", s.MQTTAddr,
 		"--log-level", "debug",
 	}, s.CastdArgs...)
 	p, err := Start("castd", filepath.Join(s.Dir, "castd.log"), s.Bin.Castd, args...)
@@ -98,6 +135,7 @@ func (s *System) StartBeacon() error {
 		"--state-dir", filepath.Join(s.Dir, "beacon"),
 		"--cache-size", s.BeaconCacheSize,
 		"--check-interval", "2s",
+		"--health-interval", "1s",
 		"--log-level", "debug",
 	}
 	args = append(args, s.BeaconArgs...)

@@ -28,6 +28,10 @@ mid-tier cache that beacons fill from.
 Usage:
   castd --origin http://origin.example --state-dir /var/lib/castd [flags]
 
+The dashboard is at http://CASTD/ and the node API at /v1/nodes; nodes
+report health over MQTT to the embedded broker (--mqtt-listen) or to an
+external one (--mqtt-broker); only nodes heard online are routed to.
+
 Content URLs: GET http://CASTD/<path> answers 302 to where the user should
 fetch <path>. Upstream CDNs that redirect themselves ask
 GET /v1/route?path=/<path>&client=<ip> for the same decision as JSON.
@@ -54,6 +58,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&trusted, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed")
 	fs.DurationVar(&opts.SignWindow, "sign-window", time.Minute, "accepted clock skew of nodes' signed requests")
 	fs.BoolVar(&opts.RequireDelegation, "require-delegation", false, "refuse nodes that carry no owner wallet delegation")
+	fs.StringVar(&opts.MQTTListen, "mqtt-listen", ":1883", "address of the embedded MQTT broker nodes report to (empty: no control plane)")
+	fs.StringVar(&opts.MQTTBroker, "mqtt-broker", "", "use this external MQTT broker instead (tcp://host:1883 or tls://host:8883)")
+	fs.StringVar(&opts.MQTTUser, "mqtt-user", "", "login on the external broker (default: castd's wallet token); an extra admin login on the embedded one")
+	fs.StringVar(&opts.MQTTPassword, "mqtt-password", "", "password for --mqtt-user")
+	fs.StringVar(&opts.MQTTPublicURL, "mqtt-public-url", "", "broker URL given to nodes (default: castd's host with the broker's port)")
+	fs.StringVar(&opts.MQTTTLSCert, "mqtt-tls-cert", "", "PEM certificate for the embedded broker (with --mqtt-tls-key: TLS)")
+	fs.StringVar(&opts.MQTTTLSKey, "mqtt-tls-key", "", "PEM key for the embedded broker")
+	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
+	fs.StringVar(&opts.AdminToken, "admin-token", "", "bearer token that allows POST /v1/nodes/{id}/commands (empty: command API off)")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)
 	fs.Usage = cli.Usage(fs, "CASTD", intro)

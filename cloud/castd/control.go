@@ -1,0 +1,321 @@
+package castd
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/blockcast/beacon/cloud/broker"
+	"github.com/blockcast/beacon/cloud/monitor"
+	"github.com/blockcast/beacon/cloud/registry"
+	"github.com/blockcast/beacon/cloud/web"
+	"github.com/blockcast/beacon/shared/ctrlmsg"
+	"github.com/blockcast/beacon/shared/protocol"
+)
+
+// control is castd's control plane: the MQTT bus (embedded broker or an
+// external one), the topology monitor on it, and the active relay probes.
+// Without it (no --mqtt-listen and no --mqtt-broker) every registered node
+// is routed to.
+type control struct {
+	s       *Server
+	broker  *broker.Broker // nil with an external broker
+	bus     broker.Bus
+	monitor *monitor.Monitor
+
+	mu     sync.Mutex
+	probes map[string]probeState // relay ID → last probe outcome
+}
+
+type probeState struct {
+	ok       bool
+	failures int
+	at       time.Time
+	err      string
+}
+
+func (s *Server) controlEnabled() bool {
+	return s.opts.MQTTListen != "" || s.opts.MQTTBroker != ""
+}
+
+// startControl brings the control plane up; it runs until ctx ends.
+func (s *Server) startControl(ctx context.Context) error {
+	if !s.controlEnabled() {
+		s.log.Info("control plane off: every registered node is routed to (set --mqtt-listen or --mqtt-broker)")
+		return nil
+	}
+	c := &control{s: s, probes: map[string]probeState{}}
+	known := func(id string) bool {
+		_, err := s.reg.Get(id)
+		return err == nil
+	}
+	if s.opts.MQTTBroker != "" {
+		creds := func() (string, string) {
+			if s.opts.MQTTUser != "" {
+				return s.opts.MQTTUser, s.opts.MQTTPassword
+			}
+			tok, _ := ctrlmsg.MakeToken(s.key, time.Now())
+			return s.key.ID(), tok
+		}
+		ext, err := broker.DialExternal(ctx, broker.ExternalOptions{
+			URL: s.opts.MQTTBroker, Credentials: creds, ClientID: "castd-" + s.key.ID()[:8], Logger: s.log.With("component", "mqtt"),
+		})
+		if err != nil {
+			return fmt.Errorf("castd: external broker: %w", err)
+		}
+		c.bus = ext
+	} else {
+		b, err := broker.New(broker.Options{
+			Addr: s.opts.MQTTListen, Known: known, AdminKey: s.key.Public(),
+			AdminUser: s.opts.MQTTUser, AdminPassword: s.opts.MQTTPassword,
+			TLSCertFile: s.opts.MQTTTLSCert, TLSKeyFile: s.opts.MQTTTLSKey,
+			Logger: s.log.With("component", "mqtt"),
+		})
+		if err != nil {
+			return fmt.Errorf("castd: %w", err)
+		}
+		if err := b.Start(ctx); err != nil {
+			return fmt.Errorf("castd: %w", err)
+		}
+		c.broker, c.bus = b, b.Bus()
+	}
+	m, err := monitor.New(monitor.Options{
+		Bus: c.bus, CastKey: s.key, Known: known, Logger: s.log.With("component", "monitor"),
+		OnChange: func(id string, st monitor.State, load float64) {
+			s.router.SetLoad(id, load)
+			s.router.SetEligible(id, c.routable(id))
+			s.log.Debug("node state", "id", id, "state", st, "load", load)
+		},
+		OnResult: func(id string, r monitor.Result) {
+			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "error", r.Error, "detail", r.Detail)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("castd: %w", err)
+	}
+	if err := m.Start(ctx); err != nil {
+		return fmt.Errorf("castd: %w", err)
+	}
+	c.monitor = m
+	s.control = c
+	// Until a node is heard from on the control plane it is not routed to.
+	s.reg.ForEach(func(n registry.Node) error {
+		s.router.SetEligible(n.ID, c.routable(n.ID))
+		return nil
+	})
+	go c.probeRelays(ctx)
+	go func() {
+		<-ctx.Done()
+		if c.broker != nil {
+			c.broker.Close()
+		} else {
+			c.bus.Close()
+		}
+	}()
+	return nil
+}
+
+// routable: heard online on the control plane and, for a relay, answering
+// its health probe.
+func (c *control) routable(id string) bool {
+	st, ok := c.monitor.Get(id)
+	if !ok || st.State != monitor.StateOnline {
+		return false
+	}
+	c.mu.Lock()
+	p, probed := c.probes[id]
+	c.mu.Unlock()
+	return !probed || p.ok
+}
+
+// probeRelays checks every relay's health endpoint: relays are reachable
+// from castd, so their serving path is checked directly, not only their word.
+func (c *control) probeRelays(ctx context.Context) {
+	interval := c.s.opts.ProbeInterval
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+		DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		var relays []registry.Node
+		c.s.reg.ForEach(func(n registry.Node) error {
+			if n.Role == protocol.RoleRelay {
+				relays = append(relays, n)
+			}
+			return nil
+		})
+		for _, n := range relays {
+			err := probe(ctx, client, n.LANURL)
+			c.mu.Lock()
+			p := c.probes[n.ID]
+			p.at = time.Now()
+			if err != nil {
+				p.failures++
+				p.err = err.Error()
+				p.ok = p.failures < 2 // one lost probe is noise
+			} else {
+				p = probeState{ok: true, at: p.at}
+			}
+			c.probes[n.ID] = p
+			c.mu.Unlock()
+			if err != nil {
+				c.s.log.Warn("relay health probe failed", "id", n.ID, "url", n.LANURL, "failures", p.failures, "err", err)
+			}
+			c.s.router.SetEligible(n.ID, c.routable(n.ID))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func probe(ctx context.Context, client *http.Client, lanURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(lanURL, "/")+protocol.PathHealthz, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("health endpoint answered %s", resp.Status)
+	}
+	return nil
+}
+
+// mqttURL is the broker address a registering node is told to use.
+func (s *Server) mqttURL(r *http.Request) string {
+	switch {
+	case s.opts.MQTTPublicURL != "":
+		return s.opts.MQTTPublicURL
+	case s.opts.MQTTBroker != "":
+		return s.opts.MQTTBroker
+	case s.opts.MQTTListen == "":
+		return ""
+	}
+	// The host the node reached castd at, with the broker's port.
+	_, port, err := net.SplitHostPort(s.opts.MQTTListen)
+	if s.control != nil && s.control.broker != nil {
+		_, port, err = net.SplitHostPort(s.control.broker.Addr())
+	}
+	if err != nil {
+		return ""
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		host = h
+	}
+	scheme := "tcp"
+	if s.opts.MQTTTLSCert != "" {
+		scheme = "tls"
+	}
+	return scheme + "://" + net.JoinHostPort(strings.Trim(host, "[]"), port)
+}
+
+// nodeViews merges the registry with what the monitor heard, for the
+// dashboard and /v1/nodes.
+func (s *Server) nodeViews() []web.Node {
+	var out []web.Node
+	s.reg.ForEach(func(n registry.Node) error {
+		v := web.Node{ID: n.ID, Role: n.Role, State: "unknown", Version: n.Version, Owner: n.Owner,
+			PublicIP: n.PublicIP.String(), LANURL: n.LANURL, CIDRs: n.CIDRs, FirstSeen: n.FirstSeen, LastSeen: n.LastSeen}
+		if s.control == nil {
+			v.State, v.Routable = "online", true
+		} else {
+			if st, ok := s.control.monitor.Get(n.ID); ok {
+				v.State = string(st.State)
+				v.Load = st.Load
+				if st.LastSeen.After(v.LastSeen) {
+					v.LastSeen = st.LastSeen
+				}
+				if st.Version != "" {
+					v.Version = st.Version
+				}
+				if h := st.Health; h != nil {
+					v.HitRatio, v.BytesServed, v.UpstreamBytes = h.HitRatio, h.BytesServed, h.UpstreamBytes
+					v.CacheObjects, v.CacheBytes = h.CacheObjects, h.CacheBytes
+					if h.AMT != nil {
+						v.AMT = h.AMT.State
+					}
+				}
+			}
+			v.Routable = s.control.routable(n.ID)
+		}
+		if n.Role == protocol.RoleBeacon {
+			if id, ok := s.router.RelayFor(n.PublicIP); ok {
+				v.Parent = id
+			}
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out
+}
+
+// handleNodes serves GET /v1/nodes and /v1/nodes/{id}, and the operator's
+// POST /v1/nodes/{id}/commands.
+func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
+	rest := strings.TrimPrefix(r.URL.Path, "/v1/nodes")
+	switch {
+	case rest == "" || rest == "/":
+		s.dashboard.ServeNodes(w, r)
+	case strings.HasSuffix(rest, "/commands"):
+		s.handleCommand(w, r, strings.TrimSuffix(strings.TrimPrefix(rest, "/"), "/commands"))
+	default:
+		s.dashboard.ServeNode(w, r, strings.TrimPrefix(rest, "/"))
+	}
+}
+
+func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		s.fail(w, r, http.StatusMethodNotAllowed, "commands are POSTed")
+		return
+	}
+	if s.opts.AdminToken == "" {
+		s.fail(w, r, http.StatusForbidden, "the command API is off: start castd with --admin-token")
+		return
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.AdminToken)) != 1 {
+		s.fail(w, r, http.StatusUnauthorized, "commands need Authorization: Bearer <admin token>")
+		return
+	}
+	if s.control == nil {
+		s.fail(w, r, http.StatusServiceUnavailable, "no control plane: commands travel over MQTT")
+		return
+	}
+	var cmd protocol.Command
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&cmd); err != nil {
+		s.fail(w, r, http.StatusBadRequest, "command is not valid JSON: "+err.Error())
+		return
+	}
+	if !ctrlmsg.KnownOp(cmd.Op) {
+		s.fail(w, r, http.StatusBadRequest, "unknown op "+strconv.Quote(cmd.Op)+" (purge, prefetch, reregister)")
+		return
+	}
+	cid, err := s.control.monitor.Command(id, cmd.Op, cmd.Arg)
+	switch {
+	case errors.Is(err, monitor.ErrUnknownNode):
+		s.fail(w, r, http.StatusNotFound, err.Error())
+		return
+	case err != nil:
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.log.Info("command sent", "node", id, "op", cmd.Op, "arg", cmd.Arg, "cmd", cid)
+	w.WriteHeader(http.StatusAccepted)
+	writeJSON(w, protocol.CommandReply{ID: cid})
+}

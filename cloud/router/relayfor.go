@@ -1,0 +1,21 @@
+package router
+
+import "net/netip"
+
+// RelayFor returns the eligible relay whose CIDRs cover addr (longest prefix
+// wins; several relays on one prefix are chosen between as Decide would for
+// the path "/"). The dashboard uses it to draw the tree CAST → relays →
+// beacons.
+func (r *Router) RelayFor(addr netip.Addr) (id string, ok bool) {
+	addr = addr.Unmap().WithZone("")
+	if !addr.IsValid() {
+		return "", false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	i, _ := r.pickRelay(addr, "/")
+	if i == none {
+		return "", false
+	}
+	return r.nodes.at(i).id, true
+}
