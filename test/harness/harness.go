@@ -79,8 +79,9 @@ type Proc struct {
 	Name string
 	Log  string
 	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	done   chan struct{}
+	err    error
+	killed bool // by Kill: its exit status is expected
 }
 
 // Start runs bin with args, logging to logPath.
@@ -122,6 +123,9 @@ func (p *Proc) Exited() bool {
 // exit error (nil for a clean exit after SIGTERM).
 func (p *Proc) Stop(timeout time.Duration) error {
 	if p.Exited() {
+		if p.killed {
+			return nil
+		}
 		return p.err
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
@@ -138,6 +142,7 @@ func (p *Proc) Stop(timeout time.Duration) error {
 // Kill sends SIGKILL (a crash) and waits.
 func (p *Proc) Kill() {
 	if !p.Exited() {
+		p.killed = true
 		p.cmd.Process.Kill()
 	}
 	<-p.done
