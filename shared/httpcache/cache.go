@@ -221,7 +221,7 @@ func (c *Cache) ServeKey(w http.ResponseWriter, r *http.Request, key string) {
 		return
 	}
 	raw := key
-	key, err := protocol.CleanContentPath(raw)
+	key, err := cleanKey(raw)
 	if err != nil {
 		c.log.Info("httpcache: bad request", "key", raw, "remote", r.RemoteAddr, "err", err)
 		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
@@ -359,11 +359,21 @@ func (c *Cache) writeHead(w http.ResponseWriter, r *http.Request, hdr http.Heade
 	return off, n, r.Method != http.MethodHead
 }
 
+// LevelTrace is the level of the line logged for each request served
+// without error ("httpcache: served"); failures are logged at Debug. It is
+// below Debug because on the hit path formatting and writing a line costs
+// more than the hit itself.
+const LevelTrace = slog.LevelDebug - 4
+
 func (c *Cache) logRequest(r *http.Request, key, cache string, sent int64, err error) {
-	if !c.log.Enabled(r.Context(), slog.LevelDebug) {
+	level := LevelTrace
+	if err != nil {
+		level = slog.LevelDebug
+	}
+	if !c.log.Enabled(r.Context(), level) {
 		return
 	}
-	c.log.LogAttrs(r.Context(), slog.LevelDebug, "httpcache: served",
+	c.log.LogAttrs(r.Context(), level, "httpcache: served",
 		slog.String("method", r.Method), slog.String("key", key), slog.String("cache", cache),
 		slog.Int64("bytes", sent), slog.Any("err", err))
 }

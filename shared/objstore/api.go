@@ -1,10 +1,15 @@
 // Package objstore is the on-disk object cache shared by the beacon's personal
-// cache and castd's mid-tier cache: HTTP response bodies stored in chunks in one
-// bbolt file, with their metadata, bounded in size with LRU-like eviction kept
-// on disk (RAM does not grow with the number of objects), access times written
-// in batches (flash wear), and fills that other readers can follow while they
-// are written. A fill that did not commit (crash, kill -9, abort) is never
-// visible as an object and is removed at the next Open.
+// cache and castd's mid-tier cache. It stores HTTP responses: metadata and
+// small bodies in one bbolt file, larger bodies as write-once files in a
+// directory beside it (<db>.bodies/, as nginx's cache does), so that a hit on a
+// large object is sent with sendfile(2) straight from the page cache. The
+// store is bounded in size with LRU-like eviction kept on disk (RAM does not
+// grow with the number of objects; a small bounded RAM cache keeps hot small
+// objects), access times are written in batches (flash wear), and fills can
+// be followed by other readers while they are written. A fill that did not
+// commit (crash, kill -9, abort) is never visible as an object and is removed
+// at the next Open; a committed body is never modified, so a reader never
+// sees bytes change under it.
 package objstore
 
 import (
@@ -29,7 +34,6 @@ var (
 // Options configures a Store.
 type Options struct {
 	MaxBytes   int64         // bound on the sum of stored object sizes (required, > 0)
-	ChunkSize  int           // bytes per stored chunk; 0 means 64 KiB
 	AtimeFlush time.Duration // how often batched access times are written; 0 means 30 s
 	Logger     *slog.Logger  // nil means slog.Default()
 	// LockTimeout is how long Open waits for another process to release
@@ -54,16 +58,22 @@ type Stats struct {
 	MaxBytes int64
 }
 
-// Object is a committed object. Its body stays readable after a later fill
-// replaces it or eviction removes it only until then: readers get
-// ErrNotFound from ReadAt/WriteRange once the data is gone. (Bodies of up
-// to 16 KiB are copied by Get and stay readable.)
+// Object is a committed object. Meta.Header may be shared with other
+// Objects of the same version: read it, never modify it.
+//
+// A small body (up to the inline limit, 32 KiB) is read by Get and stays
+// readable. A larger one is a file that each ReadAt and WriteRange opens:
+// once a later fill replaces the object, or Delete or eviction removes it,
+// they fail with ErrNotFound, but a WriteRange already under way sends the
+// whole version it started with. An Object holds no file descriptor between
+// calls, so it needs no Close.
 type Object struct {
 	Meta Meta
 	// unexported fields
 	s    *Store
 	id   uint64
-	body []byte // the whole body, if small enough for Get to copy it
+	file bool   // the body is the file s.bodyPath(id)
+	body []byte // the inline body (read-only: it may be shared)
 }
 
 // ReadAt reads body bytes at off, as io.ReaderAt.
@@ -71,8 +81,10 @@ func (o *Object) ReadAt(p []byte, off int64) (int, error) {
 	return o.readAt(p, off)
 }
 
-// WriteRange copies n body bytes starting at off to w, in bounded pieces,
-// without holding a bbolt transaction open while w blocks.
+// WriteRange copies n body bytes starting at off to w. For a body in a file,
+// w gets an *io.LimitedReader of the *os.File through io.Copy, so that an
+// http.ResponseWriter of a plain TCP connection sends it with sendfile(2);
+// no bbolt transaction is held while w blocks.
 func (o *Object) WriteRange(w io.Writer, off, n int64) (int64, error) {
 	return o.writeRange(w, off, n)
 }

@@ -3,6 +3,9 @@ package objstore
 import (
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"testing"
 )
 
@@ -96,6 +99,49 @@ func BenchmarkFill1MiB(b *testing.B) {
 		}
 		if err := w.Commit(Meta{Status: 200}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkServeBody serves one object over loopback HTTP (keep-alive), the
+// body inline (copied from memory) or in a file (sendfile), to choose the
+// inline limit: below it, memory wins.
+func BenchmarkServeBody(b *testing.B) {
+	for _, size := range []int{4 << 10, 16 << 10, 32 << 10, 64 << 10, 256 << 10} {
+		for _, inFile := range []bool{false, true} {
+			b.Run(fmt.Sprintf("size=%dK/file=%v", size>>10, inFile), func(b *testing.B) {
+				s := openTest(b, "", Options{MaxBytes: 64 << 20}, 0)
+				s.inlineMax = int64(size)
+				if inFile {
+					s.inlineMax = 1
+				}
+				put(b, s, "/o", body("o", size), 0)
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					o, err := s.Get("/o")
+					if err != nil {
+						http.Error(w, err.Error(), 500)
+						return
+					}
+					w.Header()["Content-Length"] = []string{strconv.FormatInt(o.Meta.Size, 10)}
+					o.WriteRange(w, 0, o.Meta.Size)
+				}))
+				defer srv.Close()
+				client := srv.Client()
+				buf := make([]byte, 64<<10)
+				b.SetBytes(int64(size))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					resp, err := client.Get(srv.URL)
+					if err != nil {
+						b.Fatal(err)
+					}
+					n, _ := io.CopyBuffer(io.Discard, struct{ io.Reader }{resp.Body}, buf)
+					resp.Body.Close()
+					if n != int64(size) {
+						b.Fatalf("got %d bytes", n)
+					}
+				}
+			})
 		}
 	}
 }

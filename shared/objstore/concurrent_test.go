@@ -107,7 +107,7 @@ func worker(t *testing.T, s *Store, id int, ops int, stop <-chan struct{}) {
 
 func TestConcurrent(t *testing.T) {
 	const max = 40000 // small: fills evict each other all the time
-	s := openTest(t, "", Options{MaxBytes: max, ChunkSize: 256, AtimeFlush: 5 * time.Millisecond}, 1024)
+	s := openTest(t, "", Options{MaxBytes: max, AtimeFlush: 5 * time.Millisecond}, 1024)
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
 		wg.Add(1)
@@ -124,7 +124,7 @@ func TestConcurrent(t *testing.T) {
 }
 
 func TestCloseUnderLoad(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 100000, ChunkSize: 256}, 1024)
+	s := openTest(t, "", Options{MaxBytes: 100000}, 1024)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for i := 0; i < 6; i++ {

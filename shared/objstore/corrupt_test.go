@@ -27,7 +27,7 @@ func makeStoreFile(t testing.TB, path string) {
 	t.Helper()
 	templateOnce.Do(func() {
 		tmp := filepath.Join(t.TempDir(), "template.db")
-		s, err := Open(tmp, Options{MaxBytes: 64 << 20, ChunkSize: 4096, Logger: quietLog})
+		s, err := Open(tmp, Options{MaxBytes: 64 << 20, Logger: quietLog})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +154,7 @@ func TestCorrupt(t *testing.T) {
 		}, "unexpected page type"},
 		{"page garbage", func(t *testing.T, path string) {
 			makeStoreFile(t, path)
-			id, ps := pageOf(t, path, bucketChunks)
+			id, ps := pageOf(t, path, bucketInline)
 			patchFile(t, path, int64(id)*int64(ps), garbage[:ps])
 		}, ""},
 		{"element garbage", func(t *testing.T, path string) {
@@ -194,10 +194,38 @@ func TestCorrupt(t *testing.T) {
 				return c.Delete()
 			})
 		}, "lru index"},
-		{"bad chunk size", func(t *testing.T, path string) {
+		{"bad format record", func(t *testing.T, path string) {
 			makeStoreFile(t, path)
-			boltEdit(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketState).Put(stateChunk, []byte{1, 2}) })
-		}, "chunk size"},
+			boltEdit(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketState).Put(stateFormat, []byte{1, 2}) })
+		}, "bad format record"},
+		{"inline body missing", func(t *testing.T, path string) {
+			makeStoreFile(t, path)
+			boltEdit(t, path, func(tx *bolt.Tx) error {
+				c := tx.Bucket(bucketInline).Cursor()
+				c.Seek(idKey(new([8]byte), 7))
+				return c.Delete()
+			})
+		}, "inline body of object 7"},
+		{"inline body without record", func(t *testing.T, path string) {
+			makeStoreFile(t, path)
+			boltEdit(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketInline).Put(idKey(new([8]byte), 1<<40), []byte("x")) })
+		}, "inline bodies"},
+		{"file entry missing", func(t *testing.T, path string) {
+			makeStoreFile(t, path)
+			boltEdit(t, path, func(tx *bolt.Tx) error {
+				c := tx.Bucket(bucketFiles).Cursor()
+				c.First()
+				return c.Delete()
+			})
+		}, `meta record "/big": file entry`},
+		{"file entry without record", func(t *testing.T, path string) {
+			makeStoreFile(t, path)
+			boltEdit(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketFiles).Put(idKey(new([8]byte), 1<<40), []byte("/x")) })
+		}, "file entries"},
+		{"id beyond sequence", func(t *testing.T, path string) {
+			makeStoreFile(t, path)
+			boltEdit(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).SetSequence(3) })
+		}, "beyond the id sequence"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,7 +292,7 @@ func TestCheckFileValid(t *testing.T) {
 // accept the undamaged file.
 func FuzzCheckFile(f *testing.F) {
 	path := filepath.Join(f.TempDir(), "seed.db")
-	s, err := Open(path, Options{MaxBytes: 1 << 20, ChunkSize: 512, Logger: quietLog})
+	s, err := Open(path, Options{MaxBytes: 1 << 20, Logger: quietLog})
 	if err != nil {
 		f.Fatal(err)
 	}

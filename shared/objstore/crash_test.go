@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 const crashEnv = "OBJSTORE_CRASH_HELPER"
@@ -102,11 +100,11 @@ func TestCrashMidFill(t *testing.T) {
 		t.Fatalf("child exit: %v", err)
 	}
 
-	// The unfinished fill's chunks are on disk: the test really crashed
-	// with data to clean up.
-	fillsBefore, chunksBefore := rawCounts(t, path)
-	if fillsBefore != 1 || chunksBefore < (3<<20)/defaultChunkSize {
-		t.Fatalf("before reopen: %d fills, %d chunks; the child did not leave a fill behind", fillsBefore, chunksBefore)
+	// The unfinished fill's body is on disk: the test really crashed with
+	// data to clean up.
+	parts, bodies := dirCounts(t, path)
+	if parts < 3<<20 || bodies != 1 {
+		t.Fatalf("before reopen: %d bytes in .part files, %d bodies; the child did not leave a fill behind", parts, bodies)
 	}
 
 	s := openTest(t, path, Options{MaxBytes: 64 << 20}, 0)
@@ -117,28 +115,31 @@ func TestCrashMidFill(t *testing.T) {
 	if st := s.Stats(); st.Objects != 1 || st.Bytes != 100000 {
 		t.Fatalf("Stats = %+v", st)
 	}
-	checkInvariants(t, s) // no fill recorded, no chunk but /keep's
+	checkInvariants(t, s) // no .part file, no body but /keep's
 	s.Close()
-	if fills, chunks := rawCounts(t, path); fills != 0 || chunks != (100000+defaultChunkSize-1)/defaultChunkSize {
-		t.Fatalf("after reopen: %d fills, %d chunks", fills, chunks)
+	if parts, bodies := dirCounts(t, path); parts != 0 || bodies != 1 {
+		t.Fatalf("after reopen: %d bytes in .part files, %d bodies", parts, bodies)
 	}
 }
 
-// rawCounts counts the fills and chunks records with bbolt directly.
-func rawCounts(t *testing.T, path string) (fills, chunks int) {
+// dirCounts sums the sizes of the .part files in the body directory of the
+// store at path and counts the other files.
+func dirCounts(t *testing.T, path string) (partBytes int64, bodies int) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	ents, err := os.ReadDir(path + ".bodies")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	err = db.View(func(tx *bolt.Tx) error {
-		fills = tx.Bucket(bucketFills).Stats().KeyN
-		chunks = tx.Bucket(bucketChunks).Stats().KeyN
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), partSuffix) {
+			bodies++
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		partBytes += fi.Size()
 	}
-	return fills, chunks
+	return partBytes, bodies
 }

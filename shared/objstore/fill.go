@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,30 +25,31 @@ const (
 	failed
 )
 
-// A fill is one Writer's object in progress. Body bytes go to buf and, a
-// transaction per fillBytes, to chunks under an id allocated at the first
-// flush (so a small object commits in one transaction). Followers read the
-// flushed part from bbolt and the rest from buf: RAM per fill is bounded by
-// fillBytes, whatever the object size and follower count.
+// A fill is one Writer's object in progress. The body is kept in buf while
+// it fits the inline limit (it is then committed into bbolt with the
+// record, in one transaction); past that it goes to the file <id>.part,
+// written through the page cache, from which followers read with pread. RAM
+// per fill is bounded by the inline limit, whatever the object size and
+// follower count.
 type fill struct {
 	s    *Store
 	key  string
-	hint int64 // expected size, or -1
+	hint int64  // expected size, or -1
+	id   uint64 // allocated by Create; names the body file
 
 	wmu      sync.Mutex // serializes Write, Commit, Abort and Store.Close
 	reserved int64      // bytes reserved in s (wmu)
+	renamed  bool       // the file has its final name (wmu)
 
 	mu      sync.Mutex // guards the fields below; followers wait on cond
 	cond    sync.Cond
-	id      uint64 // 0 until the first transaction
-	buf     []byte // body bytes [flushed, written)
-	flushed int64
+	buf     []byte   // the body while it is inline; kept after an inline commit
+	file    *os.File // the body file once the body outgrew buf
+	refs    int      // the writer until it ends, and followers until they end; file closes at 0
 	written int64
 	state   fillState
 	err     error // why the fill failed
 }
-
-var fillBufPool sync.Pool // *[]byte of cap fillBytes (per store config; checked on Get)
 
 func (f *fill) write(p []byte) (int, error) {
 	if f == nil {
@@ -60,37 +63,69 @@ func (f *fill) write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	s := f.s
 	n := int64(len(p))
-	if f.written+n > f.s.max {
-		err := fmt.Errorf("%w: %q grew past %d bytes", ErrTooLarge, f.key, f.s.max)
+	if f.written+n > s.max {
+		err := fmt.Errorf("%w: %q grew past %d bytes", ErrTooLarge, f.key, s.max)
 		f.fail(err)
 		return 0, err
 	}
-	if err := f.s.reserve(n); err != nil {
+	if err := s.reserve(n); err != nil {
 		f.fail(err)
 		return 0, err
 	}
 	f.reserved += n
-	done := 0
-	for done < len(p) {
-		// Flush a full buffer only when more data comes, so that an object
-		// of exactly fillBytes still commits in one transaction.
-		if len(f.buf) >= f.s.fillBytes {
-			if err := f.flush(); err != nil {
-				f.fail(err)
-				return done, err
-			}
-		}
-		take := min(len(p)-done, f.s.fillBytes-len(f.buf))
+	if f.file == nil && f.written+n <= s.inlineMax && f.hint <= s.inlineMax {
 		f.mu.Lock()
-		f.buf = f.grow(take)
-		f.buf = append(f.buf, p[done:done+take]...)
-		f.written += int64(take)
+		if f.buf == nil && f.hint > 0 {
+			f.buf = make([]byte, 0, f.hint) // the size is known: no regrowth
+		}
+		f.buf = append(f.buf, p...)
+		f.written += n
 		f.mu.Unlock()
 		f.cond.Broadcast()
-		done += take
+		return len(p), nil
 	}
-	return done, nil
+	if f.file == nil {
+		if err := f.spill(); err != nil {
+			f.fail(err)
+			return 0, err
+		}
+	}
+	// Only the writer writes, at the end; followers read below written.
+	m, err := f.file.Write(p)
+	if m > 0 {
+		f.mu.Lock()
+		f.written += int64(m)
+		f.mu.Unlock()
+		f.cond.Broadcast()
+	}
+	if err != nil {
+		err = fmt.Errorf("objstore: writing the body of %q: %w", f.key, err)
+		f.fail(err)
+		return m, err
+	}
+	return m, nil
+}
+
+// spill moves the body from buf to a new .part file (wmu held).
+func (f *fill) spill() error {
+	path := f.s.partPath(f.id)
+	file, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("objstore: body file of %q: %w", f.key, err)
+	}
+	if len(f.buf) > 0 {
+		if _, err := file.Write(f.buf); err != nil {
+			file.Close()
+			os.Remove(path)
+			return fmt.Errorf("objstore: writing the body of %q: %w", f.key, err)
+		}
+	}
+	f.mu.Lock()
+	f.file, f.buf = file, nil
+	f.mu.Unlock()
+	return nil
 }
 
 // usable reports why the writer cannot be used (wmu held).
@@ -110,87 +145,12 @@ func (f *fill) usable() error {
 	return nil
 }
 
-// grow makes room for n more bytes in buf (f.mu held). A fill that will
-// need a full buffer takes one from the pool.
-func (f *fill) grow(n int) []byte {
-	b := f.buf
-	if cap(b)-len(b) >= n {
-		return b
+// release drops a reference (f.mu held); the last one closes the file.
+func (f *fill) release() {
+	f.refs--
+	if f.refs == 0 && f.file != nil {
+		f.file.Close()
 	}
-	want := max(2*cap(b), len(b)+n, 4096)
-	if f.hint > int64(want) {
-		want = int(min(f.hint, int64(f.s.fillBytes))) // the size is known: no regrowth
-	}
-	if want >= f.s.fillBytes {
-		want = f.s.fillBytes
-		if pb, ok := fillBufPool.Get().(*[]byte); ok && cap(*pb) == want {
-			return append((*pb)[:0], b...)
-		}
-	}
-	nb := make([]byte, len(b), want)
-	copy(nb, b)
-	return nb
-}
-
-func putFillBuf(s *Store, b []byte) {
-	if cap(b) == s.fillBytes {
-		b = b[:0]
-		fillBufPool.Put(&b)
-	}
-}
-
-// flush writes buf (whole chunks) to bbolt (wmu held).
-func (f *fill) flush() error {
-	data := f.buf
-	id := f.id
-	first := uint32(f.flushed / f.s.chunk)
-	err := f.s.update(func(tx *bolt.Tx) error {
-		ch := tx.Bucket(bucketChunks)
-		nid := id
-		if nid == 0 {
-			var err error
-			if nid, err = ch.NextSequence(); err != nil {
-				return err
-			}
-			// Recorded with the first chunks: if we never commit, the
-			// next Open finds the id here and deletes the chunks.
-			var ik [8]byte
-			if err := tx.Bucket(bucketFills).Put(append([]byte(nil), idKey(&ik, nid)...), []byte(f.key)); err != nil {
-				return err
-			}
-		}
-		if err := putChunks(ch, nid, first, data, int(f.s.chunk)); err != nil {
-			return err
-		}
-		id = nid
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	f.id = id
-	f.flushed += int64(len(data))
-	f.buf = f.buf[:0]
-	f.mu.Unlock()
-	return nil
-}
-
-// putChunks stores data as chunks first, first+1, ... of id. bbolt keeps
-// keys and values until the commit, so each key is its own allocation and
-// data must not change before then.
-func putChunks(b *bolt.Bucket, id uint64, first uint32, data []byte, cs int) error {
-	b.FillPercent = 0.9 // chunks are mostly appended
-	keys := make([]byte, chunkKeyLen*((len(data)+cs-1)/cs))
-	for i := 0; len(data) > 0; i++ {
-		n := min(cs, len(data))
-		k := (*[chunkKeyLen]byte)(keys[i*chunkKeyLen : (i+1)*chunkKeyLen])
-		if err := b.Put(chunkKey(k, id, first+uint32(i)), data[:n]); err != nil {
-			return err
-		}
-		data = data[n:]
-	}
-	return nil
 }
 
 func (f *fill) commit(m Meta) error {
@@ -207,44 +167,61 @@ func (f *fill) commit(m Meta) error {
 	}
 	m.Key, m.Size = f.key, f.written
 	s := f.s
-	data, id, first := f.buf, f.id, uint32(f.flushed/s.chunk)
-	key := []byte(f.key)
-	var old recordHead
-	var replaced bool
-	err := s.update(func(tx *bolt.Tx) error {
-		ch, fb := tx.Bucket(bucketChunks), tx.Bucket(bucketFills)
-		nid := id
-		var ik [8]byte
-		if nid == 0 {
-			var err error
-			if nid, err = ch.NextSequence(); err != nil {
+	inFile := f.file != nil
+	if inFile {
+		// The data is on disk before a record can point at it, and the
+		// name is final before the record is written (see body.go).
+		if !s.noSync {
+			if err := f.file.Sync(); err != nil {
+				err = fmt.Errorf("objstore: syncing the body of %q: %w", f.key, err)
+				f.fail(err)
 				return err
 			}
-		} else if err := fb.Delete(idKey(&ik, nid)); err != nil {
+		}
+		if err := os.Rename(s.partPath(f.id), s.bodyPath(f.id)); err != nil {
+			err = fmt.Errorf("objstore: body file of %q: %w", f.key, err)
+			f.fail(err)
 			return err
 		}
-		if err := putChunks(ch, nid, first, data, int(s.chunk)); err != nil {
+		f.renamed = true
+	}
+	key := []byte(f.key)
+	var d deletion
+	err := s.update(func(tx *bolt.Tx) error {
+		d = deletion{}
+		if _, _, err := s.deleteKey(tx, key, &d); err != nil {
 			return err
 		}
-		var err error
-		if old, replaced, err = s.deleteKey(tx, key); err != nil {
-			return err
+		mb := tx.Bucket(bucketMeta)
+		if f.id > mb.Sequence() {
+			if err := mb.SetSequence(f.id); err != nil {
+				return err
+			}
+		}
+		ik := new([8]byte) // bbolt keeps keys and values until the commit
+		switch {
+		case inFile:
+			if err := tx.Bucket(bucketFiles).Put(idKey(ik, f.id), key); err != nil {
+				return err
+			}
+		case len(f.buf) > 0:
+			// buf does not change from now on: it is bbolt's until the commit.
+			if err := tx.Bucket(bucketInline).Put(idKey(ik, f.id), f.buf); err != nil {
+				return err
+			}
 		}
 		atime := s.now()
-		rec, err := encodeRecord(nil, &m, nid, atime)
+		rec, err := encodeRecord(nil, &m, f.id, atime, inFile)
 		if err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketMeta).Put(key, rec); err != nil {
+		if err := mb.Put(key, rec); err != nil {
 			return err
 		}
-		lk := new([lruKeyLen]byte)
-		if err := tx.Bucket(bucketLRU).Put(lruKey(lk, atime, nid), key); err != nil {
-			return err
-		}
-		id = nid
-		return nil
+		return tx.Bucket(bucketLRU).Put(lruKey(new([lruKeyLen]byte), atime, f.id), key)
 	})
+	// A Get that raced with the commit must not cache the old version.
+	s.hot.invalidate(f.key)
 	if err != nil {
 		f.fail(err)
 		return err
@@ -253,23 +230,16 @@ func (f *fill) commit(m Meta) error {
 	s.reserved -= f.reserved
 	s.bytes += f.written
 	s.objects++
-	if replaced {
-		s.bytes -= old.size
-		s.objects--
-	}
 	delete(s.fills, f)
 	s.mu.Unlock()
 	f.reserved = 0
+	s.deleted(&d) // the version replaced, if any
 
 	f.mu.Lock()
-	f.id = id
-	f.flushed = f.written
-	buf := f.buf
-	f.buf = nil
 	f.state = committed
+	f.release() // followers may still read the file
 	f.mu.Unlock()
 	f.cond.Broadcast()
-	putFillBuf(s, buf)
 	return nil
 }
 
@@ -301,8 +271,8 @@ func (f *fill) shutdown() {
 }
 
 // fail ends a fill that has not committed (wmu held): followers get err,
-// the chunks written so far are deleted and the reservation released. If
-// the delete fails, the id stays in the fills bucket for the next Open.
+// the body file is removed and the reservation released. If the file
+// cannot be removed, the next Open removes it.
 func (f *fill) fail(err error) {
 	f.mu.Lock()
 	if f.state != filling {
@@ -310,23 +280,19 @@ func (f *fill) fail(err error) {
 		return
 	}
 	f.state, f.err = failed, err
-	id, buf := f.id, f.buf
 	f.buf = nil
+	hadFile := f.file != nil
+	f.release()
 	f.mu.Unlock()
 	f.cond.Broadcast()
 	s := f.s
-	putFillBuf(s, buf)
-	if id != 0 {
-		derr := s.update(func(tx *bolt.Tx) error {
-			var ik [8]byte
-			k := idKey(&ik, id)
-			if _, err := deleteChunks(tx.Bucket(bucketChunks), k); err != nil {
-				return err
-			}
-			return tx.Bucket(bucketFills).Delete(k)
-		})
-		if derr != nil {
-			s.log.Warn("objstore: removing a failed fill; the next Open will", "path", s.path, "key", f.key, "err", derr)
+	if hadFile {
+		path := s.partPath(f.id)
+		if f.renamed {
+			path = s.bodyPath(f.id)
+		}
+		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			s.log.Warn("objstore: removing a failed fill; the next Open will", "path", path, "key", f.key, "err", rerr)
 		}
 	}
 	s.mu.Lock()
@@ -340,14 +306,29 @@ func (f *fill) newReader() io.ReadCloser {
 	if f == nil {
 		return errReader{errNoStore}
 	}
-	return &fillReader{f: f}
+	r := &fillReader{f: f}
+	f.mu.Lock()
+	if f.refs > 0 {
+		f.refs++
+		r.shared = true
+		// A follower dropped without Close must not keep the file open.
+		runtime.SetFinalizer(r, func(r *fillReader) { r.Close() })
+	}
+	f.mu.Unlock()
+	return r
 }
 
-// fillReader follows a fill from byte 0.
+// fillReader follows a fill from byte 0. A follower that starts while the
+// fill's file may still be open shares it (a reference, given back at the
+// end of the body, on an error or on Close), so it reads the version it
+// follows to the end even if that is replaced or evicted meanwhile. One
+// that starts later opens the committed body file itself.
 type fillReader struct {
 	f      *fill
 	pos    int64
-	closed bool // f.mu
+	shared bool     // holds a reference to f (f.mu)
+	own    *os.File // the committed body file, opened by a late follower
+	closed bool     // f.mu
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
@@ -363,6 +344,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		}
 		if f.state == failed {
 			err := f.err
+			r.drop()
 			f.mu.Unlock()
 			return 0, err
 		}
@@ -370,38 +352,71 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			break
 		}
 		if f.state == committed {
+			r.drop()
 			f.mu.Unlock()
 			return 0, io.EOF
 		}
 		f.cond.Wait()
 	}
-	if r.pos >= f.flushed {
-		n := copy(p, f.buf[r.pos-f.flushed:])
+	if f.file == nil {
+		n := copy(p, f.buf[r.pos:f.written])
 		r.pos += int64(n)
 		f.mu.Unlock()
 		return n, nil
 	}
-	id, end := f.id, f.flushed
+	file, end := f.file, f.written
+	if !r.shared {
+		// The fill has ended and closed its file: it committed (it did not
+		// fail, see above), so the body has its final name, unless it is
+		// already gone.
+		if r.own == nil {
+			o := &Object{Meta: Meta{Key: f.key, Size: f.written}, s: f.s, id: f.id, file: true}
+			own, err := o.open()
+			if err != nil {
+				f.mu.Unlock()
+				return 0, err
+			}
+			r.own = own
+		}
+		file = r.own
+	}
 	f.mu.Unlock()
 	if int64(len(p)) > end-r.pos {
 		p = p[:end-r.pos]
 	}
-	n, err := f.s.readChunks(id, r.pos, p)
+	n, err := file.ReadAt(p, r.pos)
 	r.pos += int64(n)
-	if err != nil {
-		f.mu.Lock()
-		if f.state == failed {
-			err = f.err // the chunks went with the fill
-		}
-		f.mu.Unlock()
+	if n == len(p) {
+		return n, nil
 	}
-	return n, err
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state == failed {
+		return n, f.err
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF // below written: the file was cut
+	}
+	return n, fmt.Errorf("objstore: reading the body of %q: %w", f.key, err)
+}
+
+// drop gives back what the reader holds (f.mu held).
+func (r *fillReader) drop() {
+	if r.shared {
+		r.shared = false
+		r.f.release()
+	}
+	if r.own != nil {
+		r.own.Close()
+		r.own = nil
+	}
 }
 
 // Close releases the reader; a Read blocked in it returns.
 func (r *fillReader) Close() error {
 	r.f.mu.Lock()
 	r.closed = true
+	r.drop()
 	r.f.mu.Unlock()
 	r.f.cond.Broadcast()
 	return nil

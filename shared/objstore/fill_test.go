@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -30,8 +31,8 @@ func follow(r io.ReadCloser, out *[]byte, errp *error, wg *sync.WaitGroup) {
 
 func TestFollowers(t *testing.T) {
 	const cs = 256
-	s := openTest(t, "", Options{MaxBytes: 16 << 20, ChunkSize: cs}, 4*cs)
-	data := body("follow", 40*cs+99) // about ten flushes
+	s := openTest(t, "", Options{MaxBytes: 16 << 20}, 4*cs)
+	data := body("follow", 40*cs+99) // starts inline, then a file
 	w, err := s.Create("/f", -1)
 	if err != nil {
 		t.Fatal(err)
@@ -92,11 +93,10 @@ func TestFollowerFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			const cs = 128
-			s := openTest(t, "", Options{MaxBytes: 10000, ChunkSize: cs}, 2*cs)
+			s := openTest(t, "", Options{MaxBytes: 10000}, 256)
 			w, _ := s.Create("/x", -1)
 			data := body("x", 3000)
-			w.Write(data) // several flushes
+			w.Write(data) // in a file
 			r1 := w.NewReader()
 			got := make([]byte, 1000) // r1 has read some, then blocks
 			if _, err := io.ReadFull(r1, got); err != nil || !bytes.Equal(got, data[:1000]) {
@@ -153,13 +153,14 @@ func TestFollowerClose(t *testing.T) {
 }
 
 func TestFollowerOfReplacedFill(t *testing.T) {
-	// A follower that lags behind a committed fill reads it from bbolt; if
-	// the object is replaced meanwhile it gets ErrNotFound, not other bytes.
-	const cs = 128
-	s := openTest(t, "", Options{MaxBytes: 1 << 20, ChunkSize: cs}, 2*cs)
+	// A follower that lags behind a committed fill holds the body file
+	// open: it reads the version it followed to the end, even after that
+	// version is replaced and its file unlinked.
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, 256)
 	data := body("a", 5000)
 	w, _ := s.Create("/k", -1)
 	r := w.NewReader()
+	defer r.Close()
 	w.Write(data)
 	w.Commit(Meta{Status: 200})
 	got := make([]byte, 1000)
@@ -168,13 +169,87 @@ func TestFollowerOfReplacedFill(t *testing.T) {
 	}
 	put(t, s, "/k", body("b", 5000), 0)
 	rest, err := io.ReadAll(r)
-	if !errors.Is(err, ErrNotFound) || len(rest) != 0 {
+	if err != nil || !bytes.Equal(rest, data[1000:]) {
 		t.Fatalf("lagging follower: %d bytes, %v", len(rest), err)
 	}
+	checkInvariants(t, s)
+}
+
+func TestFollowInline(t *testing.T) {
+	// A body that stays inline is followed from RAM, also after Commit.
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, 0)
+	data := body("i", 3000)
+	w, _ := s.Create("/i", int64(len(data)))
+	r := w.NewReader()
+	w.Write(data[:1000])
+	got := make([]byte, 1000)
+	if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, data[:1000]) {
+		t.Fatal(err)
+	}
+	w.Write(data[1000:])
+	if err := w.Commit(Meta{Status: 200}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete("/i"); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(rest, data[1000:]) {
+		t.Fatalf("follower: %d bytes, %v", len(rest), err)
+	}
+	checkInvariants(t, s)
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+func TestNoFDLeaks(t *testing.T) {
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, 100)
+	before := openFDs(t)
+	data := body("fd", 5000)
+	for i := 0; i < 50; i++ {
+		key := fmt.Sprint("/fd/", i%5)
+		// A fill with followers that end in every way: read to EOF, closed
+		// midway, never read past the start, and an aborted fill.
+		w, _ := s.Create(key, -1)
+		r1, r2, r3 := w.NewReader(), w.NewReader(), w.NewReader()
+		w.Write(data[:3000])
+		io.ReadFull(r2, make([]byte, 2000))
+		r2.Close()
+		r3.Read(make([]byte, 10))
+		w.Write(data[3000:])
+		if i%7 == 3 {
+			w.Abort()
+		} else if err := w.Commit(Meta{Status: 200}); err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, r1)
+		io.Copy(io.Discard, r3)
+		// Reads of the committed object, whole and failing.
+		if o, err := s.Get(key); err == nil {
+			o.WriteRange(io.Discard, 0, o.Meta.Size)
+			o.ReadAt(make([]byte, 100), 10)
+			o.WriteRange(io.Discard, 1, o.Meta.Size+5) // bad range
+		}
+		if i%3 == 0 {
+			s.Delete(key)
+		}
+	}
+	if after := openFDs(t); after != before {
+		t.Fatalf("%d file descriptors open before, %d after", before, after)
+	}
+	checkInvariants(t, s)
 }
 
 func TestDeleteAbortsFills(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 1 << 20, ChunkSize: 256}, 1024)
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, 1024)
 	put(t, s, "/p/old", body("old", 100), 0)
 	wa, _ := s.Create("/p/a", -1)
 	wb, _ := s.Create("/q/b", -1)
@@ -210,7 +285,7 @@ func TestDeleteAbortsFills(t *testing.T) {
 }
 
 func TestAbandonedWriter(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 1 << 20, ChunkSize: 256}, 1024)
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, 1024)
 	r := func() io.ReadCloser {
 		w, _ := s.Create("/lost", -1)
 		w.Write(body("lost", 5000)) // flushed in part

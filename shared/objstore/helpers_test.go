@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -15,10 +16,10 @@ import (
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// openTest opens a store in a temp dir. fillTxn, if > 0, overrides how
-// much a fill buffers per transaction so that tests cross flush boundaries
-// with little data.
-func openTest(t testing.TB, path string, opts Options, fillTxn int) *Store {
+// openTest opens a store in a temp dir. inlineMax, if > 0, overrides the
+// largest body kept in bbolt, so that tests get file bodies with little
+// data.
+func openTest(t testing.TB, path string, opts Options, inlineMax int64) *Store {
 	t.Helper()
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "cache.db")
@@ -33,9 +34,9 @@ func openTest(t testing.TB, path string, opts Options, fillTxn int) *Store {
 	// No fsync: these tests are about logic, and a killed process (the
 	// crash test, which does not use openTest) loses no written data.
 	s.db.NoSync = true
-	if fillTxn > 0 {
-		s.fillBytes = int(max(s.chunk, int64(fillTxn)/s.chunk*s.chunk))
-		s.evictSlack = min(int64(s.fillBytes), s.max/64)
+	s.noSync = true
+	if inlineMax > 0 {
+		s.inlineMax = inlineMax
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
@@ -92,21 +93,43 @@ func readAll(t testing.TB, s *Store, key string) []byte {
 	return buf.Bytes()
 }
 
-// checkInvariants scans the buckets and checks them against each other
-// and against Stats: every object has its LRU entry and exactly its
-// chunks, no other chunk exists, and no fill is recorded (call it with no
-// fill in progress).
+// checkInvariants scans the buckets and the body directory and checks
+// them against each other and against Stats: every object has its LRU
+// entry and exactly its body (inline record, or file entry and file of the
+// right size), no other body exists, no .part file is left, and the hot
+// cache holds nothing the records do not say (call it with no fill in
+// progress).
 func checkInvariants(t testing.TB, s *Store) {
 	t.Helper()
 	st := s.Stats()
-	err := s.view(func(tx *bolt.Tx) error {
-		mb, lb, cb, fb := tx.Bucket(bucketMeta), tx.Bucket(bucketLRU), tx.Bucket(bucketChunks), tx.Bucket(bucketFills)
-		if k, _ := fb.Cursor().First(); k != nil {
-			return fmt.Errorf("fills bucket not empty: %x", k)
+	files := map[uint64]int64{} // id → size of the body files on disk
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		id, ok := parseIDName(e.Name())
+		if !ok {
+			t.Fatalf("unexpected file %s in the body directory", e.Name())
 		}
-		chunks := map[uint64]int64{} // id → chunk bytes
-		if err := cb.ForEach(func(k, v []byte) error {
-			chunks[binary.BigEndian.Uint64(k)] += int64(len(v))
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[id] = fi.Size()
+	}
+	err = s.view(func(tx *bolt.Tx) error {
+		mb, lb, ib, fb := tx.Bucket(bucketMeta), tx.Bucket(bucketLRU), tx.Bucket(bucketInline), tx.Bucket(bucketFiles)
+		inline := map[uint64]int64{}
+		if err := ib.ForEach(func(k, v []byte) error {
+			inline[binary.BigEndian.Uint64(k)] = int64(len(v))
+			return nil
+		}); err != nil {
+			return err
+		}
+		entries := map[uint64]string{}
+		if err := fb.ForEach(func(k, v []byte) error {
+			entries[binary.BigEndian.Uint64(k)] = string(v)
 			return nil
 		}); err != nil {
 			return err
@@ -123,22 +146,45 @@ func checkInvariants(t testing.TB, s *Store) {
 			if got := lb.Get(lruKey(&lk, h.atime, h.id)); !bytes.Equal(got, k) {
 				return fmt.Errorf("lru entry of %q: %q", k, got)
 			}
-			if chunks[h.id] != h.size {
-				return fmt.Errorf("%q: %d chunk bytes for size %d", k, chunks[h.id], h.size)
+			if h.file {
+				size, ok := files[h.id]
+				if !ok || size != h.size || entries[h.id] != string(k) {
+					return fmt.Errorf("%q: body file %v of %d bytes, entry %q, for size %d", k, ok, size, entries[h.id], h.size)
+				}
+				delete(files, h.id)
+				delete(entries, h.id)
+			} else if h.size > 0 {
+				if inline[h.id] != h.size {
+					return fmt.Errorf("%q: %d inline bytes for size %d", k, inline[h.id], h.size)
+				}
+				delete(inline, h.id)
 			}
-			delete(chunks, h.id)
 			return nil
 		}); err != nil {
 			return err
 		}
-		if len(chunks) != 0 {
-			return fmt.Errorf("orphan chunks of ids %v", chunks)
+		if len(inline) != 0 || len(files) != 0 || len(entries) != 0 {
+			return fmt.Errorf("orphan bodies: inline %v, files %v, file entries %v", inline, files, entries)
 		}
 		if n := lb.Stats().KeyN; int64(n) != objects {
 			return fmt.Errorf("%d lru entries for %d objects", n, objects)
 		}
 		if objects != st.Objects || total != st.Bytes {
 			return fmt.Errorf("scan: %d objects, %d bytes; Stats: %+v", objects, total, st)
+		}
+		// The hot cache agrees with the records.
+		s.hot.mu.Lock()
+		defer s.hot.mu.Unlock()
+		var hotBytes int
+		for k, e := range s.hot.m {
+			hotBytes += e.cost
+			h, err := parseHead(mb.Get([]byte(k)))
+			if err != nil || h.id != e.id || h.file || e.meta.Key != k || int64(len(e.body)) != h.size {
+				return fmt.Errorf("hot cache entry %q (id %d) does not match its record (%+v, %v)", k, e.id, h, err)
+			}
+		}
+		if hotBytes != s.hot.bytes || hotBytes > s.hot.max {
+			return fmt.Errorf("hot cache: %d bytes counted, %d held, bound %d", s.hot.bytes, hotBytes, s.hot.max)
 		}
 		return nil
 	})

@@ -4,21 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
-
-	bolt "go.etcd.io/bbolt"
 )
 
-const (
-	writePiece = 32 << 10
-	// smallBody is the size up to which Get copies the body along with
-	// the metadata: a small hit then costs one read transaction, not two.
-	smallBody = 16 << 10
-)
-
-// piecePool holds the buffers WriteRange copies through, so a read
-// transaction never waits on the client's connection.
-var piecePool = sync.Pool{New: func() any { b := make([]byte, writePiece); return &b }}
+// copyBufs serve WriteRange to writers that cannot read from a file
+// themselves.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (o *Object) readAt(p []byte, off int64) (int, error) {
 	s, size := o.s, o.Meta.Size
@@ -40,15 +32,54 @@ func (o *Object) readAt(p []byte, off int64) (int, error) {
 	}
 	var n int
 	var err error
-	if o.body != nil {
-		n = copy(want, o.body[off:])
+	if o.file {
+		n, err = o.readFile(want, off)
 	} else {
-		n, err = s.readChunks(o.id, off, want)
+		n = copy(want, o.body[off:])
 	}
 	if err == nil && n < len(p) {
 		err = io.EOF
 	}
 	return n, err
+}
+
+// readFile reads len(p) bytes of a body file at off.
+func (o *Object) readFile(p []byte, off int64) (int, error) {
+	f, err := o.open()
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := f.ReadAt(p, off)
+	if n < len(p) {
+		return n, o.short(err)
+	}
+	return n, nil
+}
+
+// open opens the body file: ErrNotFound once the object is gone.
+func (o *Object) open() (*os.File, error) {
+	s := o.s
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	f, err := os.Open(s.bodyPath(o.id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("objstore: body of %q: %w", o.Meta.Key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("objstore: body of %q: %w", o.Meta.Key, err)
+	}
+	return f, nil
+}
+
+// short handles a body file that ended before its recorded size: damage,
+// since body files are never written after Commit.
+func (o *Object) short(err error) error {
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("objstore: reading the body of %q: %w", o.Meta.Key, err)
+	}
+	return o.s.dropBroken(o.Meta.Key, o.id, io.ErrUnexpectedEOF)
 }
 
 func (o *Object) writeRange(w io.Writer, off, n int64) (int64, error) {
@@ -59,82 +90,41 @@ func (o *Object) writeRange(w io.Writer, off, n int64) (int64, error) {
 	if off < 0 || n < 0 || off > size || n > size-off {
 		return 0, fmt.Errorf("objstore: range %d+%d outside a body of %d bytes", off, n, size)
 	}
-	if o.body != nil {
+	if !o.file {
 		m, err := w.Write(o.body[off : off+n])
 		if err == nil && int64(m) < n {
 			err = io.ErrShortWrite
 		}
 		return int64(m), err
 	}
-	bp := piecePool.Get().(*[]byte)
-	defer piecePool.Put(bp)
-	buf := *bp
-	var done int64
-	for done < n {
-		k := int(min(int64(len(buf)), n-done))
-		got, err := s.readChunks(o.id, off+done, buf[:k])
-		if err != nil {
-			return done, err
-		}
-		m, err := w.Write(buf[:got])
-		done += int64(m)
-		if err != nil {
-			return done, err
-		}
-		if m < got {
-			return done, io.ErrShortWrite
+	if n == 0 {
+		return 0, nil
+	}
+	f, err := o.open()
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if off > 0 {
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			return 0, fmt.Errorf("objstore: body of %q: %w", o.Meta.Key, err)
 		}
 	}
-	return done, nil
-}
-
-// readChunks fills p with body bytes of object id from off, in read
-// transactions of at most readTxnBytes.
-func (s *Store) readChunks(id uint64, off int64, p []byte) (int, error) {
-	if s.closed.Load() {
-		return 0, ErrClosed
+	// An *io.LimitedReader of an *os.File is what net.TCPConn.ReadFrom
+	// turns into sendfile(2), through http.ResponseWriter's ReadFrom (see
+	// TestWriteRangeSendfile); other writers get a plain copy.
+	lr := &io.LimitedReader{R: f, N: n}
+	var m int64
+	if _, ok := w.(io.ReaderFrom); ok {
+		m, err = io.Copy(w, lr)
+	} else {
+		bp := copyBufs.Get().(*[]byte)
+		m, err = io.CopyBuffer(w, lr, *bp)
+		copyBufs.Put(bp)
 	}
-	n := 0
-	for n < len(p) {
-		part := p[n:]
-		if len(part) > readTxnBytes {
-			part = part[:readTxnBytes]
-		}
-		var got int
-		err := s.view(func(tx *bolt.Tx) error {
-			var err error
-			got, err = s.copyChunks(tx.Bucket(bucketChunks), id, off+int64(n), part)
-			return err
-		})
-		n += got
-		if err != nil {
-			return n, err
-		}
+	if err == nil && m < n {
+		// The file ended early: nothing stopped the copy but the file.
+		return m, o.short(nil)
 	}
-	return n, nil
-}
-
-// copyChunks copies len(p) body bytes of object id from off out of b. A
-// missing chunk means the object was deleted, replaced or evicted (ids are
-// never reused): ErrNotFound.
-func (s *Store) copyChunks(b *bolt.Bucket, id uint64, off int64, p []byte) (int, error) {
-	cs := s.chunk
-	var kb [chunkKeyLen]byte
-	got := 0
-	for got < len(p) {
-		pos := off + int64(got)
-		idx, within := pos/cs, pos%cs
-		v := b.Get(chunkKey(&kb, id, uint32(idx)))
-		if v == nil {
-			return got, fmt.Errorf("objstore: object %d, chunk %d: %w", id, idx, ErrNotFound)
-		}
-		if int64(len(v)) <= within {
-			return got, s.corruptf("object %d, chunk %d: %d bytes, need byte %d", id, idx, len(v), within)
-		}
-		got += copy(p[got:], v[within:])
-		if got < len(p) && int64(len(v)) < cs {
-			return got, s.corruptf("object %d, chunk %d: short chunk (%d bytes) before the end", id, idx, len(v))
-		}
-	}
-	return got, nil
+	return m, err
 }

@@ -10,32 +10,39 @@ import (
 	"time"
 )
 
-// On-disk layout (format 1). All integers are big-endian so that bbolt's
+// On-disk layout (format 2). All integers are big-endian so that bbolt's
 // byte-wise key order is numeric order.
 //
-//	bucket "meta":   key                      → meta record (below)
-//	bucket "lru":    atime(8) ‖ id(8)          → key
-//	bucket "chunks": id(8) ‖ index(4)          → body bytes (ChunkSize, last one shorter)
-//	bucket "fills":  id(8)                     → key of a fill that has not committed
-//	bucket "state":  "format" → 1, "chunk" → chunk size (4)
+//	bucket "meta":   key               → meta record (below); the bucket's
+//	                                     sequence is the highest object id used
+//	bucket "lru":    atime(8) ‖ id(8)  → key
+//	bucket "inline": id(8)             → body of an object stored in bbolt
+//	bucket "files":  id(8)             → key of an object whose body is a file
+//	bucket "state":  "format" → 2
+//
+// Bodies larger than the inline limit are write-once files in the directory
+// <db>.bodies, named by id (16 hex digits); a fill writes <id>.part and
+// renames it at Commit. Format 1 kept every body in chunks in bbolt.
 //
 // Meta record:
 //
-//	0      version (1)
+//	0      version (2)
 //	1..8   object id
 //	9..16  access time, Unix ns (the LRU position; see lruKey)
 //	17..24 body size
 //	25..26 HTTP status
 //	27..38 request time:  Unix seconds (8), nanoseconds (4)
 //	39..50 response time: Unix seconds (8), nanoseconds (4)
-//	51..   header block: uvarint names, uvarint values, then per name
+//	51     flags: bit 0 set when the body is a file
+//	52..   header block: uvarint names, uvarint values, then per name
 //	       uvarint len, name, uvarint count, and per value uvarint len, value
 //
 // The fixed part lets eviction and atime updates read or patch id, atime
 // and size without decoding the headers.
 const (
-	recordVersion  = 1
-	recordFixedLen = 51
+	formatVersion  = 2
+	recordVersion  = 2
+	recordFixedLen = 52
 
 	offID     = 1
 	offAtime  = 9
@@ -43,20 +50,21 @@ const (
 	offStatus = 25
 	offReq    = 27
 	offResp   = 39
+	offFlags  = 51
 
-	chunkKeyLen = 12
-	lruKeyLen   = 16
+	flagFile = 1 << 0
+
+	lruKeyLen = 16
 )
 
 var (
 	bucketMeta   = []byte("meta")
 	bucketLRU    = []byte("lru")
-	bucketChunks = []byte("chunks")
-	bucketFills  = []byte("fills")
+	bucketInline = []byte("inline")
+	bucketFiles  = []byte("files")
 	bucketState  = []byte("state")
 
 	stateFormat = []byte("format")
-	stateChunk  = []byte("chunk")
 )
 
 // zeroUnix is time.Time{}.Unix(): the zero time is stored as itself so that
@@ -70,6 +78,7 @@ type recordHead struct {
 	id    uint64
 	atime int64
 	size  int64
+	file  bool // the body is a file, not in the inline bucket
 }
 
 // parseHead reads the fixed part of a meta record without decoding headers.
@@ -84,16 +93,20 @@ func parseHead(v []byte) (recordHead, error) {
 		id:    binary.BigEndian.Uint64(v[offID:]),
 		atime: int64(binary.BigEndian.Uint64(v[offAtime:])),
 		size:  int64(binary.BigEndian.Uint64(v[offSize:])),
+		file:  v[offFlags]&flagFile != 0,
 	}
 	if h.id == 0 || h.size < 0 {
 		return recordHead{}, fmt.Errorf("%w: id %d size %d", errRecord, h.id, h.size)
 	}
+	if v[offFlags]&^flagFile != 0 {
+		return recordHead{}, fmt.Errorf("%w: unknown flags %#x", errRecord, v[offFlags])
+	}
 	return h, nil
 }
 
-// encodeRecord appends the record for m to dst. id and atime are the
-// object's id and LRU time; m.Size is stored as given.
-func encodeRecord(dst []byte, m *Meta, id uint64, atime int64) ([]byte, error) {
+// encodeRecord appends the record for m to dst. id, atime and file are the
+// object's id, LRU time and body location; m.Size is stored as given.
+func encodeRecord(dst []byte, m *Meta, id uint64, atime int64, file bool) ([]byte, error) {
 	if m.Status < 0 || m.Status > math.MaxUint16 {
 		return dst, fmt.Errorf("objstore: status %d out of range", m.Status)
 	}
@@ -105,6 +118,9 @@ func encodeRecord(dst []byte, m *Meta, id uint64, atime int64) ([]byte, error) {
 	binary.BigEndian.PutUint16(fixed[offStatus:], uint16(m.Status))
 	putTime(fixed[offReq:], m.RequestTime)
 	putTime(fixed[offResp:], m.ResponseTime)
+	if file {
+		fixed[offFlags] = flagFile
+	}
 	dst = append(dst, fixed[:]...)
 
 	// Sorted names make the encoding deterministic (golden files, and a
@@ -280,12 +296,6 @@ func validateRecord(v []byte) (recordHead, error) {
 	}
 	_, _, err = walkHeaders(v[recordFixedLen:])
 	return h, err
-}
-
-func chunkKey(dst *[chunkKeyLen]byte, id uint64, idx uint32) []byte {
-	binary.BigEndian.PutUint64(dst[:8], id)
-	binary.BigEndian.PutUint32(dst[8:], idx)
-	return dst[:]
 }
 
 // lruKey orders by access time, then id (ids are unique, so keys are).

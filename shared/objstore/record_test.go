@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,21 +21,23 @@ func TestRecordRoundTrip(t *testing.T) {
 	tests := []struct {
 		name string
 		m    Meta
+		file bool
 	}{
-		{"zero", Meta{}},
-		{"no headers", Meta{Status: 200, Size: 1 << 40, RequestTime: ts, ResponseTime: ts}},
+		{"zero", Meta{}, false},
+		{"in a file", Meta{Status: 200, Size: 1 << 20}, true},
+		{"no headers", Meta{Status: 200, Size: 1 << 40, RequestTime: ts, ResponseTime: ts}, false},
 		{"headers", Meta{Status: 206, Size: 5, Header: http.Header{
 			"Content-Type":  {"text/plain"},
 			"Set-Cookie":    {"a=1", "b=2", ""},
 			"X-Empty":       {},
 			"Cache-Control": {"max-age=60"},
-		}}},
-		{"binary values", Meta{Status: 999, Header: http.Header{"X": {"\x00\xff\n"}}}},
-		{"before 1970", Meta{RequestTime: time.Date(1900, 1, 1, 0, 0, 0, 1, time.UTC)}},
+		}}, false},
+		{"binary values", Meta{Status: 999, Header: http.Header{"X": {"\x00\xff\n"}}}, false},
+		{"before 1970", Meta{RequestTime: time.Date(1900, 1, 1, 0, 0, 0, 1, time.UTC)}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec, err := encodeRecord(nil, &tt.m, 42, -7)
+			rec, err := encodeRecord(nil, &tt.m, 42, -7, tt.file)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,7 +46,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if h.id != 42 || h.atime != -7 || h.size != tt.m.Size {
+			if h.id != 42 || h.atime != -7 || h.size != tt.m.Size || h.file != tt.file {
 				t.Fatalf("head = %+v", h)
 			}
 			want := tt.m
@@ -69,7 +72,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			}
 		})
 	}
-	if _, err := encodeRecord(nil, &Meta{Status: 1 << 16}, 1, 1); err == nil {
+	if _, err := encodeRecord(nil, &Meta{Status: 1 << 16}, 1, 1, false); err == nil {
 		t.Fatal("status 65536 encoded")
 	}
 }
@@ -88,11 +91,11 @@ func TestRecordGolden(t *testing.T) {
 		RequestTime:  time.Date(2025, 6, 1, 10, 0, 0, 500, time.UTC),
 		ResponseTime: time.Date(2025, 6, 1, 10, 0, 1, 0, time.UTC),
 	}
-	rec, err := encodeRecord(nil, &m, 0x0102030405060708, 1748772000000000000)
+	rec, err := encodeRecord(nil, &m, 0x0102030405060708, 1748772000000000000, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join("testdata", "meta_v1.bin")
+	path := filepath.Join("testdata", "meta_v2.bin")
 	if *update {
 		if err := os.WriteFile(path, rec, 0o644); err != nil {
 			t.Fatal(err)
@@ -110,14 +113,14 @@ func TestRecordGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.id != 0x0102030405060708 || got.Size != 1234 || got.Header.Get("Etag") != `"abc"` ||
+	if h.id != 0x0102030405060708 || !h.file || got.Size != 1234 || got.Header.Get("Etag") != `"abc"` ||
 		!got.RequestTime.Equal(m.RequestTime) || len(got.Header["Vary"]) != 2 {
 		t.Fatalf("decoded %+v %+v", h, got)
 	}
 }
 
 func TestDecodeRecordErrors(t *testing.T) {
-	good, _ := encodeRecord(nil, &Meta{Status: 200, Header: http.Header{"A": {"1", "2"}, "B": {"3"}}}, 1, 1)
+	good, _ := encodeRecord(nil, &Meta{Status: 200, Header: http.Header{"A": {"1", "2"}, "B": {"3"}}}, 1, 1, false)
 	mod := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
 	hdr := func(parts ...[]byte) []byte { // good's fixed part + a header block
 		b := bytes.Clone(good[:recordFixedLen])
@@ -133,7 +136,9 @@ func TestDecodeRecordErrors(t *testing.T) {
 		{"empty", nil},
 		{"short", good[:recordFixedLen-1]},
 		{"no header block", good[:recordFixedLen]},
-		{"version", mod(func(b []byte) []byte { b[0] = 2; return b })},
+		{"format 1 record", mod(func(b []byte) []byte { b[0] = 1; return b })},
+		{"version", mod(func(b []byte) []byte { b[0] = 3; return b })},
+		{"unknown flag", mod(func(b []byte) []byte { b[offFlags] = 2; return b })},
 		{"id zero", mod(func(b []byte) []byte { binary.BigEndian.PutUint64(b[offID:], 0); return b })},
 		{"negative size", mod(func(b []byte) []byte { b[offSize] = 0x80; return b })},
 		{"nanoseconds", mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[offReq+8:], 1e9); return b })},
@@ -159,15 +164,23 @@ func TestDecodeRecordErrors(t *testing.T) {
 	if _, err := decodeRecord(good, &m); err != nil {
 		t.Fatalf("good record: %v", err)
 	}
+	// A record of format 1 (bodies in bbolt chunks) is refused.
+	v1, err := os.ReadFile(filepath.Join("testdata", "meta_v1.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeRecord(v1, &m); !errors.Is(err, errRecord) || !strings.Contains(err.Error(), "version 1") {
+		t.Fatalf("format 1 record: %v", err)
+	}
 }
 
 // FuzzDecodeRecord: decoding any bytes returns an error or a Meta that
 // encodes and decodes back to itself; validateRecord agrees with decode.
 func FuzzDecodeRecord(f *testing.F) {
-	if golden, err := os.ReadFile(filepath.Join("testdata", "meta_v1.bin")); err == nil {
+	if golden, err := os.ReadFile(filepath.Join("testdata", "meta_v2.bin")); err == nil {
 		f.Add(golden)
 	}
-	seed, _ := encodeRecord(nil, &Meta{Status: 200, Header: http.Header{"A": {"1", "2"}, "B": {}}}, 1, 1)
+	seed, _ := encodeRecord(nil, &Meta{Status: 200, Header: http.Header{"A": {"1", "2"}, "B": {}}}, 1, 1, false)
 	f.Add(seed)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, rec []byte) {
@@ -180,13 +193,17 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := encodeRecord(nil, &m, h.id, h.atime)
+		again, err := encodeRecord(nil, &m, h.id, h.atime, h.file)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var m2 Meta
-		if _, err := decodeRecord(again, &m2); err != nil {
+		h2, err := decodeRecord(again, &m2)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if h2 != h {
+			t.Fatalf("head: %+v != %+v", h2, h)
 		}
 		if !m.RequestTime.Equal(m2.RequestTime) || !m.ResponseTime.Equal(m2.ResponseTime) {
 			t.Fatalf("times: %v %v != %v %v", m.RequestTime, m.ResponseTime, m2.RequestTime, m2.ResponseTime)

@@ -22,43 +22,50 @@ import (
 // ErrLocked is returned by Open when another process holds the cache file.
 var ErrLocked = errors.New("objstore: cache file is locked by another process")
 
+// errOldFormat is what init reports for a format 1 file (see Open).
+var errOldFormat = errors.New("objstore: cache file has format 1")
+
 const (
-	defaultChunkSize   = 64 << 10
-	minChunkSize       = 64
-	maxChunkSize       = 16 << 20
 	defaultAtimeFlush  = 30 * time.Second
 	defaultLockTimeout = time.Second
 
-	// fillTxnBytes is how much body a fill buffers before writing it in one
-	// transaction: one fsync per MiB, not per chunk.
-	fillTxnBytes = 1 << 20
-	// readTxnBytes bounds what one read transaction copies, so no read
-	// transaction is long enough to hold up bbolt's remap.
-	readTxnBytes = 1 << 20
+	// defaultInlineMax is the largest body kept in bbolt. Larger bodies are
+	// files, sent with sendfile. Measured (BenchmarkServeBody): below about
+	// 32 KiB, open+sendfile+close costs more than copying from memory.
+	defaultInlineMax = 32 << 10
+	// maxEvictSlack bounds the extra bytes an eviction frees.
+	maxEvictSlack = 1 << 20
 	// atimeBatchMax and atimeBatchBytes bound the batch of access times
 	// kept in RAM (keys can be long URLs).
 	atimeBatchMax   = 4096
 	atimeBatchBytes = 512 << 10
 	// deleteBatch is how many keys DeletePrefix removes per transaction.
 	deleteBatch = 256
+	// dirBatch is how many directory entries Open checks per transaction.
+	dirBatch = 256
 
 	// bbolt maps the whole file; on 32-bit systems the map is at most
 	// 1 GiB (mips) or 2 GiB, and grows in 1 GiB steps past 1 GiB.
 	max32BitBytes = 768 << 20
 )
 
-// Store is a bbolt-backed object cache. It is safe for concurrent use.
+// Store is an object cache: metadata and small bodies in a bbolt file,
+// larger bodies in files beside it. It is safe for concurrent use.
 type Store struct {
 	db         *bolt.DB
 	path       string
+	dir        string // body files
 	log        *slog.Logger
 	max        int64
-	chunk      int64
-	fillBytes  int   // bytes a fill buffers per transaction (a multiple of chunk)
+	inlineMax  int64 // largest body stored in bbolt
 	evictSlack int64 // extra bytes an eviction frees, so a growing fill does not evict on every Write
+	noSync     bool  // tests: no fsync of body files (the db has its own NoSync)
 
-	clock  atomic.Int64 // last access time handed out (Unix ns)
+	lastID atomic.Uint64 // highest object id handed out
+	clock  atomic.Int64  // last access time handed out (Unix ns)
 	closed atomic.Bool
+
+	hot hotCache
 
 	mu       sync.Mutex
 	bytes    int64 // committed body bytes
@@ -79,10 +86,13 @@ type Store struct {
 	closeErr  error
 }
 
-// Open opens or creates the cache file at path. A file that is not a valid
-// bbolt database or whose buckets or records are broken gives an error
-// wrapping ErrCorrupt; the file is left as it is. Fills that did not commit
-// before the last shutdown or crash are removed.
+// Open opens or creates the cache file at path and its body directory
+// path+".bodies". A file that is not a valid bbolt database or whose
+// buckets or records are broken gives an error wrapping ErrCorrupt; the file
+// is left as it is. Fills that did not commit before the last shutdown or
+// crash, and body files no record refers to, are removed. A valid file of
+// the older format 1 (bodies in bbolt) is deleted and the cache starts empty:
+// its large bodies cannot be kept, and bbolt cannot give their space back.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.MaxBytes <= 0 {
 		return nil, fmt.Errorf("objstore: MaxBytes must be > 0, got %d", opts.MaxBytes)
@@ -90,9 +100,6 @@ func Open(path string, opts Options) (*Store, error) {
 	if strconv.IntSize == 32 && opts.MaxBytes > max32BitBytes {
 		return nil, fmt.Errorf("objstore: MaxBytes %d too large for a 32-bit system (at most %d: bbolt maps the whole file into memory)",
 			opts.MaxBytes, max32BitBytes)
-	}
-	if opts.ChunkSize != 0 && (opts.ChunkSize < minChunkSize || opts.ChunkSize > maxChunkSize) {
-		return nil, fmt.Errorf("objstore: ChunkSize %d outside [%d, %d]", opts.ChunkSize, minChunkSize, maxChunkSize)
 	}
 	if opts.AtimeFlush < 0 || opts.LockTimeout < 0 {
 		return nil, errors.New("objstore: negative AtimeFlush or LockTimeout")
@@ -124,31 +131,49 @@ func Open(path string, opts Options) (*Store, error) {
 		m := min(opts.MaxBytes, 1<<40)
 		bo.InitialMmapSize = int(m + m/4 + 32<<20)
 	}
-	db, err := openBolt(path, bo)
-	if err != nil {
-		return nil, err
-	}
 	s := &Store{
-		db:     db,
-		path:   path,
-		log:    log,
-		max:    opts.MaxBytes,
-		fills:  make(map[*fill]struct{}),
-		atimes: make(map[string]int64),
-		kick:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		path:      path,
+		dir:       path + ".bodies",
+		log:       log,
+		max:       opts.MaxBytes,
+		inlineMax: defaultInlineMax,
+		fills:     make(map[*fill]struct{}),
+		atimes:    make(map[string]int64),
+		kick:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
-	if err := s.init(int64(opts.ChunkSize)); err != nil {
-		db.Close()
+	s.hot.init(hotMaxBytes)
+	s.evictSlack = min(maxEvictSlack, s.max/64)
+	for attempt := 0; ; attempt++ {
+		db, err := openBolt(path, bo)
+		if err != nil {
+			return nil, err
+		}
+		s.db = db
+		err = s.init()
+		if errors.Is(err, errOldFormat) && attempt == 0 {
+			// Unlink while bbolt still holds the lock: a process that opens
+			// the path meanwhile creates a new file, and one of us then
+			// gets ErrLocked on it, as with any other race for the cache.
+			rmErr := os.Remove(path)
+			db.Close()
+			if rmErr != nil {
+				return nil, fmt.Errorf("objstore: %s has the old format 1 and cannot be removed: %w", path, rmErr)
+			}
+			log.Warn("objstore: cache file had the old format 1 (bodies in bbolt); removed it, the cache starts empty", "path", path)
+			continue
+		}
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		break
+	}
+	if err := s.cleanDir(); err != nil {
+		s.db.Close()
 		return nil, err
 	}
-	if s.max/s.chunk >= 1<<32 {
-		db.Close()
-		return nil, fmt.Errorf("objstore: MaxBytes %d needs more than 2^32 chunks of %d bytes", s.max, s.chunk)
-	}
-	s.fillBytes = int(max(s.chunk, fillTxnBytes/s.chunk*s.chunk))
-	s.evictSlack = min(int64(s.fillBytes), s.max/64)
 	if s.bytes > s.max {
 		// MaxBytes was lowered since the last run.
 		if err := s.evict(0); err != nil {
@@ -225,11 +250,13 @@ func (s *Store) corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrCorrupt, s.path, fmt.Sprintf(format, args...))
 }
 
+var dataBuckets = [][]byte{bucketMeta, bucketLRU, bucketInline, bucketFiles}
+
 // init checks the buckets and records of an existing file, or creates the
-// buckets of a new one, then removes unfinished fills. Nothing is written
-// before the checks pass: a damaged file is left exactly as it was.
-func (s *Store) init(chunkOpt int64) error {
-	var fresh, unfinished bool
+// buckets of a new one. Nothing is written before the checks pass: a
+// damaged file is left exactly as it was.
+func (s *Store) init() error {
+	var fresh bool
 	err := s.view(func(tx *bolt.Tx) error {
 		st := tx.Bucket(bucketState)
 		if st == nil {
@@ -244,97 +271,49 @@ func (s *Store) init(chunkOpt int64) error {
 			fresh = true
 			return nil
 		}
-		if v := st.Get(stateFormat); len(v) != 1 {
+		v := st.Get(stateFormat)
+		switch {
+		case len(v) != 1:
 			return s.corruptf("bad format record %x", v)
-		} else if v[0] != recordVersion {
-			return fmt.Errorf("objstore: %s: format version %d is not supported (want %d)", s.path, v[0], recordVersion)
+		case v[0] == 1:
+			return errOldFormat
+		case v[0] != formatVersion:
+			return fmt.Errorf("objstore: %s: format version %d is not supported (want %d)", s.path, v[0], formatVersion)
 		}
-		v := st.Get(stateChunk)
-		if len(v) != 4 {
-			return s.corruptf("bad chunk size record %x", v)
-		}
-		cs := int64(v[0])<<24 | int64(v[1])<<16 | int64(v[2])<<8 | int64(v[3])
-		if cs < minChunkSize || cs > maxChunkSize {
-			return s.corruptf("chunk size %d", cs)
-		}
-		if chunkOpt != 0 && chunkOpt != cs {
-			s.log.Warn("objstore: file was created with another chunk size; keeping it", "path", s.path, "chunk", cs, "option", chunkOpt)
-		}
-		s.chunk = cs
-		for _, name := range [][]byte{bucketMeta, bucketLRU, bucketChunks, bucketFills} {
+		for _, name := range dataBuckets {
 			if tx.Bucket(name) == nil {
 				return s.corruptf("bucket %q is missing", name)
 			}
 		}
-		k, _ := tx.Bucket(bucketFills).Cursor().First()
-		unfinished = k != nil
 		return s.scan(tx)
 	})
 	if err != nil {
 		return err
 	}
-	if fresh {
-		s.chunk = chunkOpt
-		if s.chunk == 0 {
-			s.chunk = defaultChunkSize
-		}
-		s.clock.Store(time.Now().UnixNano())
-		return s.update(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketState, bucketMeta, bucketLRU, bucketChunks, bucketFills} {
-				if _, err := tx.CreateBucket(name); err != nil {
-					return err
-				}
-			}
-			st := tx.Bucket(bucketState)
-			if err := st.Put(stateFormat, []byte{recordVersion}); err != nil {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("objstore: body directory: %w", err)
+	}
+	if !fresh {
+		return nil
+	}
+	s.clock.Store(time.Now().UnixNano())
+	return s.update(func(tx *bolt.Tx) error {
+		for _, name := range append([][]byte{bucketState}, dataBuckets...) {
+			if _, err := tx.CreateBucket(name); err != nil {
 				return err
 			}
-			return st.Put(stateChunk, be32(uint32(s.chunk)))
-		})
-	}
-	if unfinished {
-		return s.update(s.removeUnfinished)
-	}
-	return nil
+		}
+		return tx.Bucket(bucketState).Put(stateFormat, []byte{formatVersion})
+	})
 }
 
-// removeUnfinished deletes the chunks of fills that never committed.
-func (s *Store) removeUnfinished(tx *bolt.Tx) error {
-	fb := tx.Bucket(bucketFills)
-	var ids [][]byte
-	if err := fb.ForEach(func(k, _ []byte) error {
-		if len(k) != 8 {
-			return s.corruptf("fills: bad key %x", k)
-		}
-		ids = append(ids, bytes.Clone(k))
-		return nil
-	}); err != nil {
-		return err
-	}
-	ch := tx.Bucket(bucketChunks)
-	chunks := 0
-	for _, k := range ids {
-		n, err := deleteChunks(ch, k)
-		if err != nil {
-			return err
-		}
-		chunks += n
-		if err := fb.Delete(k); err != nil {
-			return err
-		}
-	}
-	if len(ids) > 0 {
-		s.log.Info("objstore: removed unfinished fills", "path", s.path, "fills", len(ids), "chunks", chunks)
-	}
-	return nil
-}
-
-// scan validates every meta record and the LRU index against it, and
+// scan validates every meta record, its body record and LRU entry, and
 // computes the counters. It streams: RAM does not grow with the objects.
 func (s *Store) scan(tx *bolt.Tx) error {
-	mb, lb := tx.Bucket(bucketMeta), tx.Bucket(bucketLRU)
-	seq := tx.Bucket(bucketChunks).Sequence()
-	var objects, total int64
+	mb, lb, ib, fb := tx.Bucket(bucketMeta), tx.Bucket(bucketLRU), tx.Bucket(bucketInline), tx.Bucket(bucketFiles)
+	seq := mb.Sequence()
+	var objects, total, inline, files int64
+	var ik [8]byte
 	c := mb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if v == nil {
@@ -347,8 +326,26 @@ func (s *Store) scan(tx *bolt.Tx) error {
 		if h.id > seq {
 			return s.corruptf("meta record %q: object id %d beyond the id sequence %d", k, h.id, seq)
 		}
+		switch {
+		case h.file:
+			if fk := fb.Get(idKey(&ik, h.id)); !bytes.Equal(fk, k) {
+				return s.corruptf("meta record %q: file entry of object %d is %q", k, h.id, fk)
+			}
+			files++
+		case h.size > 0:
+			if body := ib.Get(idKey(&ik, h.id)); int64(len(body)) != h.size {
+				return s.corruptf("meta record %q: inline body of object %d has %d bytes, want %d", k, h.id, len(body), h.size)
+			}
+			inline++
+		}
 		objects++
 		total += h.size
+	}
+	if n := int64(ib.Stats().KeyN); n != inline {
+		return s.corruptf("%d inline bodies for %d objects that have one", n, inline)
+	}
+	if n := int64(fb.Stats().KeyN); n != files {
+		return s.corruptf("%d file entries for %d objects stored in files", n, files)
 	}
 	var entries int64
 	var last int64
@@ -372,6 +369,7 @@ func (s *Store) scan(tx *bolt.Tx) error {
 		return s.corruptf("lru index has %d entries for %d objects", entries, objects)
 	}
 	s.bytes, s.objects = total, objects
+	s.lastID.Store(seq)
 	// Access times never go backwards, even if the wall clock does (a
 	// router without an RTC boots in 1970 until NTP answers).
 	s.clock.Store(max(last, time.Now().UnixNano()))
@@ -422,6 +420,7 @@ func (s *Store) Close() error {
 		for _, f := range fills {
 			f.shutdown()
 		}
+		s.hot.clear()
 		err := s.flushAtimes()
 		if cerr := s.db.Close(); err == nil {
 			err = cerr
@@ -432,13 +431,22 @@ func (s *Store) Close() error {
 }
 
 // Get returns the committed object for key, or ErrNotFound, and records
-// the access (batched; see Options.AtimeFlush).
+// the access (batched; see Options.AtimeFlush). An object whose body file
+// is missing or has the wrong size is removed (and logged): the cache
+// loses it rather than serve other bytes.
 func (s *Store) Get(key string) (*Object, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
+	e, gen := s.hot.get(key)
+	if e != nil {
+		s.touch(key)
+		return &Object{Meta: e.meta, s: s, id: e.id, body: e.body}, nil
+	}
 	o := &Object{s: s}
+	var rec, txid int
 	err := s.view(func(tx *bolt.Tx) error {
+		txid = tx.ID()
 		// bbolt does not keep or modify a lookup key: no copy needed.
 		v := tx.Bucket(bucketMeta).Get(unsafe.Slice(unsafe.StringData(key), len(key)))
 		if v == nil {
@@ -448,14 +456,17 @@ func (s *Store) Get(key string) (*Object, error) {
 		if err != nil {
 			return s.corruptf("meta record for %q: %v", key, err)
 		}
-		o.id = h.id
-		if h.size > 0 && h.size <= smallBody {
-			o.body = make([]byte, h.size)
-			if _, err := s.copyChunks(tx.Bucket(bucketChunks), h.id, 0, o.body); err != nil {
-				// Record and chunks go together: one without the other is damage.
-				return s.corruptf("body of %q: %v", key, err)
-			}
+		o.id, o.file, rec = h.id, h.file, len(v)
+		if h.file || h.size == 0 {
+			return nil
 		}
+		var ik [8]byte
+		b := tx.Bucket(bucketInline).Get(idKey(&ik, h.id))
+		if int64(len(b)) != h.size {
+			// Record and body are written together: one without the other is damage.
+			return s.corruptf("inline body of %q: %d bytes, want %d", key, len(b), h.size)
+		}
+		o.body = bytes.Clone(b)
 		return nil
 	})
 	if err != nil {
@@ -465,6 +476,13 @@ func (s *Store) Get(key string) (*Object, error) {
 		return nil, err
 	}
 	o.Meta.Key = key
+	if o.file {
+		if err := s.checkBodyFile(o); err != nil {
+			return nil, err
+		}
+	} else {
+		s.hot.add(gen, txid, key, o, rec)
+	}
 	s.touch(key)
 	return o, nil
 }
@@ -479,13 +497,16 @@ func (s *Store) Create(key string, sizeHint int64) (*Writer, error) {
 	if sizeHint > s.max {
 		return nil, fmt.Errorf("%w: %q is %d bytes, the cache holds %d", ErrTooLarge, key, sizeHint, s.max)
 	}
-	f := &fill{s: s, key: key, hint: sizeHint}
+	f := &fill{s: s, key: key, hint: sizeHint, refs: 1}
 	f.cond.L = &f.mu
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
+	// Ids are never reused while the store is open, so a body file name
+	// always means one object version.
+	f.id = s.lastID.Add(1)
 	s.fills[f] = struct{}{}
 	w := &Writer{f: f}
 	// A Writer dropped without Commit or Abort (a handler that panicked or
@@ -517,7 +538,7 @@ func (s *Store) UpdateMeta(key string, fn func(*Meta)) error {
 		return err
 	}
 	kb := []byte(key)
-	return s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		mb := tx.Bucket(bucketMeta)
 		v := mb.Get(kb)
 		if v == nil {
@@ -531,17 +552,22 @@ func (s *Store) UpdateMeta(key string, fn func(*Meta)) error {
 		m.Key = key
 		fn(&m)
 		m.Key, m.Size = key, h.size
-		rec, err := encodeRecord(nil, &m, h.id, h.atime)
+		rec, err := encodeRecord(nil, &m, h.id, h.atime, h.file)
 		if err != nil {
 			return err
 		}
 		return mb.Put(kb, rec)
 	})
+	// Also after a failed update: a Get racing with it may have cached
+	// what it read, and invalidating more than needed is harmless.
+	s.hot.invalidate(key)
+	return err
 }
 
 // Delete removes key; ErrNotFound if it is not stored. Readers of the
-// object get ErrNotFound from then on. Fills of key in progress are
-// aborted first: what they fetched may predate the delete.
+// object get ErrNotFound from then on (a read already under way finishes).
+// Fills of key in progress are aborted first: what they fetched may predate
+// the delete.
 func (s *Store) Delete(key string) error {
 	if s.closed.Load() {
 		return ErrClosed
@@ -550,20 +576,20 @@ func (s *Store) Delete(key string) error {
 		return err
 	}
 	s.abortFills(func(k string) bool { return k == key })
-	var h recordHead
+	var d deletion
 	err := s.update(func(tx *bolt.Tx) error {
-		var found bool
-		var err error
-		h, found, err = s.deleteKey(tx, []byte(key))
+		d = deletion{}
+		_, found, err := s.deleteKey(tx, []byte(key), &d)
 		if err == nil && !found {
 			err = ErrNotFound
 		}
 		return err
 	})
+	s.hot.invalidate(key)
 	if err != nil {
 		return err
 	}
-	s.committed(-h.size, -1)
+	s.deleted(&d)
 	return nil
 }
 
@@ -582,23 +608,17 @@ func (s *Store) DeletePrefix(prefix string) (int, error) {
 		if s.closed.Load() {
 			return total, ErrClosed
 		}
-		var n int
-		var freed int64
+		var d deletion
 		err := s.update(func(tx *bolt.Tx) error {
-			n, freed = 0, 0
+			d = deletion{}
 			var keys [][]byte
 			c := tx.Bucket(bucketMeta).Cursor()
 			for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p) && len(keys) < deleteBatch; k, _ = c.Next() {
 				keys = append(keys, bytes.Clone(k))
 			}
 			for _, k := range keys {
-				h, found, err := s.deleteKey(tx, k)
-				if err != nil {
+				if _, _, err := s.deleteKey(tx, k, &d); err != nil {
 					return err
-				}
-				if found {
-					n++
-					freed += h.size
 				}
 			}
 			return nil
@@ -606,9 +626,9 @@ func (s *Store) DeletePrefix(prefix string) (int, error) {
 		if err != nil {
 			return total, err
 		}
-		s.committed(-freed, -int64(n))
-		total += n
-		if n < deleteBatch {
+		s.deleted(&d)
+		total += int(d.objects)
+		if d.objects < deleteBatch {
 			return total, nil
 		}
 	}
@@ -646,15 +666,18 @@ func (s *Store) Sync() error {
 	return s.flushAtimes()
 }
 
-func (s *Store) committed(bytes, objects int64) {
-	s.mu.Lock()
-	s.bytes += bytes
-	s.objects += objects
-	s.mu.Unlock()
+// deletion is what one transaction removed: counters to apply and body
+// files to unlink once it has committed.
+type deletion struct {
+	objects int64
+	bytes   int64
+	keys    []string // for the hot cache, when a transaction removes few
+	files   []uint64
 }
 
-// deleteKey removes key's record, LRU entry and chunks in tx.
-func (s *Store) deleteKey(tx *bolt.Tx, key []byte) (recordHead, bool, error) {
+// deleteKey removes key's record, LRU entry and body record in tx, and
+// notes what to do after the commit in d.
+func (s *Store) deleteKey(tx *bolt.Tx, key []byte, d *deletion) (recordHead, bool, error) {
 	mb := tx.Bucket(bucketMeta)
 	v := mb.Get(key)
 	if v == nil {
@@ -665,29 +688,37 @@ func (s *Store) deleteKey(tx *bolt.Tx, key []byte) (recordHead, bool, error) {
 		return h, false, s.corruptf("meta record for %q: %v", key, err)
 	}
 	var ik [8]byte
-	if _, err := deleteChunks(tx.Bucket(bucketChunks), idKey(&ik, h.id)); err != nil {
+	body := tx.Bucket(bucketInline)
+	if h.file {
+		body = tx.Bucket(bucketFiles)
+		d.files = append(d.files, h.id)
+	}
+	if err := body.Delete(idKey(&ik, h.id)); err != nil {
 		return h, false, err
 	}
 	var lk [lruKeyLen]byte
 	if err := tx.Bucket(bucketLRU).Delete(lruKey(&lk, h.atime, h.id)); err != nil {
 		return h, false, err
 	}
+	d.objects++
+	d.bytes += h.size
+	d.keys = append(d.keys, string(key))
 	return h, true, mb.Delete(key)
 }
 
-// deleteChunks deletes every chunk whose key starts with the 8-byte id
-// prefix. It seeks again after each delete rather than trusting a cursor
-// across deletes.
-func deleteChunks(b *bolt.Bucket, prefix []byte) (int, error) {
-	c := b.Cursor()
-	n := 0
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-		if err := c.Delete(); err != nil {
-			return n, err
+// deleted applies a committed deletion: counters, hot cache, body files.
+// A file that cannot be unlinked now is removed by the next Open.
+func (s *Store) deleted(d *deletion) {
+	s.mu.Lock()
+	s.bytes -= d.bytes
+	s.objects -= d.objects
+	s.mu.Unlock()
+	s.hot.invalidate(d.keys...)
+	for _, id := range d.files {
+		if err := os.Remove(s.bodyPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("objstore: removing a body file; the next Open will", "path", s.bodyPath(id), "err", err)
 		}
-		n++
 	}
-	return n, nil
 }
 
 // reserve accounts n more bytes for a fill, evicting least recently used
@@ -712,12 +743,6 @@ func (s *Store) reserve(n int64) error {
 	}
 }
 
-func (s *Store) unreserve(n int64) {
-	s.mu.Lock()
-	s.reserved -= n
-	s.mu.Unlock()
-}
-
 // evict removes least recently used objects until n more bytes fit (plus
 // evictSlack), in one transaction that first applies the batched access
 // times so that the order is current.
@@ -732,15 +757,15 @@ func (s *Store) evict(n int64) error {
 	}
 	target := max(over, s.evictSlack)
 	batch := s.takeAtimes()
-	var freed, count int64
+	var d deletion
 	err := s.update(func(tx *bolt.Tx) error {
-		freed, count = 0, 0
+		d = deletion{}
 		if err := s.applyAtimes(tx, batch); err != nil {
 			return err
 		}
 		lb := tx.Bucket(bucketLRU)
 		c := lb.Cursor()
-		for freed < target {
+		for d.bytes < target {
 			k, v := c.First()
 			if k == nil {
 				break
@@ -750,7 +775,7 @@ func (s *Store) evict(n int64) error {
 				return s.corruptf("lru: bad entry %x", k)
 			}
 			key := bytes.Clone(v)
-			h, found, err := s.deleteKey(tx, key)
+			h, found, err := s.deleteKey(tx, key, &d)
 			if err != nil {
 				return err
 			}
@@ -760,35 +785,23 @@ func (s *Store) evict(n int64) error {
 				if err := lb.Delete(bytes.Clone(k)); err != nil {
 					return err
 				}
-				if found {
-					freed += h.size
-					count++
-				}
-				continue
 			}
-			freed += h.size
-			count++
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	s.deleted(&d)
 	s.mu.Lock()
-	s.bytes -= freed
-	s.objects -= count
 	over = s.bytes + s.reserved + n - s.max
 	held := s.reserved
 	s.mu.Unlock()
-	if count > 0 {
-		s.log.Debug("objstore: evicted", "objects", count, "bytes", freed)
+	if d.objects > 0 {
+		s.log.Debug("objstore: evicted", "objects", d.objects, "bytes", d.bytes)
 	}
-	if over > 0 && count == 0 {
+	if over > 0 && d.objects == 0 {
 		return fmt.Errorf("%w: no room for %d more bytes: %d bytes are held by fills in progress", ErrTooLarge, n, held)
 	}
 	return nil
-}
-
-func be32(v uint32) []byte {
-	return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 }

@@ -23,9 +23,8 @@ func TestOpenOptions(t *testing.T) {
 	}{
 		{"no MaxBytes", Options{}},
 		{"negative MaxBytes", Options{MaxBytes: -1}},
-		{"tiny chunk", Options{MaxBytes: 1 << 20, ChunkSize: 8}},
-		{"huge chunk", Options{MaxBytes: 1 << 20, ChunkSize: 64 << 20}},
 		{"negative flush", Options{MaxBytes: 1 << 20, AtimeFlush: -time.Second}},
+		{"negative lock timeout", Options{MaxBytes: 1 << 20, LockTimeout: -time.Second}},
 	}
 	if strconv.IntSize == 32 {
 		tests = append(tests, struct {
@@ -45,11 +44,11 @@ func TestOpenOptions(t *testing.T) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	const cs = 256
-	s := openTest(t, "", Options{MaxBytes: 64 << 20, ChunkSize: cs}, 4*cs)
-	sizes := []int{0, 1, 100, cs - 1, cs, cs + 1, 4*cs - 1, 4 * cs, 4*cs + 1, 13*cs + 17}
+	const inline = 1024
+	s := openTest(t, "", Options{MaxBytes: 64 << 20}, inline)
+	sizes := []int{0, 1, 100, inline - 1, inline, inline + 1, 4*inline + 1, 13*inline + 17}
 	for _, n := range sizes {
-		for _, step := range []int{0, 1000, cs, 7} {
+		for _, step := range []int{0, 1000, inline, 7} {
 			key := fmt.Sprintf("/obj/%d?step=%d", n, step)
 			want := body(key, n)
 			put(t, s, key, want, step)
@@ -66,6 +65,9 @@ func TestRoundTrip(t *testing.T) {
 			got := make([]byte, n)
 			if m, err := o.ReadAt(got, 0); m != n || (err != nil && err != io.EOF) || !bytes.Equal(got, want) {
 				t.Fatalf("%s: ReadAt = %d, %v", key, m, err)
+			}
+			if o.file != (n > inline) {
+				t.Fatalf("%s: body in a file: %v", key, o.file)
 			}
 		}
 	}
@@ -114,14 +116,27 @@ func TestMetaRoundTrip(t *testing.T) {
 }
 
 func TestReadAtBoundaries(t *testing.T) {
+	for _, inFile := range []bool{false, true} {
+		t.Run(fmt.Sprintf("file=%v", inFile), func(t *testing.T) { testReadAtBoundaries(t, inFile) })
+	}
+}
+
+func testReadAtBoundaries(t *testing.T, inFile bool) {
 	const cs = 64
-	s := openTest(t, "", Options{MaxBytes: 1 << 20, ChunkSize: cs}, 3*cs)
 	size := 10*cs + 3
+	inline := int64(size)
+	if inFile {
+		inline = cs
+	}
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, inline)
 	want := body("b", size)
 	put(t, s, "/b", want, 50)
 	o, err := s.Get("/b")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.file != inFile {
+		t.Fatalf("body in a file: %v", o.file)
 	}
 	var offs []int
 	for c := 0; c <= 11; c++ {
@@ -166,9 +181,10 @@ func TestReadAtBoundaries(t *testing.T) {
 	}
 }
 
-// failWriter calls hook before the first write.
+// hookWriter calls hook before the first write. It has no ReadFrom, so
+// WriteRange copies to it piece by piece.
 type hookWriter struct {
-	bytes.Buffer
+	buf  bytes.Buffer
 	hook func()
 }
 
@@ -177,25 +193,30 @@ func (w *hookWriter) Write(p []byte) (int, error) {
 		w.hook()
 		w.hook = nil
 	}
-	return w.Buffer.Write(p)
+	return w.buf.Write(p)
 }
+
+func (w *hookWriter) Bytes() []byte { return w.buf.Bytes() }
 
 func TestReplaceWhileReading(t *testing.T) {
 	s := openTest(t, "", Options{MaxBytes: 16 << 20}, 0)
-	v1 := body("v1", 200<<10) // several WriteRange pieces
+	v1 := body("v1", 200<<10) // several copy pieces
 	v2 := body("v2", 100<<10)
 	put(t, s, "/k", v1, 0)
 	old, err := s.Get("/k")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A WriteRange under way keeps its file open: it sends the whole old
+	// version even though the new one commits (and unlinks it) meanwhile.
 	w := &hookWriter{hook: func() { put(t, s, "/k", v2, 0) }}
 	n, err := old.WriteRange(w, 0, old.Meta.Size)
-	if !errors.Is(err, ErrNotFound) {
-		t.Fatalf("WriteRange of the replaced version = %d, %v; want ErrNotFound", n, err)
+	if err != nil || !bytes.Equal(w.Bytes(), v1) {
+		t.Fatalf("WriteRange of the version being replaced = %d, %v; same bytes %v", n, err, bytes.Equal(w.Bytes(), v1))
 	}
-	if !bytes.Equal(w.Bytes(), v1[:n]) {
-		t.Fatal("reader of the old version got bytes that are not the old version's")
+	// One that starts after the replacement finds the old version gone.
+	if n, err := old.WriteRange(io.Discard, 0, old.Meta.Size); !errors.Is(err, ErrNotFound) || n != 0 {
+		t.Fatalf("WriteRange of the replaced version = %d, %v; want ErrNotFound", n, err)
 	}
 	if _, err := old.ReadAt(make([]byte, 10), 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("ReadAt of replaced = %v", err)
@@ -208,7 +229,7 @@ func TestReplaceWhileReading(t *testing.T) {
 
 func TestReplaceDuringFill(t *testing.T) {
 	// A fill in progress does not disturb readers of the committed version.
-	s := openTest(t, "", Options{MaxBytes: 16 << 20, ChunkSize: 1024}, 4096)
+	s := openTest(t, "", Options{MaxBytes: 16 << 20}, 4096)
 	v1, v2 := body("v1", 10000), body("v2", 20000)
 	put(t, s, "/k", v1, 0)
 	w, err := s.Create("/k", -1)
@@ -238,9 +259,9 @@ func TestReplaceDuringFill(t *testing.T) {
 }
 
 func TestDelete(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 1 << 20, ChunkSize: 1024}, 0)
-	put(t, s, "/a", body("a", smallBody+1), 0)
-	put(t, s, "/small", body("s", smallBody), 0)
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, 0)
+	put(t, s, "/a", body("a", defaultInlineMax+1), 0)
+	put(t, s, "/small", body("s", defaultInlineMax), 0)
 	o, _ := s.Get("/a")
 	small, _ := s.Get("/small")
 	if err := s.Delete("/a"); err != nil {
@@ -256,7 +277,7 @@ func TestDelete(t *testing.T) {
 	}
 	// A small body was copied by Get: it stays readable, as it was.
 	var buf bytes.Buffer
-	if _, err := small.WriteRange(&buf, 0, smallBody); err != nil || !bytes.Equal(buf.Bytes(), body("s", smallBody)) {
+	if _, err := small.WriteRange(&buf, 0, defaultInlineMax); err != nil || !bytes.Equal(buf.Bytes(), body("s", defaultInlineMax)) {
 		t.Fatalf("small body after Delete: %v", err)
 	}
 	if err := s.Delete("/a"); !errors.Is(err, ErrNotFound) {
@@ -269,7 +290,8 @@ func TestDelete(t *testing.T) {
 }
 
 func TestDeletePrefix(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 16 << 20, ChunkSize: 64}, 0)
+	// Bodies of 100 bytes in files, of 10 bytes inline.
+	s := openTest(t, "", Options{MaxBytes: 16 << 20}, 50)
 	n := deleteBatch + 44 // more than one transaction
 	for i := 0; i < n; i++ {
 		put(t, s, fmt.Sprintf("/a/%d", i), body(fmt.Sprint(i), 100), 0)
@@ -340,10 +362,12 @@ func TestUpdateMeta(t *testing.T) {
 	checkInvariants(t, s)
 }
 
-// lruFixture stores four 1000-byte objects in a 4000-byte cache.
+// lruFixture stores four 1000-byte objects in a 4000-byte cache, two
+// inline and two in files.
 func lruFixture(t *testing.T, path string) *Store {
-	s := openTest(t, path, Options{MaxBytes: 4000, ChunkSize: 256, AtimeFlush: time.Hour}, 0)
-	for _, k := range []string{"a", "b", "c", "d"} {
+	s := openTest(t, path, Options{MaxBytes: 4000, AtimeFlush: time.Hour}, 0)
+	for i, k := range []string{"a", "b", "c", "d"} {
+		s.inlineMax = int64(500 + 1000*(i%2))
 		put(t, s, k, body(k, 1000), 0)
 	}
 	return s
@@ -417,7 +441,7 @@ func TestShrinkOnOpen(t *testing.T) {
 
 func TestSizeBoundDuringFill(t *testing.T) {
 	const max = 64 << 10
-	s := openTest(t, "", Options{MaxBytes: max, ChunkSize: 512}, 4096)
+	s := openTest(t, "", Options{MaxBytes: max}, 4096)
 	for i := 0; i < 60; i++ {
 		put(t, s, fmt.Sprint("small", i), body(fmt.Sprint(i), 1000), 0)
 	}
@@ -475,7 +499,7 @@ func TestSizeBoundDuringFill(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 10000, ChunkSize: 256}, 1024)
+	s := openTest(t, "", Options{MaxBytes: 10000}, 1024)
 	put(t, s, "/keep", body("keep", 3000), 0)
 	if _, err := s.Create("/big", 10001); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Create with a big hint = %v", err)
@@ -511,7 +535,7 @@ func TestTooLarge(t *testing.T) {
 }
 
 func TestNoRoomForConcurrentFills(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 10000, ChunkSize: 256}, 1024)
+	s := openTest(t, "", Options{MaxBytes: 10000}, 1024)
 	w1, _ := s.Create("/1", -1)
 	w2, _ := s.Create("/2", -1)
 	if _, err := w1.Write(make([]byte, 6000)); err != nil {
@@ -527,7 +551,7 @@ func TestNoRoomForConcurrentFills(t *testing.T) {
 }
 
 func TestAbort(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 1 << 20, ChunkSize: 256}, 1024)
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, 1024)
 	put(t, s, "/k", body("old", 500), 0)
 	w, _ := s.Create("/k", -1)
 	w.Write(body("new", 5000))
@@ -589,19 +613,26 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestChunkSizeKept(t *testing.T) {
+func TestInlineLimitChange(t *testing.T) {
+	// Where a body is stored is in its record: a store reopened with
+	// another limit reads both kinds.
 	path := filepath.Join(t.TempDir(), "c.db")
-	s := openTest(t, path, Options{MaxBytes: 1 << 20, ChunkSize: 100}, 0)
-	want := body("x", 1234)
-	put(t, s, "/x", want, 0)
+	s := openTest(t, path, Options{MaxBytes: 1 << 20}, 100)
+	small, big := body("s", 100), body("b", 1234)
+	put(t, s, "/s", small, 0)
+	put(t, s, "/b", big, 0)
 	s.Close()
-	s = openTest(t, path, Options{MaxBytes: 1 << 20, ChunkSize: 4096}, 0)
-	if s.chunk != 100 {
-		t.Fatalf("chunk = %d", s.chunk)
+	s = openTest(t, path, Options{MaxBytes: 1 << 20}, 0)
+	if s.inlineMax != defaultInlineMax {
+		t.Fatalf("inlineMax = %d", s.inlineMax)
 	}
-	if got := readAll(t, s, "/x"); !bytes.Equal(got, want) {
-		t.Fatal("body differs after reopen")
+	if got := readAll(t, s, "/b"); !bytes.Equal(got, big) {
+		t.Fatal("file body differs after reopen")
 	}
+	if got := readAll(t, s, "/s"); !bytes.Equal(got, small) {
+		t.Fatal("inline body differs after reopen")
+	}
+	put(t, s, "/b", body("b2", 1234), 0) // now inline: the file goes
 	checkInvariants(t, s)
 }
 
@@ -678,8 +709,8 @@ func TestLocked(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	s := openTest(t, "", Options{MaxBytes: 1 << 20, ChunkSize: 256}, 1024)
-	put(t, s, "/o", body("o", smallBody+1), 0)
+	s := openTest(t, "", Options{MaxBytes: 1 << 20}, 1024)
+	put(t, s, "/o", body("o", 1025), 0)
 	o, _ := s.Get("/o")
 	w, _ := s.Create("/f", -1)
 	w.Write(body("f", 3000))

@@ -76,9 +76,9 @@ func FreeAddr() (string, error) {
 
 // Proc is a started program whose output goes to a log file.
 type Proc struct {
-	Name string
-	Log  string
-	cmd  *exec.Cmd
+	Name   string
+	Log    string
+	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
 	killed bool // by Kill: its exit status is expected
