@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blockcast/beacon/cloud/amtrelay"
 	"github.com/blockcast/beacon/cloud/clientip"
 	"github.com/blockcast/beacon/cloud/monitor"
 	"github.com/blockcast/beacon/cloud/registry"
@@ -52,6 +53,14 @@ type Options struct {
 	MQTTTLSKey    string
 	ProbeInterval time.Duration // how often relays' health endpoints are probed
 	AdminToken    string        // bearer token for the operator command API ("" = off)
+
+	// AMT relay (RFC 7450). AMTListen "" turns it off.
+	AMTListen          string
+	AMTAdvertise       netip.Addr    // address in Relay Advertisements (default: the one discovery reached)
+	AMTNativeInterface string        // receive native SSM here for joined channels
+	AMTQueryInterval   time.Duration // query interval told to gateways
+	AMTGatewayAddr     bool          // G flag: tell gateways their address as seen
+	AMTMaxGateways     int
 
 	Version string
 	Logger  *slog.Logger
@@ -99,7 +108,8 @@ type Server struct {
 	refused  atomic.Int64 // requests answered 4xx
 
 	dashboard *web.Dashboard
-	control   *control // nil until started, and without a control plane
+	control   *control        // nil until started, and without a control plane
+	relay     *amtrelay.Relay // nil without --amt-listen
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -204,6 +214,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.startControl(ctx); err != nil {
 		return err
 	}
+	relayDone, err := s.startRelay(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { <-relayDone }()
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -268,6 +283,52 @@ func (s *Server) newMetrics() *metrics.Registry {
 		}
 		return []metrics.Sample{{Value: float64(s.control.broker.Stats().Connected)}}
 	})
+	relayStat := func(name, help string, kind metrics.Kind, get func(amtrelay.Stats) float64) {
+		m.Collect("castd_amt_"+name, help, kind, func() []metrics.Sample {
+			if s.relay == nil {
+				return nil
+			}
+			return []metrics.Sample{{Value: get(s.relay.Stats())}}
+		})
+	}
+	relayStat("gateways", "AMT tunnels to gateways.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Gateways) })
+	relayStat("channels", "(S,G) channels with at least one gateway.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Channels) })
+	relayStat("packets_in_total", "Multicast datagrams to relay.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsIn) })
+	relayStat("packets_out_total", "Multicast Data messages sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsOut) })
+	relayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
+	relayStat("bad_mac_total", "Membership Updates and Teardowns refused for a wrong MAC or nonce.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.Drops.BadMAC) })
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
+}
+
+// startRelay runs the AMT relay until ctx ends; the channel closes when it
+// has stopped.
+func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	if s.opts.AMTListen == "" {
+		close(done)
+		return done, nil
+	}
+	r, err := amtrelay.New(amtrelay.Options{
+		Listen:          s.opts.AMTListen,
+		Advertise:       s.opts.AMTAdvertise,
+		NativeInterface: s.opts.AMTNativeInterface,
+		QueryInterval:   s.opts.AMTQueryInterval,
+		SendGatewayAddr: s.opts.AMTGatewayAddr,
+		MaxGateways:     s.opts.AMTMaxGateways,
+		Logger:          s.log.With("component", "amt-relay"),
+	})
+	if err != nil {
+		close(done)
+		return done, fmt.Errorf("castd: AMT relay: %w", err)
+	}
+	s.relay = r
+	go func() {
+		defer close(done)
+		if err := r.Run(ctx); err != nil {
+			s.log.Error("AMT relay stopped", "err", err)
+		}
+	}()
+	s.log.Info("AMT relay listening", "addr", r.Addr().String(), "native_iface", s.opts.AMTNativeInterface)
+	return done, nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/blockcast/beacon/firmware/agent"
+	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/firmware/castclient"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/httpcache"
@@ -45,8 +46,16 @@ type Options struct {
 	MQTTURL        string        // control-plane broker; default: the one castd names at registration
 	CastKey        string        // CAST key commands must be signed by; default: learned at first registration, then pinned
 	HealthInterval time.Duration // health report interval
-	Version        string
-	Logger         *slog.Logger
+
+	// AMT gateway (RFC 7450).
+	AMTRelay     string   // relay ADDR[:PORT] for channels whose join names none
+	AMTDRIAD     bool     // find relays by DRIAD when AMTRelay is empty
+	AMTAnycast   bool     // fall back to the relay discovery anycast address
+	AMTJoins     []string // channels joined at start: "SOURCE@GROUP [relay=ADDR] [reemit]"
+	LANInterface string   // re-emit channels joined with reemit as native multicast here
+	AMTReemitTTL uint8    // TTL of re-emitted datagrams (0: received TTL - 1)
+	Version      string
+	Logger       *slog.Logger
 }
 
 func (o *Options) check() error {
@@ -88,6 +97,7 @@ type Beacon struct {
 	log   *slog.Logger
 	key   *identity.Keypair
 	cast  *castclient.Client
+	gw    *amtgw.Gateway
 	store *objstore.Store
 	cache *httpcache.Cache
 	deleg *protocol.Delegation
@@ -133,6 +143,9 @@ func New(opts Options) (*Beacon, error) {
 	}
 	if b.cast, err = castclient.New(opts.CastURL, key); err != nil {
 		return nil, fmt.Errorf("beacon: %w", err)
+	}
+	if b.gw, err = b.newGateway(); err != nil {
+		return nil, fmt.Errorf("beacon: AMT gateway: %w", err)
 	}
 	b.store, err = objstore.Open(filepath.Join(opts.StateDir, "cache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
 	if err != nil {
@@ -201,13 +214,19 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 		lns = append(lns, admin)
 		b.log.Info("local status endpoint", "addr", admin.Addr().String())
 	}
-	errc := make(chan error, len(servers))
+	errc := make(chan error, len(servers)+1)
 	for i, srv := range servers {
 		go func(srv *http.Server, ln net.Listener) { errc <- srv.Serve(ln) }(srv, lns[i])
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); b.registerLoop(ctx, ln.Addr()) }()
+	go func() {
+		defer wg.Done()
+		if err := b.runGateway(ctx); err != nil {
+			errc <- fmt.Errorf("AMT gateway: %w", err)
+		}
+	}()
 
 	var err error
 	select {
@@ -336,6 +355,8 @@ func (b *Beacon) adminHandler() http.Handler {
 		return 0
 	})
 	mux.Handle(protocol.PathMetrics, m)
+	mux.HandleFunc("/v1/amt", b.handleAMT)
+	mux.HandleFunc("/v1/amt/", b.handleAMT)
 	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -113,6 +113,7 @@ func (b *Beacon) health() ctrlmsg.Health {
 		Load:          loadPerCPU(),
 		MemFree:       memAvailable(),
 		StorageFree:   storageFree(b.opts.StateDir),
+		AMT:           b.amtHealth(),
 	}
 	if st.Hits+st.Misses > 0 {
 		h.HitRatio = float64(st.Hits) / float64(st.Hits+st.Misses)
@@ -212,6 +213,12 @@ func (b *Beacon) handleCommand(ctx context.Context, c ctrlmsg.Command) ctrlmsg.R
 		default:
 		}
 		res.OK, res.Detail = true, "registering again"
+	case ctrlmsg.OpAMTJoin, ctrlmsg.OpAMTLeave:
+		detail, err := b.runAMTCommand(c.Op, c.Arg)
+		if err != nil {
+			return fail(err)
+		}
+		res.OK, res.Detail = true, detail
 	default:
 		return fail(fmt.Errorf("unknown op %q", c.Op))
 	}

@@ -126,12 +126,16 @@ const (
 	OpPurge      = "purge"      // Arg: a URL, or a prefix ending in '*'
 	OpPrefetch   = "prefetch"   // Arg: a URL
 	OpReregister = "reregister" // Arg: unused
+	// OpAMTJoin and OpAMTLeave drive the AMT gateway. Arg: "SOURCE@GROUP",
+	// optionally followed by " relay=ADDR[:PORT]" and " reemit" (join only).
+	OpAMTJoin  = "amt-join"
+	OpAMTLeave = "amt-leave"
 )
 
 // KnownOp reports whether op is one of the Op constants.
 func KnownOp(op string) bool {
 	switch op {
-	case OpPurge, OpPrefetch, OpReregister:
+	case OpPurge, OpPrefetch, OpReregister, OpAMTJoin, OpAMTLeave:
 		return true
 	}
 	return false

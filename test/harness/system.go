@@ -108,6 +108,7 @@ func (s *System) StartCastd() error {
 		"--origin", s.Origin.URL,
 		"--cache-size", "512MiB",
 		"--mqtt-listen", s.MQTTAddr,
+		"--amt-listen", "",
 		"--log-level", "debug",
 	}, s.CastdArgs...)
 	p, err := Start("castd", filepath.Join(s.Dir, "castd.log"), s.Bin.Castd, args...)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"time"
 
@@ -45,11 +46,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("castd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		opts        castd.Options
-		logOpts     cli.LogOptions
-		cacheSize   = cli.Size(1 << 30)
-		trusted     string
-		showVersion bool
+		opts         castd.Options
+		logOpts      cli.LogOptions
+		cacheSize    = cli.Size(1 << 30)
+		trusted      string
+		amtAdvertise string
+		showVersion  bool
 	)
 	fs.StringVar(&opts.Listen, "listen", ":8080", "HTTP address for the API, the request router and node fetches")
 	fs.StringVar(&opts.StateDir, "state-dir", "/var/lib/castd", "directory for the CAST key, node registry and mid-tier cache")
@@ -67,6 +69,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MQTTTLSKey, "mqtt-tls-key", "", "PEM key for the embedded broker")
 	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
 	fs.StringVar(&opts.AdminToken, "admin-token", "", "bearer token that allows POST /v1/nodes/{id}/commands (empty: command API off)")
+	fs.StringVar(&opts.AMTListen, "amt-listen", ":2268", "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
+	fs.StringVar(&amtAdvertise, "amt-advertise", "", "address the relay advertises to gateways (behind cloud NAT; default: the address discovery reached)")
+	fs.StringVar(&opts.AMTNativeInterface, "amt-native-iface", "", "interface where native SSM is received for joined channels (relays third-party streams)")
+	fs.DurationVar(&opts.AMTQueryInterval, "amt-query-interval", 125*time.Second, "query interval gateways refresh their joins at")
+	fs.BoolVar(&opts.AMTGatewayAddr, "amt-gateway-addr", false, "tell gateways the address the relay sees (G flag; some gateways, e.g. VLC, do not expect it)")
+	fs.IntVar(&opts.AMTMaxGateways, "amt-max-gateways", 10000, "tunnels the relay accepts before it sets the L flag")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)
 	fs.Usage = cli.Usage(fs, "CASTD", intro)
@@ -96,6 +104,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if opts.TrustedProxies, err = clientip.ParsePrefixes(trusted); err != nil {
 		fmt.Fprintln(stderr, "castd: --trusted-proxy:", err)
 		return 2
+	}
+	if amtAdvertise != "" {
+		if opts.AMTAdvertise, err = netip.ParseAddr(amtAdvertise); err != nil {
+			fmt.Fprintln(stderr, "castd: --amt-advertise:", err)
+			return 2
+		}
 	}
 	opts.CacheSize = int64(cacheSize)
 	opts.Version = version

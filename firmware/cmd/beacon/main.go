@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/blockcast/beacon/firmware/beacon"
@@ -89,6 +91,23 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MQTTURL, "mqtt-url", "", "control-plane MQTT broker (default: the one castd names at registration)")
 	fs.StringVar(&opts.CastKey, "cast-key", "", "CAST key (base58) that must sign castd's commands (default: learned at first registration, then pinned)")
 	fs.DurationVar(&opts.HealthInterval, "health-interval", 30*time.Second, "how often a health report is sent to castd")
+	fs.StringVar(&opts.AMTRelay, "amt-relay", "", "AMT relay ADDR[:PORT] for channels whose join names none (default: DRIAD)")
+	fs.BoolVar(&opts.AMTDRIAD, "amt-driad", true, "find AMT relays by DRIAD (DNS AMTRELAY records) when --amt-relay is empty")
+	fs.BoolVar(&opts.AMTAnycast, "amt-anycast", false, "fall back to the AMT relay discovery anycast address 192.52.193.1 / 2001:3::1")
+	fs.Func("amt-join", "join an SSM channel at start: 'SOURCE@GROUP [relay=ADDR] [reemit]' (repeatable, or ';'-separated)", func(v string) error {
+		for _, s := range strings.Split(v, ";") {
+			if s = strings.TrimSpace(s); s != "" {
+				opts.AMTJoins = append(opts.AMTJoins, s)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&opts.LANInterface, "lan-iface", "", "LAN interface where channels joined with 'reemit' are sent as native multicast (needs CAP_NET_RAW)")
+	fs.Func("amt-reemit-ttl", "TTL of re-emitted multicast (default: received TTL minus 1)", func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 8)
+		opts.AMTReemitTTL = uint8(n)
+		return err
+	})
 	fs.Var(&memLimit, "memory-limit", "soft memory limit for the Go runtime, e.g. 24MiB (0: GOMEMLIMIT or none)")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)

@@ -1,0 +1,216 @@
+package beacon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/blockcast/beacon/firmware/amtgw"
+	"github.com/blockcast/beacon/firmware/driad"
+	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/shared/ctrlmsg"
+)
+
+// ChannelSpec is one AMT join: "SOURCE@GROUP", optionally followed by
+// " relay=ADDR[:PORT]" and " reemit" (the form of --amt-join entries, the
+// local API and castd's amt-join command).
+type ChannelSpec struct {
+	Channel amtgw.Channel
+	Relay   netip.AddrPort // zero: the gateway selects one
+	Reemit  bool
+}
+
+// ParseChannelSpec parses a ChannelSpec.
+func ParseChannelSpec(s string) (ChannelSpec, error) {
+	var spec ChannelSpec
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return spec, errors.New("empty channel: want SOURCE@GROUP")
+	}
+	src, grp, ok := strings.Cut(f[0], "@")
+	if !ok {
+		return spec, fmt.Errorf("channel %q: want SOURCE@GROUP", f[0])
+	}
+	var err error
+	if spec.Channel.Source, err = netip.ParseAddr(src); err != nil {
+		return spec, fmt.Errorf("channel %q: source: %w", f[0], err)
+	}
+	if spec.Channel.Group, err = netip.ParseAddr(grp); err != nil {
+		return spec, fmt.Errorf("channel %q: group: %w", f[0], err)
+	}
+	if !amt.IsSSM(spec.Channel.Group) {
+		return spec, fmt.Errorf("channel %q: %s is not a source-specific multicast group (232/8, ff3x::/32)", f[0], spec.Channel.Group)
+	}
+	for _, opt := range f[1:] {
+		switch {
+		case opt == "reemit":
+			spec.Reemit = true
+		case strings.HasPrefix(opt, "relay="):
+			if spec.Relay, err = parseRelay(strings.TrimPrefix(opt, "relay=")); err != nil {
+				return spec, err
+			}
+		default:
+			return spec, fmt.Errorf("channel %q: unknown option %q (relay=ADDR[:PORT], reemit)", f[0], opt)
+		}
+	}
+	return spec, nil
+}
+
+// parseRelay takes "ADDR" or "ADDR:PORT" ("[v6]:PORT"), port 2268 by default.
+func parseRelay(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("relay %q: want ADDR or ADDR:PORT", s)
+	}
+	return netip.AddrPortFrom(a, amt.Port), nil
+}
+
+// newGateway builds the AMT gateway from the options. A channel's relay is
+// the one its join names (a castd offer); else the configured --amt-relay;
+// else DRIAD (RFC 8777) when no relay is configured; then, only if asked
+// for, the discovery anycast address. Nothing is looked up or sent until a
+// channel is joined.
+func (b *Beacon) newGateway() (*amtgw.Gateway, error) {
+	var chain amtgw.Chain
+	if b.opts.AMTRelay != "" {
+		ap, err := parseRelay(b.opts.AMTRelay)
+		if err != nil {
+			return nil, fmt.Errorf("--amt-relay: %w", err)
+		}
+		chain = append(chain, amtgw.Static{{Addr: ap}})
+	} else if b.opts.AMTDRIAD {
+		r, err := driad.New(driad.Config{Logger: b.log.With("component", "driad")})
+		if err != nil {
+			return nil, fmt.Errorf("DRIAD: %w", err)
+		}
+		chain = append(chain, amtgw.DRIAD{Resolver: r})
+	}
+	if b.opts.AMTAnycast {
+		chain = append(chain, amtgw.Anycast)
+	}
+	return amtgw.New(amtgw.Options{
+		Relays:          chain,
+		Logger:          b.log.With("component", "amt-gateway"),
+		ReemitInterface: b.opts.LANInterface,
+		ReemitTTL:       b.opts.AMTReemitTTL,
+	})
+}
+
+// joinConfigured joins the --amt-join channels.
+func (b *Beacon) joinConfigured() error {
+	for _, s := range b.opts.AMTJoins {
+		spec, err := ParseChannelSpec(s)
+		if err != nil {
+			return fmt.Errorf("--amt-join: %w", err)
+		}
+		if spec.Reemit && b.opts.LANInterface == "" {
+			return fmt.Errorf("--amt-join %q: reemit needs --lan-iface", s)
+		}
+		if err := b.gw.Join(spec.Channel, spec.Relay, spec.Reemit); err != nil {
+			return fmt.Errorf("--amt-join %q: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// amtHealth is the tunnel part of a health report.
+func (b *Beacon) amtHealth() *ctrlmsg.AMTState {
+	st := b.gw.State()
+	if len(st.Channels) == 0 && len(st.Tunnels) == 0 {
+		return nil
+	}
+	out := &ctrlmsg.AMTState{State: "idle"}
+	for _, t := range st.Tunnels {
+		out.State = string(t.Phase)
+		out.Relay = t.Relay.String()
+		if t.Phase == amtgw.PhaseJoined {
+			break
+		}
+	}
+	for _, c := range st.Channels {
+		if len(out.Channels) == 16 {
+			break
+		}
+		out.Channels = append(out.Channels, c.Source.String()+"@"+c.Group.String()+" "+c.Status)
+	}
+	return out
+}
+
+// runAMTCommand runs castd's amt-join / amt-leave.
+func (b *Beacon) runAMTCommand(op, arg string) (string, error) {
+	spec, err := ParseChannelSpec(arg)
+	if err != nil {
+		return "", err
+	}
+	if op == ctrlmsg.OpAMTLeave {
+		if err := b.gw.Leave(spec.Channel); err != nil {
+			return "", err
+		}
+		return "left " + arg, nil
+	}
+	if spec.Reemit && b.opts.LANInterface == "" {
+		return "", errors.New("reemit needs the beacon to run with --lan-iface")
+	}
+	if err := b.gw.Join(spec.Channel, spec.Relay, spec.Reemit); err != nil {
+		return "", err
+	}
+	return "joined " + arg, nil
+}
+
+// handleAMT is the local API: GET /v1/amt (state), POST /v1/amt/join and
+// /v1/amt/leave with {"channel": "SOURCE@GROUP [relay=...] [reemit]"}.
+func (b *Beacon) handleAMT(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	op := strings.TrimPrefix(r.URL.Path, "/v1/amt")
+	if op == "" || op == "/" {
+		if r.Method != http.MethodGet {
+			http.Error(w, `{"error":"GET the state; POST to /v1/amt/join or /v1/amt/leave"}`, http.StatusMethodNotAllowed)
+			return
+		}
+		json.NewEncoder(w).Encode(b.gw.State())
+		return
+	}
+	if r.Method != http.MethodPost || (op != "/join" && op != "/leave") {
+		http.Error(w, `{"error":"POST to /v1/amt/join or /v1/amt/leave"}`, http.StatusNotFound)
+		return
+	}
+	var req struct {
+		Channel string `json:"channel"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+		http.Error(w, `{"error":`+strconv.Quote("bad JSON: "+err.Error())+`}`, http.StatusBadRequest)
+		return
+	}
+	cmd := ctrlmsg.OpAMTJoin
+	if op == "/leave" {
+		cmd = ctrlmsg.OpAMTLeave
+	}
+	detail, err := b.runAMTCommand(cmd, req.Channel)
+	if err != nil {
+		b.log.Info("local AMT request refused", "op", op, "channel", req.Channel, "err", err)
+		status := http.StatusBadRequest
+		if errors.Is(err, amtgw.ErrNotJoined) {
+			status = http.StatusNotFound
+		}
+		http.Error(w, `{"error":`+strconv.Quote(err.Error())+`}`, status)
+		return
+	}
+	b.log.Info("local AMT request", "op", op, "channel", req.Channel)
+	json.NewEncoder(w).Encode(map[string]string{"result": detail})
+}
+
+// runGateway runs the gateway until ctx ends.
+func (b *Beacon) runGateway(ctx context.Context) error {
+	if err := b.joinConfigured(); err != nil {
+		return err
+	}
+	return b.gw.Run(ctx)
+}
