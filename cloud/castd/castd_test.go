@@ -1,0 +1,149 @@
+package castd
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/protocol"
+	"github.com/blockcast/beacon/shared/signedreq"
+)
+
+func newTestServer(t *testing.T, mod func(*Options)) (*Server, *httptest.Server) {
+	t.Helper()
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "content of "+r.URL.Path)
+	}))
+	t.Cleanup(origin.Close)
+	opts := Options{StateDir: t.TempDir(), Origin: origin.URL, CacheSize: 1 << 20, Version: "test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if mod != nil {
+		mod(&opts)
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return s, srv
+}
+
+func TestOptionsRefused(t *testing.T) {
+	for _, o := range []Options{
+		{Origin: "http://o", CacheSize: 1},
+		{StateDir: "x", CacheSize: 1},
+		{StateDir: "x", Origin: "ftp://o", CacheSize: 1},
+		{StateDir: "x", Origin: "http://o"},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("%+v accepted", o)
+		}
+	}
+}
+
+func TestRegisterRouteAndFetch(t *testing.T) {
+	s, srv := newTestServer(t, nil)
+	kp, _ := identity.Generate()
+	body, _ := json.Marshal(protocol.Registration{Role: protocol.RoleBeacon, LANURL: "http://192.168.1.1:8081", Version: "v"})
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+protocol.PathRegister, bytes.NewReader(body))
+	signedreq.Sign(req, body, kp, time.Now())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply protocol.RegistrationReply
+	json.NewDecoder(resp.Body).Decode(&reply)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || reply.NodeID != kp.ID() || reply.PublicIP != "127.0.0.1" || reply.CastKey != s.ID() || reply.MQTT != "" {
+		t.Fatalf("%d %+v", resp.StatusCode, reply)
+	}
+	// The router sends this address to the beacon, with no caching of the answer.
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = client.Get(srv.URL + "/v/a.mp4?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "http://192.168.1.1:8081/v/a.mp4?x=1" ||
+		resp.Header.Get(protocol.HeaderRoute) != protocol.DecisionBeacon || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	// The registered node fetches through the mid-tier cache; a stranger cannot.
+	get := func(k *identity.Keypair) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+protocol.PathObjectPrefix+"/v/a.mp4", nil)
+		signedreq.Sign(req, nil, k, time.Now())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp = get(kp)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "content of /v/a.mp4" || resp.Header.Get("X-Cache") != "MISS" {
+		t.Fatalf("%d %q %v", resp.StatusCode, b, resp.Header)
+	}
+	if resp = get(kp); resp.Header.Get("X-Cache") != "HIT" {
+		t.Fatalf("second fetch %v", resp.Header)
+	}
+	resp.Body.Close()
+	stranger, _ := identity.Generate()
+	if resp = get(stranger); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("stranger: %d", resp.StatusCode)
+	}
+	resp.Body.Close()
+}
+
+func TestAPIRefusals(t *testing.T) {
+	_, srv := newTestServer(t, func(o *Options) { o.AdminToken = "secret" })
+	tests := []struct {
+		method, path, body, auth string
+		want                     int
+	}{
+		{"GET", protocol.PathRegister, "", "", http.StatusMethodNotAllowed},
+		{"DELETE", "/some/content", "", "", http.StatusMethodNotAllowed},
+		{"GET", "/v1/route?path=relative", "", "", http.StatusBadRequest},
+		{"GET", "/v1/route?path=/x&client=999.1.1.1", "", "", http.StatusBadRequest},
+		{"GET", "/v1/nope", "", "", http.StatusNotFound},
+		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "", http.StatusUnauthorized},
+		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "Bearer wrong", http.StatusUnauthorized},
+		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "Bearer secret", http.StatusServiceUnavailable}, // no control plane
+		{"GET", "/v1/nodes/abc", "", "", http.StatusNotFound},
+	}
+	for _, tc := range tests {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e protocol.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s: %d, want %d (%s)", tc.method, tc.path, resp.StatusCode, tc.want, e.Error)
+		}
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "castd_requests_refused_total") || !strings.Contains(string(b), "castd_midcache_hits_total") {
+		t.Fatalf("metrics:\n%s", b)
+	}
+}
