@@ -12,7 +12,7 @@ import (
 // the prefixes are kept as in ART (Knuth's allotment routing table, also the
 // layout of tailscale's bart): a complete binary tree over the byte, indexed
 // 1..511, stored as a bitset with the values packed in index order (rank by
-// popcount), so a level costs 144 bytes plus 4 per prefix and 32 per child
+// popcount), so a level costs 192 bytes plus 4 per prefix and 32 per child
 // rather than arrays of 256 slots. A subtree that would hold a single prefix is kept as a
 // leaf in its parent's child slot instead (path compression), which keeps
 // sparse long prefixes from costing one level per byte.
@@ -26,11 +26,18 @@ type table struct {
 // level is the trie node for address byte d (its depth). It holds the
 // prefixes whose length is in (8d, 8d+8] (and at the root also /0), and a
 // child per next byte value for longer ones.
+//
+// The fields are laid out for the cache: what the descent reads (kids,
+// next) fills the first 64-byte line and the padding makes the size 192, a
+// size class whose objects are line aligned, so descending through a level
+// touches one line of it; backtracking reads the other two.
 type level struct {
-	pfx  bitset512 // ART indices of the prefixes held here
 	kids bitset256 // byte values with a child
-	vals []uint32  // values of pfx, in index order
 	next []child   // children of kids, in byte order
+	_    [8]byte
+	vals []uint32 // values of pfx, in index order
+	_    [40]byte
+	pfx  bitset512 // ART indices of the prefixes held here
 }
 
 // child is either a level, or a leaf: one prefix longer than 8(d+1) bits

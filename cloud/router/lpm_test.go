@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"testing"
+	"unsafe"
 )
 
 // bruteTable is the reference the trie is checked against: a map, scanned.
@@ -230,6 +231,12 @@ func TestTableAgainstBruteForce(t *testing.T) {
 		if len(root.vals) != 0 || len(root.next) != 0 {
 			t.Fatalf("root not empty: %d prefixes, %d children", len(root.vals), len(root.next))
 		}
+	}
+}
+
+func TestLevelLayout(t *testing.T) {
+	if s, o := unsafe.Sizeof(level{}), unsafe.Offsetof(level{}.next); s != 192 || o+24 > 64 {
+		t.Errorf("level is %d bytes with next at %d; the layout assumes 192 with kids and next in the first 64", s, o)
 	}
 }
 
