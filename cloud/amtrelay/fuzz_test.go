@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockcast/beacon/shared/goldenhex"
+
 	"github.com/blockcast/beacon/shared/amt"
 )
 
@@ -36,7 +38,7 @@ func seedMessages(f *testing.F, gw netip.AddrPort) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		b, err := parseHex(raw)
+		b, err := goldenhex.Parse(raw)
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
-	"flag"
-	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockcast/beacon/shared/goldenhex"
+
 	"github.com/blockcast/beacon/shared/amt"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 var (
 	goldenGW4    = netip.MustParseAddrPort("203.0.113.7:40000")
@@ -94,8 +92,8 @@ func TestGolden(t *testing.T) {
 	for _, g := range goldenReplies(t) {
 		t.Run(g.name, func(t *testing.T) {
 			path := filepath.Join("testdata", g.name+".hex")
-			if *update {
-				if err := os.WriteFile(path, formatHex(g.name, g.b), 0o644); err != nil {
+			if *goldenhex.Update {
+				if err := os.WriteFile(path, goldenhex.Format(g.name, g.b), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -103,7 +101,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v (run with -update to create)", err)
 			}
-			want, err := parseHex(raw)
+			want, err := goldenhex.Parse(raw)
 			if err != nil {
 				t.Fatalf("%s: %v", path, err)
 			}
@@ -220,34 +218,4 @@ func outerUDP(t *testing.T, from, to netip.AddrPort, payload []byte) []byte {
 		t.Fatal(err)
 	}
 	return append(ip, udp...)
-}
-
-// formatHex writes a golden file: a comment line, then 16 bytes a line.
-func formatHex(title string, b []byte) []byte {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "# %s (%d bytes)\n", title, len(b))
-	for len(b) > 0 {
-		n := min(16, len(b))
-		for i, c := range b[:n] {
-			if i > 0 {
-				sb.WriteByte(' ')
-			}
-			fmt.Fprintf(&sb, "%02x", c)
-		}
-		sb.WriteByte('\n')
-		b = b[n:]
-	}
-	return []byte(sb.String())
-}
-
-// parseHex reads hex digits, ignoring whitespace and # comments.
-func parseHex(raw []byte) ([]byte, error) {
-	var digits strings.Builder
-	for _, line := range strings.Split(string(raw), "\n") {
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		digits.WriteString(strings.Join(strings.Fields(line), ""))
-	}
-	return hex.DecodeString(digits.String())
 }

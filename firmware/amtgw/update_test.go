@@ -3,19 +3,17 @@ package amtgw
 import (
 	"bytes"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
+
+	"github.com/blockcast/beacon/shared/goldenhex"
 
 	"github.com/blockcast/beacon/shared/amt"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 var (
 	goldenMAC   = [6]byte{0x6d, 0x61, 0x63, 0x6d, 0x61, 0x63}
@@ -53,8 +51,8 @@ func TestGoldenUpdates(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join("testdata", tt.name+".hex")
-			if *update {
-				if err := os.WriteFile(path, formatHex("Membership Update, "+tt.name, got), 0o644); err != nil {
+			if *goldenhex.Update {
+				if err := os.WriteFile(path, goldenhex.Format("Membership Update, "+tt.name, got), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -62,7 +60,7 @@ func TestGoldenUpdates(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v (run with -update to create)", err)
 			}
-			want, err := parseHex(raw)
+			want, err := goldenhex.Parse(raw)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,34 +140,4 @@ func TestUpdateSplitting(t *testing.T) {
 			}
 		})
 	}
-}
-
-// formatHex writes a golden file: a comment line, then 16 bytes a line.
-func formatHex(title string, b []byte) []byte {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "# %s (%d bytes)\n", title, len(b))
-	for len(b) > 0 {
-		n := min(16, len(b))
-		for i, c := range b[:n] {
-			if i > 0 {
-				sb.WriteByte(' ')
-			}
-			fmt.Fprintf(&sb, "%02x", c)
-		}
-		sb.WriteByte('\n')
-		b = b[n:]
-	}
-	return []byte(sb.String())
-}
-
-// parseHex reads hex digits, ignoring whitespace and # comments.
-func parseHex(raw []byte) ([]byte, error) {
-	var digits strings.Builder
-	for _, line := range strings.Split(string(raw), "\n") {
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		digits.WriteString(strings.Join(strings.Fields(line), ""))
-	}
-	return hex.DecodeString(digits.String())
 }

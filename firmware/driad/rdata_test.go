@@ -4,16 +4,14 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
-	"flag"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+	"github.com/blockcast/beacon/shared/goldenhex"
+)
 
 // rdataFixtures are AMTRELAY records covering every relay type and both
 // values of the D bit; TestGolden pins their wire form.
@@ -70,8 +68,8 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join("testdata", fx.name+".hex")
-			if *update {
-				if err := os.WriteFile(path, formatHex("AMTRELAY RDATA "+fx.r.String(), got), 0o644); err != nil {
+			if *goldenhex.Update {
+				if err := os.WriteFile(path, goldenhex.Format("AMTRELAY RDATA "+fx.r.String(), got), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -79,7 +77,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v (run with -update to create)", err)
 			}
-			want, err := parseHex(raw)
+			want, err := goldenhex.Parse(raw)
 			if err != nil {
 				t.Fatalf("%s: %v", path, err)
 			}
@@ -150,34 +148,4 @@ func TestAppendRDATARefuses(t *testing.T) {
 			t.Errorf("AppendRDATA(%+v) = %x, %v; want an error and dst unchanged", r, b, err)
 		}
 	}
-}
-
-// formatHex writes a golden file: a comment line, then 16 bytes a line.
-func formatHex(title string, b []byte) []byte {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "# %s (%d bytes)\n", title, len(b))
-	for len(b) > 0 {
-		n := min(16, len(b))
-		for i, c := range b[:n] {
-			if i > 0 {
-				sb.WriteByte(' ')
-			}
-			fmt.Fprintf(&sb, "%02x", c)
-		}
-		sb.WriteByte('\n')
-		b = b[n:]
-	}
-	return []byte(sb.String())
-}
-
-// parseHex reads hex digits, ignoring whitespace and # comments.
-func parseHex(raw []byte) ([]byte, error) {
-	var digits strings.Builder
-	for _, line := range strings.Split(string(raw), "\n") {
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		digits.WriteString(strings.Join(strings.Fields(line), ""))
-	}
-	return hex.DecodeString(digits.String())
 }

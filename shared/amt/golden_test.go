@@ -3,16 +3,13 @@ package amt
 import (
 	"bytes"
 	"encoding/hex"
-	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+	"github.com/blockcast/beacon/shared/goldenhex"
+)
 
 // TestGolden compares every fixture's encoding with testdata/<name>.hex and
 // decodes the golden bytes back to the fixture. Regenerate with
@@ -26,8 +23,8 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join("testdata", fx.name+".hex")
-			if *update {
-				if err := os.WriteFile(path, formatHex(fx.msg.Type().String()+", "+fx.name, got), 0o644); err != nil {
+			if *goldenhex.Update {
+				if err := os.WriteFile(path, goldenhex.Format(fx.msg.Type().String()+", "+fx.name, got), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -35,7 +32,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v (run with -update to create)", err)
 			}
-			want, err := parseHex(raw)
+			want, err := goldenhex.Parse(raw)
 			if err != nil {
 				t.Fatalf("%s: %v", path, err)
 			}
@@ -51,34 +48,4 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
-}
-
-// formatHex writes a golden file: a comment line, then 16 bytes a line.
-func formatHex(title string, b []byte) []byte {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "# %s (%d bytes)\n", title, len(b))
-	for len(b) > 0 {
-		n := min(16, len(b))
-		for i, c := range b[:n] {
-			if i > 0 {
-				sb.WriteByte(' ')
-			}
-			fmt.Fprintf(&sb, "%02x", c)
-		}
-		sb.WriteByte('\n')
-		b = b[n:]
-	}
-	return []byte(sb.String())
-}
-
-// parseHex reads hex digits, ignoring whitespace and # comments.
-func parseHex(raw []byte) ([]byte, error) {
-	var digits strings.Builder
-	for _, line := range strings.Split(string(raw), "\n") {
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		digits.WriteString(strings.Join(strings.Fields(line), ""))
-	}
-	return hex.DecodeString(digits.String())
 }
