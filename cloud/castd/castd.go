@@ -28,6 +28,7 @@ import (
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
 	"github.com/blockcast/beacon/shared/objstore"
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
 )
 
@@ -73,9 +74,8 @@ func (o *Options) check() error {
 	if o.Origin == "" {
 		return errors.New("castd: --origin is required (the HTTP origin that content is pulled from)")
 	}
-	u, err := url.Parse(o.Origin)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("castd: --origin %q: want an absolute http(s) URL", o.Origin)
+	if _, err := protocol.ParseBaseURL(o.Origin); err != nil {
+		return fmt.Errorf("castd: --origin: %w", err)
 	}
 	if o.CacheSize <= 0 {
 		return fmt.Errorf("castd: --cache-size must be positive")
@@ -151,9 +151,14 @@ func New(opts Options) (*Server, error) {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: mid-tier cache: %w", err)
 	}
+	up, err := newOriginUpstream(opts.Origin)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("castd: %w", err)
+	}
 	s.cache, err = httpcache.New(httpcache.Options{
 		Store:    s.store,
-		Upstream: newOriginUpstream(s.origin, opts.Version),
+		Upstream: up,
 		Logger:   log.With("cache", "mid-tier"),
 	})
 	if err != nil {

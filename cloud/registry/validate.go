@@ -3,7 +3,6 @@ package registry
 import (
 	"fmt"
 	"net/netip"
-	"net/url"
 	"strings"
 
 	"github.com/blockcast/beacon/shared/protocol"
@@ -81,28 +80,8 @@ func checkLANURL(s string) error {
 	if len(s) > MaxURLLen {
 		return fmt.Errorf("longer than %d bytes", MaxURLLen)
 	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return err
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("%q: want an http or https URL", clip(s))
-	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("%q: want an absolute URL with a host", clip(s))
-	case u.User != nil:
-		return fmt.Errorf("%q: must not contain user info", clip(s))
-	case u.RawQuery != "" || u.ForceQuery:
-		return fmt.Errorf("%q: must not contain a query", clip(s))
-	case u.Fragment != "" || strings.Contains(s, "#"):
-		return fmt.Errorf("%q: must not contain a fragment", clip(s))
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= 0x20 || c >= 0x7f {
-			return fmt.Errorf("%q: unescaped space or non-ASCII byte", clip(s))
-		}
-	}
-	return nil
+	_, err := protocol.ParseBaseURL(s)
+	return err
 }
 
 func checkCapabilities(caps []string) error {

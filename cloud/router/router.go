@@ -144,15 +144,8 @@ func New(opts Options) (*Router, error) {
 // host and path without the trailing slash. It refuses what would change
 // how the appended path is read.
 func baseURL(u *url.URL) (string, error) {
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "", fmt.Errorf("%q: want an http or https URL", u.Redacted())
-	case u.Host == "" || u.Opaque != "":
-		return "", fmt.Errorf("%q: want an absolute URL with a host", u.Redacted())
-	case u.User != nil:
-		return "", fmt.Errorf("%q: must not contain user info", u.Redacted())
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return "", fmt.Errorf("%q: must not contain a query or fragment", u.Redacted())
+	if _, err := protocol.ParseBaseURL(u.String()); err != nil {
+		return "", err
 	}
 	return u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/"), nil
 }

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -83,9 +82,8 @@ func (o *Options) check() error {
 		o.Logger = slog.Default()
 	}
 	if o.LANURL != "" {
-		u, err := url.Parse(o.LANURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-			return fmt.Errorf("beacon: --lan-url %q: want an absolute http(s) URL such as http://192.168.1.1:8081", o.LANURL)
+		if _, err := protocol.ParseBaseURL(o.LANURL); err != nil {
+			return fmt.Errorf("beacon: --lan-url (e.g. http://192.168.1.1:8081): %w", err)
 		}
 	}
 	return nil

@@ -33,9 +33,9 @@ type Client struct {
 
 // New returns a client of the castd at baseURL that signs with key.
 func New(baseURL string, key *identity.Keypair) (*Client, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("castd URL %q: want an absolute http(s) URL", baseURL)
+	u, err := protocol.ParseBaseURL(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("castd URL: %w", err)
 	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,

@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -54,4 +55,35 @@ func CleanContentPath(p string) (string, error) {
 		return "", fmt.Errorf("%w: empty segment", ErrBadPath)
 	}
 	return p, nil
+}
+
+// ErrBadBaseURL is wrapped by ParseBaseURL's errors.
+var ErrBadBaseURL = errors.New("bad base URL")
+
+// ParseBaseURL checks a URL that content paths are appended to (an origin,
+// a beacon's LAN URL, castd's address): http or https, a host, and nothing
+// that would change how an appended path is read (query, fragment) or leak
+// into every redirect (user info), and no raw spaces or non-ASCII bytes.
+func ParseBaseURL(s string) (*url.URL, error) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= 0x20 || c >= 0x7f {
+			return nil, fmt.Errorf("%w %q: unescaped space, control or non-ASCII byte", ErrBadBaseURL, s)
+		}
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w", ErrBadBaseURL, err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("%w %q: want an http or https URL", ErrBadBaseURL, u.Redacted())
+	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
+		return nil, fmt.Errorf("%w %q: want an absolute URL with a host", ErrBadBaseURL, u.Redacted())
+	case u.User != nil:
+		return nil, fmt.Errorf("%w %q: must not contain user info", ErrBadBaseURL, u.Redacted())
+	case u.RawQuery != "" || u.ForceQuery:
+		return nil, fmt.Errorf("%w %q: must not contain a query", ErrBadBaseURL, u.Redacted())
+	case u.Fragment != "" || strings.Contains(s, "#"):
+		return nil, fmt.Errorf("%w %q: must not contain a fragment", ErrBadBaseURL, u.Redacted())
+	}
+	return u, nil
 }
