@@ -45,6 +45,7 @@ fuzz:
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./shared/... ./cloud/... ./firmware/...
 	$(GO) run ./test/bench --bin $(BIN)
+	$(GO) test -run '^$$' -bench BeaconRSS -benchtime 1x ./test/amtnet
 
 clean:
 	rm -rf .build

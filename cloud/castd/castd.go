@@ -319,9 +319,12 @@ func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
 		Advertise:       s.opts.AMTAdvertise,
 		NativeInterface: s.opts.AMTNativeInterface,
 		QueryInterval:   s.opts.AMTQueryInterval,
-		SendGatewayAddr: s.opts.AMTGatewayAddr,
-		MaxGateways:     s.opts.AMTMaxGateways,
-		Logger:          s.log.With("component", "amt-relay"),
+		// RFC 7450's default is 10 s; a short query interval (tests, lossy
+		// links) needs a response interval that fits inside it.
+		QueryResponseInterval: queryResponseInterval(s.opts.AMTQueryInterval),
+		SendGatewayAddr:       s.opts.AMTGatewayAddr,
+		MaxGateways:           s.opts.AMTMaxGateways,
+		Logger:                s.log.With("component", "amt-relay"),
 	})
 	if err != nil {
 		close(done)
@@ -336,4 +339,11 @@ func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
 	}()
 	s.log.Info("AMT relay listening", "addr", r.Addr().String(), "native_iface", s.opts.AMTNativeInterface)
 	return done, nil
+}
+
+func queryResponseInterval(qi time.Duration) time.Duration {
+	if qi > 0 && qi < 20*time.Second {
+		return qi / 2
+	}
+	return 10 * time.Second
 }
