@@ -139,6 +139,38 @@ func TestControlPlane(t *testing.T) {
 			t.Errorf("unknown op: %d", resp.StatusCode)
 		}
 
+		// castd drives the beacon's AMT gateway: join, then leave, a channel
+		// (through a loopback relay address: only the join's bookkeeping is
+		// checked here; test/amtnet runs real tunnels).
+		amtChannels := func() string {
+			resp, err := http.Get("http://" + sys.AdminAddr + "/v1/amt")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var st struct {
+				Channels []struct{ Source, Group string }
+			}
+			json.NewDecoder(resp.Body).Decode(&st)
+			var out []string
+			for _, c := range st.Channels {
+				out = append(out, c.Source+"@"+c.Group)
+			}
+			return strings.Join(out, ",")
+		}
+		if resp := cmd("amt-join", "198.51.100.1@232.1.1.1 relay=127.0.0.1:9"); resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("amt-join: %d", resp.StatusCode)
+		}
+		if !harness.WaitFor(10*time.Second, func() bool { return amtChannels() == "198.51.100.1@232.1.1.1" }) {
+			t.Fatalf("amt-join did not reach the gateway: %q", amtChannels())
+		}
+		if resp := cmd("amt-leave", "198.51.100.1@232.1.1.1"); resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("amt-leave: %d", resp.StatusCode)
+		}
+		if !harness.WaitFor(10*time.Second, func() bool { return amtChannels() == "" }) {
+			t.Fatalf("amt-leave did not reach the gateway: %q", amtChannels())
+		}
+
 		// Forged health, signed by another key into this node's topic, and a
 		// command signed by a key that is not the CAST key: only an external
 		// broker with anonymous access lets a stranger publish at all; the
