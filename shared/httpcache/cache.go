@@ -6,6 +6,11 @@
 // and single-range requests, and collapses concurrent misses for a key into
 // one upstream fetch whose body every waiting client streams while it is
 // written to the store.
+//
+// The hit path is kept cheap, since it is what a beacon mostly does: a small
+// object comes from the store's RAM cache, a large one is handed to the
+// http.ResponseWriter as a file, which net/http sends with sendfile(2)
+// (TestHitUsesSendfile), and a hit logs nothing unless LevelTrace is enabled.
 package httpcache
 
 import (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -483,7 +484,7 @@ func (c *Cache) servePass(w http.ResponseWriter, r *http.Request, key string, re
 	h["X-Cache"] = hdrMiss
 	delete(h, "Content-Length")
 	if resp.ContentLength >= 0 {
-		h["Content-Length"] = []string{fmt.Sprint(resp.ContentLength)}
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
 	w.WriteHeader(resp.StatusCode)
 	if r.Method == http.MethodHead || !bodyAllowed(resp.StatusCode) || resp.ContentLength == 0 {

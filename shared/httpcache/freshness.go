@@ -84,17 +84,18 @@ func varyOK(lines []string) bool {
 // else Expires minus Date, else (200 only) 10 % of Date minus Last-Modified,
 // capped at 24 h; otherwise 0. An unparseable Expires means already expired.
 func FreshnessLifetime(status int, h http.Header) time.Duration {
-	return freshnessLifetime(status, h, parseCacheControl(h["Cache-Control"]))
+	date, dateOK := headerTime(h, "Date")
+	return freshnessLifetime(status, h, parseCacheControl(h["Cache-Control"]), date, dateOK)
 }
 
-func freshnessLifetime(status int, h http.Header, cc cacheControl) time.Duration {
+// freshnessLifetime is FreshnessLifetime with Cache-Control and Date parsed.
+func freshnessLifetime(status int, h http.Header, cc cacheControl, date time.Time, dateOK bool) time.Duration {
 	if cc.sMaxAge >= 0 {
 		return time.Duration(cc.sMaxAge) * time.Second
 	}
 	if cc.maxAge >= 0 {
 		return time.Duration(cc.maxAge) * time.Second
 	}
-	date, dateOK := headerTime(h, "Date")
 	if ev, ok := h["Expires"]; ok && len(ev) > 0 {
 		exp, err := parseHTTPTime(ev[0])
 		if err != nil || !dateOK {
@@ -122,8 +123,14 @@ func freshnessLifetime(status int, h http.Header, cc cacheControl) time.Duration
 // of its apparent age (response time minus Date) and its Age value plus the
 // response delay, plus the time it has been resident since responseTime.
 func CurrentAge(h http.Header, requestTime, responseTime, now time.Time) time.Duration {
+	date, dateOK := headerTime(h, "Date")
+	return currentAge(h, date, dateOK, requestTime, responseTime, now)
+}
+
+// currentAge is CurrentAge with Date parsed.
+func currentAge(h http.Header, date time.Time, dateOK bool, requestTime, responseTime, now time.Time) time.Duration {
 	var apparent time.Duration
-	if date, ok := headerTime(h, "Date"); ok {
+	if dateOK {
 		apparent = max(0, responseTime.Sub(date))
 	}
 	var ageValue time.Duration
@@ -213,10 +220,11 @@ type state struct {
 
 func stateOf(status int, h http.Header, requestTime, responseTime, now time.Time) state {
 	cc := parseCacheControl(h["Cache-Control"])
+	date, dateOK := headerTime(h, "Date") // once: every hit needs it twice
 	return state{
 		cc:       cc,
-		lifetime: freshnessLifetime(status, h, cc),
-		age:      CurrentAge(h, requestTime, responseTime, now),
+		lifetime: freshnessLifetime(status, h, cc, date, dateOK),
+		age:      currentAge(h, date, dateOK, requestTime, responseTime, now),
 	}
 }
 

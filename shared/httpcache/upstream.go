@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
+
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // Upstream fetches a content key from the next tier. cond, when non-nil,
@@ -34,12 +35,8 @@ type HTTPUpstream struct {
 // NewHTTPUpstream returns an upstream for base ("http://origin:8080" or with
 // a path prefix, no query). client nil means http.DefaultClient.
 func NewHTTPUpstream(base string, client *http.Client) (*HTTPUpstream, error) {
-	u, err := url.Parse(base)
-	if err != nil {
+	if _, err := protocol.ParseBaseURL(base); err != nil {
 		return nil, fmt.Errorf("httpcache: upstream URL: %w", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("httpcache: upstream URL %q: want http(s)://host[/prefix]", base)
 	}
 	if client == nil {
 		client = http.DefaultClient

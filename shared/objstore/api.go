@@ -27,7 +27,8 @@ var (
 	ErrAborted  = errors.New("objstore: fill aborted")
 	ErrClosed   = errors.New("objstore: store closed")
 	// ErrCorrupt wraps any error that shows the bbolt file is damaged; the
-	// file is never wiped automatically.
+	// file is never wiped automatically. (A missing or damaged body file is
+	// not reported this way: that object is dropped, see Store.Get.)
 	ErrCorrupt = errors.New("objstore: cache file is corrupt")
 )
 
@@ -100,7 +101,9 @@ type Writer struct {
 func (w *Writer) Write(p []byte) (int, error) { return w.f.write(p) }
 
 // Commit makes the object visible (replacing any older version of the key)
-// with meta; meta.Size is set to the number of bytes written.
+// with meta; meta.Size is set to the number of bytes written. A body in a
+// file is synced and given its final name before the record is committed,
+// so a crash at any point leaves either the whole object or none.
 func (w *Writer) Commit(meta Meta) error { return w.f.commit(meta) }
 
 // Abort discards the fill; followers get ErrAborted. Abort after Commit is a no-op.
@@ -108,4 +111,7 @@ func (w *Writer) Abort() { w.f.abort() }
 
 // NewReader returns a reader over the fill from byte 0 that blocks until more
 // data is written, returns io.EOF after Commit, and ErrAborted after Abort.
+// A reader started before Commit reads that version to its end even if it
+// is replaced or evicted meanwhile. Close it (or read it to the end) to
+// release its file.
 func (w *Writer) NewReader() io.ReadCloser { return w.f.newReader() }

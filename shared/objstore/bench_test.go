@@ -9,38 +9,50 @@ import (
 	"testing"
 )
 
-// BenchmarkGetSmall is the cache-hit path: Get plus WriteRange of a 1 KiB
-// body.
-func BenchmarkGetSmall(b *testing.B) {
+// smallStore stores n objects of 1 KiB for the Get benchmarks.
+func smallStore(b *testing.B, n int) (*Store, []string) {
 	s := openTest(b, "", Options{MaxBytes: 64 << 20}, 0)
-	const n = 1000
 	keys := make([]string, n)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("/videos/seg%04d.ts?x=1", i)
 		put(b, s, keys[i], body(keys[i], 1024), 0)
 	}
-	b.ReportAllocs()
-	b.SetBytes(1024)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		o, err := s.Get(keys[i%n])
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := o.WriteRange(io.Discard, 0, o.Meta.Size); err != nil {
-			b.Fatal(err)
-		}
+	return s, keys
+}
+
+// BenchmarkGetSmall is the cache-hit path: Get plus WriteRange of a 1 KiB
+// body, over 100 keys (all in the hot cache), or 1000 keys with the hot
+// cache off (a bbolt read transaction per Get).
+func BenchmarkGetSmall(b *testing.B) {
+	for _, hot := range []bool{true, false} {
+		b.Run(fmt.Sprintf("hot=%v", hot), func(b *testing.B) {
+			n := 1000
+			if hot {
+				n = 100
+			}
+			s, keys := smallStore(b, n)
+			if !hot {
+				s.hot.init(0)
+			}
+			b.ReportAllocs()
+			b.SetBytes(1024)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				o, err := s.Get(keys[i%n])
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := o.WriteRange(io.Discard, 0, o.Meta.Size); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
 func BenchmarkGetSmallParallel(b *testing.B) {
-	s := openTest(b, "", Options{MaxBytes: 64 << 20}, 0)
-	const n = 1000
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("/videos/seg%04d.ts?x=1", i)
-		put(b, s, keys[i], body(keys[i], 1024), 0)
-	}
+	const n = 100
+	s, keys := smallStore(b, n)
 	b.ReportAllocs()
 	b.SetBytes(1024)
 	b.ResetTimer()
@@ -61,6 +73,22 @@ func BenchmarkGetSmallParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkGetFile is Get of an object whose body is a file (a bbolt read
+// and a stat of the file).
+func BenchmarkGetFile(b *testing.B) {
+	s := openTest(b, "", Options{MaxBytes: 64 << 20}, 0)
+	put(b, s, "/big", body("big", 1<<20), 0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.Get("/big"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWriteRange1MiB copies a 1 MiB file body to a writer with
+// ReadFrom (io.Discard; an HTTP response would use sendfile instead).
 func BenchmarkWriteRange1MiB(b *testing.B) {
 	s := openTest(b, "", Options{MaxBytes: 64 << 20}, 0)
 	put(b, s, "/big", body("big", 1<<20), 0)
@@ -79,10 +107,11 @@ func BenchmarkWriteRange1MiB(b *testing.B) {
 }
 
 // BenchmarkFill1MiB stores 1 MiB objects written in 32 KiB pieces, over 32
-// keys, so that every fill also replaces an older version.
+// keys, so that every fill also replaces an older version; with fsync of
+// the body file and of the bbolt commit.
 func BenchmarkFill1MiB(b *testing.B) {
 	s := openTest(b, "", Options{MaxBytes: 256 << 20}, 0)
-	s.db.NoSync = false // measure real commits
+	s.db.NoSync, s.noSync = false, false // measure real commits
 	data := body("fill", 1<<20)
 	b.ReportAllocs()
 	b.SetBytes(1 << 20)

@@ -187,6 +187,7 @@ func (f *fill) commit(m Meta) error {
 	}
 	key := []byte(f.key)
 	var d deletion
+	hw := s.hotWrite()
 	err := s.update(func(tx *bolt.Tx) error {
 		d = deletion{}
 		if _, _, err := s.deleteKey(tx, key, &d); err != nil {
@@ -218,10 +219,13 @@ func (f *fill) commit(m Meta) error {
 		if err := mb.Put(key, rec); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketLRU).Put(lruKey(new([lruKeyLen]byte), atime, f.id), key)
+		if err := tx.Bucket(bucketLRU).Put(lruKey(new([lruKeyLen]byte), atime, f.id), key); err != nil {
+			return err
+		}
+		hw.change(f.key)
+		return nil
 	})
-	// A Get that raced with the commit must not cache the old version.
-	s.hot.invalidate(f.key)
+	hw.done()
 	if err != nil {
 		f.fail(err)
 		return err

@@ -186,6 +186,9 @@ func checkInvariants(t testing.TB, s *Store) {
 		if hotBytes != s.hot.bytes || hotBytes > s.hot.max {
 			return fmt.Errorf("hot cache: %d bytes counted, %d held, bound %d", s.hot.bytes, hotBytes, s.hot.max)
 		}
+		if len(s.hot.writing) != 0 {
+			return fmt.Errorf("hot cache: keys still marked as being written: %v", s.hot.writing)
+		}
 		return nil
 	})
 	if err != nil {

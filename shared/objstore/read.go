@@ -63,7 +63,7 @@ func (o *Object) open() (*os.File, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	f, err := os.Open(s.bodyPath(o.id))
+	f, err := openBody(s.bodyPath(o.id))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("objstore: body of %q: %w", o.Meta.Key, ErrNotFound)
 	}

@@ -1,6 +1,7 @@
 package objstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,7 +36,8 @@ import (
 //	39..50 response time: Unix seconds (8), nanoseconds (4)
 //	51     flags: bit 0 set when the body is a file
 //	52..   header block: uvarint names, uvarint values, then per name
-//	       uvarint len, name, uvarint count, and per value uvarint len, value
+//	       (in ascending byte order, each once) uvarint len, name, uvarint
+//	       count, and per value uvarint len, value
 //
 // The fixed part lets eviction and atime updates read or patch id, atime
 // and size without decoding the headers.
@@ -219,10 +221,7 @@ func decodeRecord(v []byte, m *Meta) (recordHead, error) {
 			p += l
 			vi++
 		}
-		if _, dup := hdr[name]; dup {
-			return h, fmt.Errorf("%w: duplicate header %q", errRecord, name)
-		}
-		hdr[name] = vals[start:vi:vi]
+		hdr[name] = vals[start:vi:vi] // names are unique: walkHeaders checked
 	}
 	m.Header = hdr
 	return h, nil
@@ -251,11 +250,18 @@ func walkHeaders(b []byte) (nnames, nvals int, err error) {
 		return 0, 0, err
 	}
 	seen := 0
+	var prev []byte
 	for i := 0; i < nnames; i++ {
 		nl, err := uv()
 		if err != nil {
 			return 0, 0, err
 		}
+		// encodeRecord sorts the names: order also rules out duplicates.
+		name := b[p : p+nl]
+		if i > 0 && bytes.Compare(prev, name) >= 0 {
+			return 0, 0, fmt.Errorf("%w: header %q after %q: names not sorted or repeated", errRecord, name, prev)
+		}
+		prev = name
 		p += nl
 		cnt, err := uv()
 		if err != nil {

@@ -150,6 +150,7 @@ func TestDecodeRecordErrors(t *testing.T) {
 		{"fewer values than declared", hdr([]byte{1, 2, 1, 'A', 1, 1, 'x'})},
 		{"more values than declared", hdr([]byte{1, 1, 1, 'A', 2, 1, 'x', 1, 'y'})},
 		{"duplicate name", hdr([]byte{2, 2, 1, 'A', 1, 1, 'x', 1, 'A', 1, 1, 'y'})},
+		{"names out of order", hdr([]byte{2, 2, 1, 'B', 1, 1, 'x', 1, 'A', 1, 1, 'y'})},
 		{"name past end", hdr([]byte{1, 0, 9, 'A'})},
 	}
 	for _, tt := range tests {

@@ -538,6 +538,7 @@ func (s *Store) UpdateMeta(key string, fn func(*Meta)) error {
 		return err
 	}
 	kb := []byte(key)
+	hw := s.hotWrite()
 	err := s.update(func(tx *bolt.Tx) error {
 		mb := tx.Bucket(bucketMeta)
 		v := mb.Get(kb)
@@ -556,11 +557,13 @@ func (s *Store) UpdateMeta(key string, fn func(*Meta)) error {
 		if err != nil {
 			return err
 		}
-		return mb.Put(kb, rec)
+		if err := mb.Put(kb, rec); err != nil {
+			return err
+		}
+		hw.change(key)
+		return nil
 	})
-	// Also after a failed update: a Get racing with it may have cached
-	// what it read, and invalidating more than needed is harmless.
-	s.hot.invalidate(key)
+	hw.done()
 	return err
 }
 
@@ -577,15 +580,19 @@ func (s *Store) Delete(key string) error {
 	}
 	s.abortFills(func(k string) bool { return k == key })
 	var d deletion
+	hw := s.hotWrite()
 	err := s.update(func(tx *bolt.Tx) error {
 		d = deletion{}
 		_, found, err := s.deleteKey(tx, []byte(key), &d)
 		if err == nil && !found {
 			err = ErrNotFound
 		}
+		if err == nil {
+			hw.change(key)
+		}
 		return err
 	})
-	s.hot.invalidate(key)
+	hw.done()
 	if err != nil {
 		return err
 	}
@@ -609,6 +616,7 @@ func (s *Store) DeletePrefix(prefix string) (int, error) {
 			return total, ErrClosed
 		}
 		var d deletion
+		hw := s.hotWrite()
 		err := s.update(func(tx *bolt.Tx) error {
 			d = deletion{}
 			var keys [][]byte
@@ -621,8 +629,10 @@ func (s *Store) DeletePrefix(prefix string) (int, error) {
 					return err
 				}
 			}
+			hw.change(d.keys...)
 			return nil
 		})
+		hw.done()
 		if err != nil {
 			return total, err
 		}
@@ -671,9 +681,11 @@ func (s *Store) Sync() error {
 type deletion struct {
 	objects int64
 	bytes   int64
-	keys    []string // for the hot cache, when a transaction removes few
+	keys    []string // for the hot cache (hotWrite.change)
 	files   []uint64
 }
+
+func (s *Store) hotWrite() *hotWrite { return &hotWrite{h: &s.hot} }
 
 // deleteKey removes key's record, LRU entry and body record in tx, and
 // notes what to do after the commit in d.
@@ -706,14 +718,13 @@ func (s *Store) deleteKey(tx *bolt.Tx, key []byte, d *deletion) (recordHead, boo
 	return h, true, mb.Delete(key)
 }
 
-// deleted applies a committed deletion: counters, hot cache, body files.
-// A file that cannot be unlinked now is removed by the next Open.
+// deleted applies a committed deletion: counters and body files. A file
+// that cannot be unlinked now is removed by the next Open.
 func (s *Store) deleted(d *deletion) {
 	s.mu.Lock()
 	s.bytes -= d.bytes
 	s.objects -= d.objects
 	s.mu.Unlock()
-	s.hot.invalidate(d.keys...)
 	for _, id := range d.files {
 		if err := os.Remove(s.bodyPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("objstore: removing a body file; the next Open will", "path", s.bodyPath(id), "err", err)
@@ -758,6 +769,7 @@ func (s *Store) evict(n int64) error {
 	target := max(over, s.evictSlack)
 	batch := s.takeAtimes()
 	var d deletion
+	hw := s.hotWrite()
 	err := s.update(func(tx *bolt.Tx) error {
 		d = deletion{}
 		if err := s.applyAtimes(tx, batch); err != nil {
@@ -787,8 +799,10 @@ func (s *Store) evict(n int64) error {
 				}
 			}
 		}
+		hw.change(d.keys...)
 		return nil
 	})
+	hw.done()
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -32,8 +33,13 @@ func main() {
 	bin := flag.String("bin", "", "directory holding built castd and beacon (default: build)")
 	dur := flag.Duration("duration", 10*time.Second, "wrk run length per measurement")
 	conns := flag.Int("connections", 64, "wrk connections")
+	rounds := flag.Int("rounds", 1, "measurements per object, alternating which server goes first; more than one adds the median and range of the ratio (the machine is noisy)")
 	flag.Parse()
-	if err := run(*bin, *dur, *conns); err != nil {
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "bench: --rounds must be at least 1")
+		os.Exit(2)
+	}
+	if err := run(*bin, *dur, *conns, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -48,7 +54,7 @@ type wrkResult struct {
 	rawSummary string
 }
 
-func run(binDir string, dur time.Duration, conns int) error {
+func run(binDir string, dur time.Duration, conns, rounds int) error {
 	for _, tool := range []string{"wrk", "nginx"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if _, err2 := os.Stat("/usr/sbin/" + tool); err2 != nil {
@@ -97,6 +103,7 @@ func run(binDir string, dur time.Duration, conns int) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "object\tserver\treq/s\tMB/s\tp50\tp99\terrors\tratio (beacon/nginx req/s)\n")
 	var peak int64
+	var summary []string
 	for _, o := range objects {
 		beaconURL := "http://" + sys.BeaconAddr + o.path
 		nginxURL := "http://" + ng.addr + o.path
@@ -116,25 +123,44 @@ func run(binDir string, dur time.Duration, conns int) error {
 			return fmt.Errorf("%w\nnginx error log:\n%s", err, b)
 		}
 		before := sys.Origin.Hits(o.path)
-		// Alternate the order so neither side always runs on a warmer machine.
-		nr, err := runWrk(nginxURL, dur, conns)
-		if err != nil {
-			return err
-		}
-		br, err := runWrk(beaconURL, dur, conns)
-		if err != nil {
-			return err
-		}
-		if hwm, err := peakRSS(sys.Beacon.Pid()); err == nil && hwm > peak {
-			peak = hwm
+		var ratios []float64
+		for round := 0; round < rounds; round++ {
+			// Alternate the order so neither side always runs on a warmer machine.
+			var nr, br wrkResult
+			var err error
+			for i := 0; i < 2; i++ {
+				if (i+round)%2 == 0 {
+					nr, err = runWrk(nginxURL, dur, conns)
+				} else {
+					br, err = runWrk(beaconURL, dur, conns)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			if hwm, err := peakRSS(sys.Beacon.Pid()); err == nil && hwm > peak {
+				peak = hwm
+			}
+			fmt.Fprintf(tw, "%s\tnginx proxy_cache\t%.0f\t%.1f\t%s\t%s\t%d\t\n", o.name, nr.RPS, nr.MBps, nr.P50, nr.P99, nr.Errors)
+			fmt.Fprintf(tw, "%s\tbeacon\t%.0f\t%.1f\t%s\t%s\t%d\t%.2f\n", o.name, br.RPS, br.MBps, br.P50, br.P99, br.Errors, br.RPS/nr.RPS)
+			ratios = append(ratios, br.RPS/nr.RPS)
 		}
 		if after := sys.Origin.Hits(o.path); after != before {
 			return fmt.Errorf("%s: origin was asked %d times during the hit benchmark", o.name, after-before)
 		}
-		fmt.Fprintf(tw, "%s\tnginx proxy_cache\t%.0f\t%.1f\t%s\t%s\t%d\t\n", o.name, nr.RPS, nr.MBps, nr.P50, nr.P99, nr.Errors)
-		fmt.Fprintf(tw, "%s\tbeacon\t%.0f\t%.1f\t%s\t%s\t%d\t%.2f\n", o.name, br.RPS, br.MBps, br.P50, br.P99, br.Errors, br.RPS/nr.RPS)
+		if rounds > 1 {
+			sort.Float64s(ratios)
+			med := ratios[len(ratios)/2]
+			if len(ratios)%2 == 0 {
+				med = (ratios[len(ratios)/2-1] + med) / 2
+			}
+			summary = append(summary, fmt.Sprintf("%s: ratio median %.2f, range %.2f-%.2f over %d rounds", o.name, med, ratios[0], ratios[len(ratios)-1], rounds))
+		}
 	}
 	tw.Flush()
+	if len(summary) > 0 {
+		fmt.Printf("\n%s\n", strings.Join(summary, "\n"))
+	}
 	fmt.Printf("\nbeacon peak RSS (VmHWM) under load: %.1f MB\n", float64(peak)/1e6)
 	fmt.Printf("(wrk -t2 -c%d -d%s on %d-core loopback; targets: 1 MiB ratio >= 1.0, 1 KiB >= 0.8, RSS < 40 MB)\n", conns, dur, numCPU())
 	return nil
