@@ -319,8 +319,8 @@ func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
 		Advertise:       s.opts.AMTAdvertise,
 		NativeInterface: s.opts.AMTNativeInterface,
 		QueryInterval:   s.opts.AMTQueryInterval,
-		// RFC 7450's default is 10 s; a short query interval (tests, lossy
-		// links) needs a response interval that fits inside it.
+		// RFC 7450's default is 10 s; it may not exceed a short query
+		// interval (tests, lossy links).
 		QueryResponseInterval: queryResponseInterval(s.opts.AMTQueryInterval),
 		SendGatewayAddr:       s.opts.AMTGatewayAddr,
 		MaxGateways:           s.opts.AMTMaxGateways,
@@ -342,8 +342,8 @@ func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
 }
 
 func queryResponseInterval(qi time.Duration) time.Duration {
-	if qi > 0 && qi < 20*time.Second {
-		return qi / 2
+	if qi > 0 && qi < 10*time.Second {
+		return qi
 	}
 	return 10 * time.Second
 }

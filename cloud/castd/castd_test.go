@@ -150,8 +150,8 @@ func TestAPIRefusals(t *testing.T) {
 
 func TestQueryResponseInterval(t *testing.T) {
 	for qi, want := range map[time.Duration]time.Duration{
-		0: 10 * time.Second, 125 * time.Second: 10 * time.Second, 20 * time.Second: 10 * time.Second,
-		10 * time.Second: 5 * time.Second, time.Second: 500 * time.Millisecond,
+		0: 10 * time.Second, 125 * time.Second: 10 * time.Second, 10 * time.Second: 10 * time.Second,
+		5 * time.Second: 5 * time.Second, time.Second: time.Second,
 	} {
 		if got := queryResponseInterval(qi); got != want {
 			t.Errorf("queryResponseInterval(%s) = %s, want %s", qi, got, want)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,16 @@ func TestLab(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- sleeper.Wait() }()
+	// `ip netns exec` enters the namespace after it starts: wait for that,
+	// or Close could run before the process is there to be found.
+	inside := false
+	for deadline := time.Now().Add(5 * time.Second); !inside && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		out, _ := exec.Command("ip", "netns", "pids", a.Name()).Output()
+		inside = strings.Contains(" "+strings.Join(strings.Fields(string(out)), " ")+" ", " "+strconv.Itoa(sleeper.Process.Pid)+" ")
+	}
+	if !inside {
+		t.Fatal("sleep never entered the namespace")
+	}
 
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
