@@ -53,10 +53,9 @@ func (s *Server) startControl(ctx context.Context) error {
 		return nil
 	}
 	c := &control{s: s, probes: map[string]probeState{}}
-	known := func(id string) bool {
-		_, err := s.reg.Get(id)
-		return err == nil
-	}
+	// Every registered node is in the router (loaded at start, added at
+	// registration): asking it keeps the per-message check off the disk.
+	known := s.router.Has
 	if s.opts.MQTTBroker != "" {
 		creds := func() (string, string) {
 			if s.opts.MQTTUser != "" {

@@ -19,3 +19,12 @@ func (r *Router) RelayFor(addr netip.Addr) (id string, ok bool) {
 	}
 	return r.nodes.at(i).id, true
 }
+
+// Has reports whether the router knows node id; the control plane asks it
+// for every message, so it must not touch the registry's disk.
+func (r *Router) Has(id string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.byID[id]
+	return ok
+}

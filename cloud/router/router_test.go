@@ -594,6 +594,9 @@ func TestRelayFor(t *testing.T) {
 	r := newRouter(t)
 	r.Upsert(registry.Node{ID: "relayWide", Role: protocol.RoleRelay, LANURL: "http://w.example", CIDRs: []string{"10.0.0.0/8"}})
 	r.Upsert(registry.Node{ID: "relayNarrow", Role: protocol.RoleRelay, LANURL: "http://n.example", CIDRs: []string{"10.1.0.0/16"}})
+	if !r.Has("relayWide") || r.Has("nobody") {
+		t.Error("Has")
+	}
 	for addr, want := range map[string]string{"10.1.2.3": "relayNarrow", "10.9.9.9": "relayWide", "192.0.2.1": "", "::ffff:10.1.0.1": "relayNarrow"} {
 		got, ok := r.RelayFor(netip.MustParseAddr(addr))
 		if got != want || ok != (want != "") {
