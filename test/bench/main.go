@@ -51,6 +51,7 @@ type wrkResult struct {
 	P50, P99   time.Duration
 	Errors     int
 	Requests   int
+	CPUus      float64 // server CPU (user+system) per request
 	rawSummary string
 }
 
@@ -101,7 +102,7 @@ func run(binDir string, dur time.Duration, conns, rounds int) error {
 		{"1 MiB", "/obj/1M/bench-large"},
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "object\tserver\treq/s\tMB/s\tp50\tp99\terrors\tratio (beacon/nginx req/s)\n")
+	fmt.Fprintf(tw, "object\tserver\treq/s\tMB/s\tp50\tp99\tCPU µs/req\terrors\tratio (beacon/nginx req/s)\n")
 	var peak int64
 	var summary []string
 	for _, o := range objects {
@@ -130,9 +131,13 @@ func run(binDir string, dur time.Duration, conns, rounds int) error {
 			var err error
 			for i := 0; i < 2; i++ {
 				if (i+round)%2 == 0 {
+					c0 := cpuSeconds(ng.pids())
 					nr, err = runWrk(nginxURL, dur, conns)
+					nr.CPUus = (cpuSeconds(ng.pids()) - c0) * 1e6 / float64(max(nr.Requests, 1))
 				} else {
+					c0 := cpuSeconds([]int{sys.Beacon.Pid()})
 					br, err = runWrk(beaconURL, dur, conns)
+					br.CPUus = (cpuSeconds([]int{sys.Beacon.Pid()}) - c0) * 1e6 / float64(max(br.Requests, 1))
 				}
 				if err != nil {
 					return err
@@ -141,8 +146,8 @@ func run(binDir string, dur time.Duration, conns, rounds int) error {
 			if hwm, err := peakRSS(sys.Beacon.Pid()); err == nil && hwm > peak {
 				peak = hwm
 			}
-			fmt.Fprintf(tw, "%s\tnginx proxy_cache\t%.0f\t%.1f\t%s\t%s\t%d\t\n", o.name, nr.RPS, nr.MBps, nr.P50, nr.P99, nr.Errors)
-			fmt.Fprintf(tw, "%s\tbeacon\t%.0f\t%.1f\t%s\t%s\t%d\t%.2f\n", o.name, br.RPS, br.MBps, br.P50, br.P99, br.Errors, br.RPS/nr.RPS)
+			fmt.Fprintf(tw, "%s\tnginx proxy_cache\t%.0f\t%.1f\t%s\t%s\t%.1f\t%d\t\n", o.name, nr.RPS, nr.MBps, nr.P50, nr.P99, nr.CPUus, nr.Errors)
+			fmt.Fprintf(tw, "%s\tbeacon\t%.0f\t%.1f\t%s\t%s\t%.1f\t%d\t%.2f\n", o.name, br.RPS, br.MBps, br.P50, br.P99, br.CPUus, br.Errors, br.RPS/nr.RPS)
 			ratios = append(ratios, br.RPS/nr.RPS)
 		}
 		if after := sys.Origin.Hits(o.path); after != before {
@@ -328,4 +333,35 @@ http {
 		return nil, fmt.Errorf("nginx did not start:\n%s", b)
 	}
 	return &nginx{addr: addr, proc: p}, nil
+}
+
+// cpuSeconds is the user+system CPU time of pids (Linux, 100 ticks/s).
+func cpuSeconds(pids []int) float64 {
+	var ticks int64
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(raw)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			k, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + k
+		}
+	}
+	return float64(ticks) / 100
+}
+
+// pids are nginx's master and workers.
+func (n *nginx) pids() []int {
+	pids := []int{n.proc.Pid()}
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", n.proc.Pid(), n.proc.Pid()))
+	for _, f := range strings.Fields(string(raw)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids
 }
