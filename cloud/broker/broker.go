@@ -68,7 +68,7 @@ const (
 
 // housekeepingEvery is how often mochi expires sessions, in-flight and
 // retained messages (see slowHousekeeping).
-const housekeepingEvery = 10 * time.Second
+const housekeepingEvery = time.Minute
 
 // Options configure a Broker.
 type Options struct {

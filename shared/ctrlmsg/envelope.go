@@ -186,7 +186,7 @@ func Open(payload []byte, topic string, expect *identity.PublicKey, window time.
 	if len(payload) > MaxPayload {
 		return Msg{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), MaxPayload)
 	}
-	id, leaf, err := ParseTopic(topic)
+	id, idKey, leaf, err := parseTopic(topic)
 	if err != nil {
 		return Msg{}, err
 	}
@@ -222,7 +222,9 @@ func Open(payload []byte, topic string, expect *identity.PublicKey, window time.
 	if body := bytes.TrimLeft(w.Body, " \t\r\n"); len(body) == 0 || body[0] != '{' {
 		return Msg{}, fmt.Errorf("%w: body is not a JSON object", ErrMalformed)
 	}
-	if m.Signer, err = identity.ParsePublicKey(w.Signer); err != nil {
+	if w.Signer == id {
+		m.Signer = idKey // the usual case: decoded once, with the topic
+	} else if m.Signer, err = identity.ParsePublicKey(w.Signer); err != nil {
 		return Msg{}, fmt.Errorf("%w: signer: %w", ErrMalformed, err)
 	}
 

@@ -80,20 +80,26 @@ func Filter(leaf Leaf) string {
 // must be the base58 form of a 32-byte public key (and so canonical: base58
 // has one spelling per byte string), the leaf one of the Leaf constants.
 func ParseTopic(topic string) (id string, leaf Leaf, err error) {
+	id, _, leaf, err = parseTopic(topic)
+	return id, leaf, err
+}
+
+// parseTopic is ParseTopic that also returns the decoded node key.
+func parseTopic(topic string) (id string, key identity.PublicKey, leaf Leaf, err error) {
 	rest, ok := strings.CutPrefix(topic, TopicPrefix)
 	if !ok {
-		return "", "", fmt.Errorf("%w: %.80q does not start with %q", ErrBadTopic, topic, TopicPrefix)
+		return "", key, "", fmt.Errorf("%w: %.80q does not start with %q", ErrBadTopic, topic, TopicPrefix)
 	}
 	id, l, ok := strings.Cut(rest, "/")
 	if !ok {
-		return "", "", fmt.Errorf("%w: %.80q has no leaf", ErrBadTopic, topic)
+		return "", key, "", fmt.Errorf("%w: %.80q has no leaf", ErrBadTopic, topic)
 	}
 	leaf = Leaf(l)
 	if !leaf.valid() {
-		return "", "", fmt.Errorf("%w: unknown leaf %.40q", ErrBadTopic, l)
+		return "", key, "", fmt.Errorf("%w: unknown leaf %.40q", ErrBadTopic, l)
 	}
-	if _, err := identity.ParsePublicKey(id); err != nil {
-		return "", "", fmt.Errorf("%w: node ID: %w", ErrBadTopic, err)
+	if key, err = identity.ParsePublicKey(id); err != nil {
+		return "", key, "", fmt.Errorf("%w: node ID: %w", ErrBadTopic, err)
 	}
-	return id, leaf, nil
+	return id, key, leaf, nil
 }
