@@ -1,7 +1,6 @@
 package amt
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -12,9 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/blockcast/beacon/test/harness"
 )
 
 // TestTshark sends every message the codec produces, over IPv4 and IPv6
@@ -166,8 +166,8 @@ func capture(ctx context.Context, t *testing.T, tshark, pcap, filter string, pro
 	cmd := exec.CommandContext(ctx, tshark, "-i", "lo", "-f", filter, "-w", pcap,
 		"-P", "-l", "-T", "fields", "-e", "udp.dstport", "-E", "occurrence=f")
 	cmd.WaitDelay = 5 * time.Second
-	stderr := newWatchWriter()
-	stdout := newWatchWriter()
+	stderr := new(harness.LineBuffer)
+	stdout := new(harness.LineBuffer)
 	cmd.Stderr, cmd.Stdout = stderr, stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -218,7 +218,7 @@ func capture(ctx context.Context, t *testing.T, tshark, pcap, filter string, pro
 			_, _ = probe.WriteToUDP([]byte("probe"), probe.LocalAddr().(*net.UDPAddr))
 		}
 	}, func() bool {
-		for _, l := range stdout.lines() {
+		for _, l := range stdout.Lines() {
 			if l == probePort {
 				return true
 			}
@@ -230,7 +230,7 @@ func capture(ctx context.Context, t *testing.T, tshark, pcap, filter string, pro
 
 	waitFor(fmt.Sprintf("tshark to capture %d packets", n), 20*time.Second, nil, func() bool {
 		got := 0
-		for _, l := range stdout.lines() {
+		for _, l := range stdout.Lines() {
 			if l != probePort {
 				got++
 			}
@@ -238,35 +238,6 @@ func capture(ctx context.Context, t *testing.T, tshark, pcap, filter string, pro
 		return got >= n
 	})
 	stop()
-}
-
-// watchWriter collects a child's output for polling.
-type watchWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func newWatchWriter() *watchWriter { return &watchWriter{} }
-
-func (w *watchWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *watchWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
-
-// lines returns the complete lines written so far.
-func (w *watchWriter) lines() []string {
-	s := w.String()
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return strings.Split(s[:i], "\n")
-	}
-	return nil
 }
 
 // dissect reads pcap with tshark and returns, per packet but the probes,

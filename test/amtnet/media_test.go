@@ -70,7 +70,7 @@ func TestFFmpegToVLC(t *testing.T) {
 		fmt.Sprintf("udp://%s@%s", srcIP4, group), "vlc://quit"}
 	vlc := l.lan.Command(tools["setpriv"], vlcArgs...)
 	vlc.Env = append(os.Environ(), "HOME="+shared, "XDG_CONFIG_HOME="+shared, "XDG_CACHE_HOME="+shared, "XDG_DATA_HOME="+shared)
-	var vlcOut watchWriter
+	var vlcOut harness.LineBuffer
 	vlc.Stdout, vlc.Stderr = &vlcOut, &vlcOut
 	if err := vlc.Start(); err != nil {
 		t.Fatal(err)

@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/blockcast/beacon/test/harness"
 
 	"github.com/blockcast/beacon/test/harness/netns"
 )
@@ -26,8 +27,8 @@ type capture struct {
 	tb     testing.TB
 	pcap   string
 	cmd    *exec.Cmd
-	stdout *watchWriter
-	stderr *watchWriter
+	stdout *harness.LineBuffer
+	stderr *harness.LineBuffer
 	exited chan error
 	done   bool
 
@@ -41,7 +42,7 @@ type capture struct {
 func startCapture(tb testing.TB, tshark string, ns *netns.NS, iface, filter string, probeTo netip.Addr) *capture {
 	tb.Helper()
 	c := &capture{tb: tb, pcap: filepath.Join(tb.TempDir(), ns.String()+"-"+iface+".pcapng"),
-		stdout: &watchWriter{}, stderr: &watchWriter{}, exited: make(chan error, 1)}
+		stdout: new(harness.LineBuffer), stderr: new(harness.LineBuffer), exited: make(chan error, 1)}
 	c.cmd = ns.Command(tshark, "-i", iface, "-f", fmt.Sprintf("(%s) or udp port %d", filter, probePort),
 		"-w", c.pcap, "-P", "-l", "-T", "fields", "-e", "udp.dstport", "-E", "occurrence=f")
 	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
@@ -71,7 +72,7 @@ func (c *capture) sync(ns *netns.NS) {
 	defer probe.Close()
 	probes := func() int {
 		n := 0
-		for _, l := range c.stdout.lines() {
+		for _, l := range c.stdout.Lines() {
 			if l == strconv.Itoa(probePort) {
 				n++
 			}
@@ -230,31 +231,4 @@ func dissect(tb testing.TB, tshark, pcap string, amtPorts []uint16, fields []str
 		pkts = append(pkts, p)
 	}
 	return pkts
-}
-
-// watchWriter collects a child's output for polling.
-type watchWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *watchWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *watchWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
-
-// lines returns the complete lines written so far.
-func (w *watchWriter) lines() []string {
-	s := w.String()
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return strings.Split(s[:i], "\n")
-	}
-	return nil
 }
