@@ -15,7 +15,15 @@ package monitor_test
 //   - reports/s and µs/report: the rate castd ingests when the nodes send
 //     as fast as they can;
 //   - death_ms: from closing a node's connection (RST, as a crash) to
-//     OnChange(offline), the router's cue, for 20 nodes under the load.
+//     OnChange(offline), the router's cue, for 20 nodes under the load;
+//   - base_cpu%/core and open_cpu%/core, the baselines, measured first in
+//     the same run with the same connections and the same paced traffic:
+//     a bare Go TCP server (a goroutine per connection, as mochi has) that
+//     only reads the PUBLISH packets, and the same server verifying and
+//     decoding each one (ctrlmsg.Open, Msg.Health), the least any castd
+//     must do. On a VM, waking up for every report can cost more than the
+//     work; the baselines show how much, and x_open is castd's CPU as a
+//     multiple of the second.
 //
 // MONITOR_BENCH_NODES and MONITOR_BENCH_INTERVAL (a Go duration) change the
 // fleet size and interval; MONITOR_BENCH_CPUPROFILE names a file for a CPU
@@ -50,7 +58,9 @@ import (
 )
 
 const (
-	childEnv    = "MONITOR_BENCH_CHILD" // set: this process is the simulated fleet
+	roleEnv     = "MONITOR_BENCH_ROLE" // "fleet" or "baseline": what a child process is
+	verifyEnv   = "MONITOR_BENCH_VERIFY"
+	roundsEnv   = "MONITOR_BENCH_ROUNDS"
 	addrEnv     = "MONITOR_BENCH_ADDR"
 	nodesEnv    = "MONITOR_BENCH_NODES"
 	intervalEnv = "MONITOR_BENCH_INTERVAL"
@@ -60,8 +70,11 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) != "" {
+	switch os.Getenv(roleEnv) {
+	case "fleet":
 		os.Exit(benchChild())
+	case "baseline":
+		os.Exit(baselineServer())
 	}
 	os.Exit(m.Run())
 }
@@ -85,6 +98,15 @@ func benchParams() (nodes int, interval time.Duration) {
 		interval = v
 	}
 	return nodes, interval
+}
+
+// benchRounds is how many intervals the paced phases measure, after one
+// interval of warm-up (MONITOR_BENCH_ROUNDS, default 2).
+func benchRounds() int {
+	if n, err := strconv.Atoi(os.Getenv(roundsEnv)); err == nil && n > 0 {
+		return n
+	}
+	return 2
 }
 
 func benchWorkers() int {
@@ -120,6 +142,7 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 		b.Skip("fleet-scale benchmark; not under -short")
 	}
 	nodes, interval := benchParams()
+	rounds := benchRounds()
 	if err := raiseFileLimit(); err != nil {
 		b.Fatal(err)
 	}
@@ -171,54 +194,10 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	child := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
-	child.Env = append(os.Environ(), childEnv+"=1", addrEnv+"="+brk.Addr(),
+	fleet := startProc(b, "fleet", roleEnv+"=fleet", addrEnv+"="+brk.Addr(),
 		nodesEnv+"="+strconv.Itoa(nodes), intervalEnv+"="+interval.String())
-	child.Stderr = os.Stderr
-	stdin, err := child.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := child.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := child.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		stdin.Close()
-		_ = child.Wait()
-	}()
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	tell := func(cmd string) {
-		if _, err := fmt.Fprintln(stdin, cmd); err != nil {
-			b.Fatal(err)
-		}
-	}
-	expect := func(prefix string, timeout time.Duration) string {
-		b.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				b.Fatalf("child exited while waiting for %s", prefix)
-			}
-			if !strings.HasPrefix(l, prefix) {
-				b.Fatalf("child said %q, want %s", l, prefix)
-			}
-			return l
-		case <-time.After(timeout):
-			b.Fatalf("child: no %s within %s", prefix, timeout)
-		}
-		return ""
-	}
+	defer fleet.stop()
+	tell, expect := fleet.tell, fleet.expect
 	waitAccepted := func(target uint64, what string) {
 		deadline := time.Now().Add(2 * time.Minute)
 		for mon.Stats().Accepted < target {
@@ -230,6 +209,34 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 	}
 
 	b.ResetTimer()
+	// Baselines, each in a fresh process (as castd's phases are in this
+	// one, before anything else ran in it): the same paced traffic into a
+	// bare TCP server, first only read, then also verified and decoded.
+	var basePct [2]float64
+	for k, verify := range []bool{false, true} {
+		srv := startProc(b, "baseline", roleEnv+"=baseline", verifyEnv+"="+strconv.FormatBool(verify))
+		addr := strings.Fields(srv.expect("ADDR", time.Minute))[1]
+		tell("RAW " + addr)
+		expect("RAW_READY", 5*time.Minute)
+		tell(fmt.Sprintf("RAW_GO %d", 1+rounds))
+		expect("ROUND_DONE", interval+time.Minute) // warm-up
+		srv.tell("MEASURE")
+		srv.expect("MEASURING", time.Minute)
+		for r := 0; r < rounds; r++ {
+			expect("ROUND_DONE", interval+time.Minute)
+		}
+		srv.tell(fmt.Sprintf("STOP %d", (1+rounds)*nodes))
+		f := strings.Fields(srv.expect("CPU", 2*time.Minute))
+		srv.stop()
+		if len(f) != 4 || f[3] != "0" {
+			b.Fatalf("baseline said %q; want no reports that failed to open", f)
+		}
+		basePct[k], _ = strconv.ParseFloat(f[1], 64)
+	}
+	b.Logf("baselines, %d connections, one report each per %s, %d intervals after one of warm-up: bare TCP reader %.2f%% of one core, reader + ctrlmsg.Open + Health %.2f%%",
+		nodes, interval, rounds, basePct[0], basePct[1])
+
+	tell("FLEET")
 	connectStart := time.Now()
 	expect("READY", 5*time.Minute)
 	waitAccepted(uint64(nodes), "online statuses")
@@ -247,7 +254,14 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 	idlePct := 100 * (cpuTime() - cpu0).Seconds() / time.Since(t0).Seconds()
 	b.Logf("idle: %d nodes connected, castd CPU %.2f%% of one core", nodes, idlePct)
 
-	// Paced: every node once per interval, for one interval.
+	// Paced: every node once per interval, as deployed; measured over
+	// rounds intervals after one of warm-up. The warm-up absorbs the
+	// forced GC above, after which every connection's goroutine regrows
+	// its stack once; the measured intervals see what a running castd
+	// sees, GCs included (the runtime forces one every two minutes).
+	acc0 := mon.Stats().Accepted
+	tell(fmt.Sprintf("PACED %d", 1+rounds))
+	expect("ROUND_DONE", interval+time.Minute)
 	if path := os.Getenv(profileEnv); path != "" {
 		f, err := os.Create(path)
 		if err != nil {
@@ -260,21 +274,25 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 	}
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	acc0 := mon.Stats().Accepted
+	acc1 := mon.Stats().Accepted
 	u0, s0 := cpuSplit()
 	cpu0, t0 = u0+s0, time.Now()
-	tell("PACED")
-	expect("PACED_DONE", interval+time.Minute)
-	pprof.StopCPUProfile()
-	waitAccepted(acc0+uint64(nodes), "paced reports")
+	for r := 0; r < rounds; r++ {
+		expect("ROUND_DONE", interval+time.Minute)
+	}
 	u1, s1 := cpuSplit()
 	cpu, wall := u1+s1-cpu0, time.Since(t0)
-	pacedRate := float64(mon.Stats().Accepted-acc0) / wall.Seconds()
-	cpuPct := 100 * cpu.Seconds() / wall.Seconds()
+	acc2 := mon.Stats().Accepted
+	pprof.StopCPUProfile()
 	runtime.ReadMemStats(&ms1)
-	b.Logf("paced: %d nodes every %s: %.0f reports/s, castd CPU %.2f%% of one core (%s user + %s system over %s; %d GCs, heap %d MiB)",
+	expect("PACED_DONE", time.Minute)
+	waitAccepted(acc0+uint64((1+rounds)*nodes), "paced reports")
+	pacedRate := float64(acc2-acc1) / wall.Seconds()
+	cpuPct := 100 * cpu.Seconds() / wall.Seconds()
+	b.Logf("paced: %d nodes every %s: %.0f reports/s, castd CPU %.2f%% of one core (%s user + %s system over %s; %d GCs, %.1f KiB allocated per report, heap %d MiB, stacks %d→%d MiB); %.2f× the verifying baseline",
 		nodes, interval, pacedRate, cpuPct, (u1 - u0).Round(time.Millisecond), (s1 - s0).Round(time.Millisecond),
-		wall.Round(time.Millisecond), ms1.NumGC-ms0.NumGC, ms1.HeapAlloc>>20)
+		wall.Round(time.Millisecond), ms1.NumGC-ms0.NumGC, float64(ms1.TotalAlloc-ms0.TotalAlloc)/1024/float64(acc2-acc1),
+		ms1.HeapAlloc>>20, ms0.StackInuse>>20, ms1.StackInuse>>20, cpuPct/basePct[1])
 
 	// Max rate.
 	expect("BLAST_READY", 5*time.Minute)
@@ -326,10 +344,233 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 	}
 	b.ReportMetric(cpuPct, "cpu%/core")
 	b.ReportMetric(idlePct, "idle_cpu%/core")
+	b.ReportMetric(basePct[0], "base_cpu%/core")
+	b.ReportMetric(basePct[1], "open_cpu%/core")
+	b.ReportMetric(cpuPct/basePct[1], "x_open")
 	b.ReportMetric(blastRate, "reports/s")
 	b.ReportMetric(float64(perReport.Nanoseconds())/1e3, "µs/report")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1e3, "death_ms_median")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1e3, "death_ms_max")
+}
+
+// rawIngest is the baseline server: a goroutine per TCP connection reading
+// MQTT PUBLISH packets (no handshake), and, when verify is set, opening and
+// decoding each report as castd must; nothing more.
+type rawIngest struct {
+	ln     net.Listener
+	log    *slog.Logger
+	verify atomic.Bool
+	got    atomic.Uint64
+	bad    atomic.Uint64
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+}
+
+func startRawIngest(log *slog.Logger) (*rawIngest, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &rawIngest{ln: ln, log: log, conns: map[net.Conn]struct{}{}}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.conns[c] = struct{}{}
+			r.mu.Unlock()
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.serve(c)
+				r.mu.Lock()
+				delete(r.conns, c)
+				r.mu.Unlock()
+				c.Close()
+			}()
+		}
+	}()
+	return r, nil
+}
+
+func (r *rawIngest) Addr() string { return r.ln.Addr().String() }
+
+func (r *rawIngest) serve(c net.Conn) {
+	br := bufio.NewReader(c)
+	var buf []byte
+	for {
+		if _, err := br.ReadByte(); err != nil { // PUBLISH, QoS 0
+			return
+		}
+		n, shift := 0, 0
+		for {
+			d, err := br.ReadByte()
+			if err != nil || shift > 21 {
+				return
+			}
+			n |= int(d&0x7f) << shift
+			shift += 7
+			if d&0x80 == 0 {
+				break
+			}
+		}
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(br, buf); err != nil || n < 2 {
+			return
+		}
+		tl := int(binary.BigEndian.Uint16(buf))
+		if 2+tl > n {
+			return
+		}
+		if r.verify.Load() {
+			m, err := ctrlmsg.Open(buf[2+tl:], string(buf[2:2+tl]), nil, monitor.DefaultWindow, time.Now(), nil)
+			if err == nil {
+				_, err = m.Health()
+			}
+			if err != nil {
+				r.log.Error("baseline: report did not open", "err", err)
+				r.bad.Add(1)
+			}
+		}
+		r.got.Add(1)
+	}
+}
+
+func (r *rawIngest) Close() {
+	r.ln.Close()
+	r.mu.Lock()
+	for c := range r.conns {
+		c.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// baselineServer is a baseline child process: a rawIngest that measures
+// its own CPU between MEASURE and "STOP n", then waits until n reports
+// arrived in all and answers "CPU <percent of one core> BAD <reports that
+// failed to open>".
+func baselineServer() int {
+	if err := raiseFileLimit(); err != nil {
+		fmt.Fprintln(os.Stderr, "baseline: rlimit:", err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	r, err := startRawIngest(log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baseline:", err)
+		return 1
+	}
+	defer r.Close()
+	r.verify.Store(os.Getenv(verifyEnv) == "true")
+	fmt.Println("ADDR", r.Addr())
+	in := bufio.NewScanner(os.Stdin)
+	var (
+		cpu0 time.Duration
+		t0   time.Time
+	)
+	for in.Scan() {
+		f := strings.Fields(in.Text())
+		switch {
+		case len(f) == 1 && f[0] == "MEASURE":
+			cpu0, t0 = cpuTime(), time.Now()
+			fmt.Println("MEASURING")
+		case len(f) == 2 && f[0] == "STOP":
+			pct := 100 * (cpuTime() - cpu0).Seconds() / time.Since(t0).Seconds()
+			total, _ := strconv.ParseUint(f[1], 10, 64)
+			for deadline := time.Now().Add(time.Minute); r.got.Load() < total; {
+				if time.Now().After(deadline) {
+					fmt.Fprintf(os.Stderr, "baseline: received %d of %d\n", r.got.Load(), total)
+					return 1
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			fmt.Printf("CPU %.3f BAD %d\n", pct, r.bad.Load())
+		}
+	}
+	return 0
+}
+
+// benchProc is a child process of the benchmark (this test binary, in a
+// role), spoken to by lines on stdin and stdout.
+type benchProc struct {
+	b     *testing.B
+	name  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+}
+
+func startProc(b *testing.B, name string, env ...string) *benchProc {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &benchProc{b: b, name: name, cmd: cmd, stdin: stdin, lines: make(chan string, 64)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	return p
+}
+
+func (p *benchProc) tell(cmd string) {
+	if _, err := fmt.Fprintln(p.stdin, cmd); err != nil {
+		p.b.Fatalf("%s: %v", p.name, err)
+	}
+}
+
+// expect returns the process's next line, which must start with prefix.
+func (p *benchProc) expect(prefix string, timeout time.Duration) string {
+	p.b.Helper()
+	select {
+	case l, ok := <-p.lines:
+		if !ok {
+			p.b.Fatalf("%s exited while waiting for %s", p.name, prefix)
+		}
+		if !strings.HasPrefix(l, prefix) {
+			p.b.Fatalf("%s said %q, want %s", p.name, l, prefix)
+		}
+		return l
+	case <-time.After(timeout):
+		p.b.Fatalf("%s: no %s within %s", p.name, prefix, timeout)
+	}
+	return ""
+}
+
+// stop closes stdin, which ends the process, and waits for it.
+func (p *benchProc) stop() {
+	p.stdin.Close()
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
 }
 
 // --- the simulated fleet (child process) ---
@@ -358,38 +599,21 @@ func benchChild() int {
 		l, err := in.ReadString('\n')
 		return err == nil && strings.TrimSpace(l) == cmd
 	}
+	// awaitN is await for "cmd <n>".
+	awaitN := func(cmd string) (int, bool) {
+		l, err := in.ReadString('\n')
+		f := strings.Fields(l)
+		if err != nil || len(f) != 2 || f[0] != cmd {
+			return 0, false
+		}
+		n, err := strconv.Atoi(f[1])
+		return n, err == nil && n > 0
+	}
 
-	sims := make([]*simNode, nodes)
-	var failed atomic.Int32
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				s, err := dialSim(addr, benchKey(i), interval)
-				if err != nil {
-					fmt.Fprintf(os.Stderr, "child: node %d: %v\n", i, err)
-					failed.Add(1)
-					continue
-				}
-				sims[i] = s
-			}
-		}()
-	}
-	for i := 0; i < nodes; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if failed.Load() > 0 {
-		return 1
-	}
-	say("READY")
-
-	health := func(s *simNode, now time.Time) []byte {
-		p, err := ctrlmsg.Seal(s.kp, s.topic, ctrlmsg.KindHealth, ctrlmsg.Health{
+	keys := make([]*identity.Keypair, nodes)
+	forEach(nodes, func(i int) error { keys[i] = benchKey(i); return nil })
+	health := func(kp *identity.Keypair, topic string, now time.Time) []byte {
+		p, err := ctrlmsg.Seal(kp, topic, ctrlmsg.KindHealth, ctrlmsg.Health{
 			UptimeS: 86400, Version: "1.0.0", CacheObjects: 12345, CacheBytes: 3 << 30, HitRatio: 0.83,
 			BytesServed: 987654321, UpstreamBytes: 123456789, Load: 0.27, MemFree: 48 << 20,
 			StorageFree: 20 << 30, PublicIP: "198.51.100.23",
@@ -400,28 +624,73 @@ func benchChild() int {
 		return p
 	}
 
-	// Paced: node i reports at i/nodes of the interval, once.
-	if !await("PACED") {
+	// Baselines: plain TCP connections to a bare server, the same packets
+	// at the same pace, as often as the parent asks.
+	var rawConns []net.Conn
+	closeRaw := func() {
+		for _, c := range rawConns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		rawConns = nil
+	}
+	for {
+		l, err := in.ReadString('\n')
+		if err != nil {
+			return 1
+		}
+		f := strings.Fields(l)
+		if len(f) == 1 && f[0] == "FLEET" {
+			break
+		}
+		if len(f) != 2 || f[0] != "RAW" {
+			fmt.Fprintf(os.Stderr, "child: unexpected %q\n", l)
+			return 1
+		}
+		closeRaw()
+		rawConns = make([]net.Conn, nodes)
+		if err := forEach(nodes, func(i int) (err error) {
+			rawConns[i], err = net.DialTimeout("tcp", f[1], 10*time.Second)
+			return err
+		}); err != nil {
+			fmt.Fprintln(os.Stderr, "child: raw dial:", err)
+			return 1
+		}
+		say("RAW_READY")
+		n, ok := awaitN("RAW_GO")
+		if !ok {
+			return 1
+		}
+		pace(nodes, interval, n, func(i int, now time.Time) error {
+			topic := ctrlmsg.Topic(keys[i].ID(), ctrlmsg.LeafHealth)
+			return publishRaw(rawConns[i], topic, health(keys[i], topic, now), false)
+		}, func() { say("ROUND_DONE") })
+	}
+	closeRaw()
+
+	sims := make([]*simNode, nodes)
+	if err := forEach(nodes, func(i int) (err error) {
+		sims[i], err = dialSim(addr, keys[i], interval)
+		if err != nil {
+			err = fmt.Errorf("node %d: %w", i, err)
+		}
+		return err
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
 		return 1
 	}
-	start := time.Now()
-	const workers = 16
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := w; i < nodes; i += workers {
-				at := start.Add(time.Duration(int64(interval) * int64(i) / int64(nodes)))
-				time.Sleep(time.Until(at))
-				s := sims[i]
-				if err := publishRaw(s.conn, s.topic, health(s, time.Now()), false); err != nil {
-					fmt.Fprintln(os.Stderr, "child: paced publish:", err)
-				}
-			}
-		}(w)
+	say("READY")
+
+	// Paced: node i reports at i/nodes of each interval.
+	n, ok := awaitN("PACED")
+	if !ok {
+		return 1
 	}
-	wg.Wait()
-	time.Sleep(time.Until(start.Add(interval)))
+	pace(nodes, interval, n, func(i int, now time.Time) error {
+		s := sims[i]
+		return publishRaw(s.conn, s.topic, health(s.kp, s.topic, now), false)
+	}, func() { say("ROUND_DONE") })
 	say("PACED_DONE")
 
 	// Max rate: pre-signed, so that the child's signing does not pace it.
@@ -429,13 +698,15 @@ func benchChild() int {
 	now := time.Now()
 	for i, s := range sims {
 		for k := 0; k < blastPer; k++ {
-			batches[i] = append(batches[i], health(s, now))
+			batches[i] = append(batches[i], health(s.kp, s.topic, now))
 		}
 	}
 	say("BLAST_READY")
 	if !await("BLAST") {
 		return 1
 	}
+	const workers = 16
+	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -467,6 +738,59 @@ func benchChild() int {
 	// Until the parent is done.
 	_, _ = io.Copy(io.Discard, in)
 	return 0
+}
+
+// forEach runs fn for 0..n-1 on 32 goroutines and returns the first error.
+func forEach(n int, fn func(i int) error) error {
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	work := make(chan int)
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err })
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return first
+}
+
+// pace calls send for every node once per interval, node i at i/nodes of
+// it, for rounds intervals back to back, and calls done as each ends.
+func pace(nodes int, interval time.Duration, rounds int, send func(i int, now time.Time) error, done func()) {
+	const workers = 16
+	start := time.Now()
+	for r := 0; r < rounds; r++ {
+		base := start.Add(time.Duration(r) * interval)
+		var wg sync.WaitGroup
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := w; i < nodes; i += workers {
+					time.Sleep(time.Until(base.Add(time.Duration(int64(interval) * int64(i) / int64(nodes)))))
+					if err := send(i, time.Now()); err != nil {
+						fmt.Fprintln(os.Stderr, "child: paced publish:", err)
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		time.Sleep(time.Until(base.Add(interval)))
+		done()
+	}
 }
 
 func dialSim(addr string, kp *identity.Keypair, iv time.Duration) (*simNode, error) {
