@@ -116,6 +116,30 @@ type handshakeConn struct {
 
 func (c *handshakeConn) release() { c.once.Do(func() { <-c.slots }) }
 
+// restPad is how much deeper Read makes a connection goroutine rest.
+const restPad = 3 << 10
+
+// Read keeps the connection's goroutine resting at over a quarter of its
+// working stack. mochi handles each packet on the goroutine that reads the
+// connection, in frames that add up to over 16 KiB, so the stack grows to
+// 32 KiB; between packets the goroutine rests about 6 KiB deep, in this
+// Read, and the runtime halves a stack that is less than a quarter used at
+// every GC, only for the next packet to grow it back (a copy and fresh
+// pages). With 10,000 nodes reporting that churn cost castd more CPU than
+// the broker's own work; resting 3 KiB deeper costs no memory a reporting
+// node does not already hold between GCs.
+//
+//go:noinline
+func (c *handshakeConn) Read(p []byte) (int, error) {
+	var pad [restPad]byte
+	pad[len(p)%restPad] = 1
+	n, err := c.Conn.Read(p)
+	if pad[uint(n)%restPad] == 2 { // never, but it keeps pad in the frame
+		return 0, errors.ErrUnsupported
+	}
+	return n, err
+}
+
 func (c *handshakeConn) SetDeadline(t time.Time) error {
 	c.release()
 	return c.Conn.SetDeadline(t)
