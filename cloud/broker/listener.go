@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/blockcast/beacon/cloud/coalesce"
 )
 
 // listener is a mochi TCP listener that also bounds the handshake: mochi
@@ -26,9 +28,11 @@ type listener struct {
 	timeout time.Duration
 	slots   chan struct{}
 	log     *slog.Logger
+	batch   time.Duration // coalesce reads; <= 0: off
 
 	mu     sync.Mutex
 	ln     net.Listener
+	poller *coalesce.Poller
 	closed atomic.Bool
 	shed   atomic.Uint64
 }
@@ -52,11 +56,15 @@ func (l *listener) Init(_ *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if l.tlsConf != nil {
-		ln = tls.NewListener(ln, l.tlsConf)
+	var poller *coalesce.Poller
+	if l.batch > 0 {
+		if poller, err = coalesce.New(l.batch, l.log); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	l.mu.Lock()
-	l.ln = ln
+	l.ln, l.poller = ln, poller
 	l.mu.Unlock()
 	return nil
 }
@@ -83,6 +91,18 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			conn.Close()
 			continue
 		}
+		if l.poller != nil {
+			if conn, err = l.poller.Wrap(conn); err != nil {
+				<-l.slots
+				if !l.closed.Load() {
+					l.log.Warn("mqtt: cannot coalesce a connection's reads; closed it", "error", err)
+				}
+				continue
+			}
+		}
+		if l.tlsConf != nil {
+			conn = tls.Server(conn, l.tlsConf)
+		}
 		_ = conn.SetDeadline(time.Now().Add(l.timeout))
 		hc := &handshakeConn{Conn: conn, slots: l.slots}
 		go func() {
@@ -94,6 +114,17 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// rounds is how often the poller has read clients' packets (0 if reads are
+// not coalesced).
+func (l *listener) rounds() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.poller == nil {
+		return 0
+	}
+	return l.poller.Rounds()
+}
+
 func (l *listener) Close(closeClients listeners.CloseFn) {
 	if !l.closed.CompareAndSwap(false, true) {
 		return
@@ -103,6 +134,9 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	defer l.mu.Unlock()
 	if l.ln != nil {
 		_ = l.ln.Close()
+	}
+	if l.poller != nil {
+		_ = l.poller.Close()
 	}
 }
 

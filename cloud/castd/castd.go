@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/blockcast/beacon/cloud/amtrelay"
+	"github.com/blockcast/beacon/cloud/broker"
 	"github.com/blockcast/beacon/cloud/clientip"
 	"github.com/blockcast/beacon/cloud/monitor"
 	"github.com/blockcast/beacon/cloud/registry"
@@ -31,6 +32,9 @@ import (
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
 )
+
+// DefaultMQTTCoalesce is the castd command's --mqtt-coalesce.
+const DefaultMQTTCoalesce = broker.DefaultReadCoalesce
 
 // Options configure castd. cmd/castd fills them from flags and environment.
 type Options struct {
@@ -52,6 +56,10 @@ type Options struct {
 	MQTTPublicURL string // broker URL told to nodes (default: castd's host with the broker port)
 	MQTTTLSCert   string // embedded broker TLS certificate and key (PEM files)
 	MQTTTLSKey    string
+	// MQTTCoalesce is how long nodes' packets may wait so that the embedded
+	// broker reads many at one wake-up (see package coalesce); 0 reads each
+	// as it arrives. The castd command's default is DefaultMQTTCoalesce.
+	MQTTCoalesce  time.Duration
 	ProbeInterval time.Duration // how often relays' health endpoints are probed
 	AdminToken    string        // bearer token for the operator command API ("" = off)
 
@@ -287,6 +295,12 @@ func (s *Server) newMetrics() *metrics.Registry {
 			return nil
 		}
 		return []metrics.Sample{{Value: float64(s.control.broker.Stats().Connected)}}
+	})
+	m.Collect("castd_mqtt_read_rounds_total", "Wake-ups in which the embedded broker read nodes' packets (coalesced, --mqtt-coalesce).", metrics.Counter, func() []metrics.Sample {
+		if s.control == nil || s.control.broker == nil {
+			return nil
+		}
+		return []metrics.Sample{{Value: float64(s.control.broker.Stats().ReadRounds)}}
 	})
 	relayStat := func(name, help string, kind metrics.Kind, get func(amtrelay.Stats) float64) {
 		m.Collect("castd_amt_"+name, help, kind, func() []metrics.Sample {

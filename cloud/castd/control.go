@@ -72,11 +72,16 @@ func (s *Server) startControl(ctx context.Context) error {
 		}
 		c.bus = ext
 	} else {
+		coalesce := s.opts.MQTTCoalesce
+		if coalesce <= 0 {
+			coalesce = -1 // the broker's "off"
+		}
 		b, err := broker.New(broker.Options{
 			Addr: s.opts.MQTTListen, Known: known, AdminKey: s.key.Public(),
 			AdminUser: s.opts.MQTTUser, AdminPassword: s.opts.MQTTPassword,
 			TLSCertFile: s.opts.MQTTTLSCert, TLSKeyFile: s.opts.MQTTTLSKey,
-			Logger: s.log.With("component", "mqtt"),
+			ReadCoalesce: coalesce,
+			Logger:       s.log.With("component", "mqtt"),
 		})
 		if err != nil {
 			return fmt.Errorf("castd: %w", err)

@@ -67,6 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MQTTPublicURL, "mqtt-public-url", "", "broker URL given to nodes (default: castd's host with the broker's port)")
 	fs.StringVar(&opts.MQTTTLSCert, "mqtt-tls-cert", "", "PEM certificate for the embedded broker (with --mqtt-tls-key: TLS)")
 	fs.StringVar(&opts.MQTTTLSKey, "mqtt-tls-key", "", "PEM key for the embedded broker")
+	fs.DurationVar(&opts.MQTTCoalesce, "mqtt-coalesce", castd.DefaultMQTTCoalesce, "how long nodes' packets may wait so that the embedded broker reads many per wake-up (Linux; 0: read each at once)")
 	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
 	fs.StringVar(&opts.AdminToken, "admin-token", "", "bearer token that allows POST /v1/nodes/{id}/commands (empty: command API off)")
 	fs.StringVar(&opts.AMTListen, "amt-listen", ":2268", "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
