@@ -265,6 +265,9 @@ func TestDebInstall(t *testing.T) {
 	if err := harness.WaitRegistered(sys.AdminAddr, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	if err := sys.WaitRoutable(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(filepath.Join(stateDir, "wallet.json")); err != nil {
 		t.Errorf("no wallet in the state directory after the first start: %v", err)
 	}
