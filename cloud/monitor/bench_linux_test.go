@@ -161,7 +161,9 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 	isKnown := func(id string) bool { _, ok := known[id]; return ok }
 	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
 
-	brk, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Known: isKnown, MaxClients: nodes + 100, Logger: quiet})
+	// MONITOR_BENCH_COALESCE sets the broker's ReadCoalesce (e.g. -1ns: off).
+	coalesce, _ := time.ParseDuration(os.Getenv("MONITOR_BENCH_COALESCE"))
+	brk, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Known: isKnown, MaxClients: nodes + 100, ReadCoalesce: coalesce, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -276,7 +278,7 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 	}
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	acc1 := mon.Stats().Accepted
+	acc1, rounds0 := mon.Stats().Accepted, brk.Stats().ReadRounds
 	u0, s0 := cpuSplit()
 	cpu0, t0 = u0+s0, time.Now()
 	for r := 0; r < rounds; r++ {
@@ -284,16 +286,16 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 	}
 	u1, s1 := cpuSplit()
 	cpu, wall := u1+s1-cpu0, time.Since(t0)
-	acc2 := mon.Stats().Accepted
+	acc2, readRounds := mon.Stats().Accepted, brk.Stats().ReadRounds-rounds0
 	pprof.StopCPUProfile()
 	runtime.ReadMemStats(&ms1)
 	expect("PACED_DONE", time.Minute)
 	waitAccepted(acc0+uint64((1+rounds)*nodes), "paced reports")
 	pacedRate := float64(acc2-acc1) / wall.Seconds()
 	cpuPct := 100 * cpu.Seconds() / wall.Seconds()
-	b.Logf("paced: %d nodes every %s: %.0f reports/s, castd CPU %.2f%% of one core (%s user + %s system over %s; %d GCs, %.1f KiB allocated per report, heap %d MiB, stacks %d→%d MiB); %.2f× the verifying baseline",
+	b.Logf("paced: %d nodes every %s: %.0f reports/s, castd CPU %.2f%% of one core (%s user + %s system over %s; %.0f read wake-ups/s; %d GCs, %.1f KiB allocated per report, heap %d MiB, stacks %d→%d MiB); %.2f× the verifying baseline",
 		nodes, interval, pacedRate, cpuPct, (u1 - u0).Round(time.Millisecond), (s1 - s0).Round(time.Millisecond),
-		wall.Round(time.Millisecond), ms1.NumGC-ms0.NumGC, float64(ms1.TotalAlloc-ms0.TotalAlloc)/1024/float64(acc2-acc1),
+		wall.Round(time.Millisecond), float64(readRounds)/wall.Seconds(), ms1.NumGC-ms0.NumGC, float64(ms1.TotalAlloc-ms0.TotalAlloc)/1024/float64(acc2-acc1),
 		ms1.HeapAlloc>>20, ms0.StackInuse>>20, ms1.StackInuse>>20, cpuPct/basePct[1])
 	// Whether a GC leaves the connections' stacks at their working size
 	// (see broker's handshakeConn.Read): shrinking them only makes every
