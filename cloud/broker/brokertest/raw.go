@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -108,6 +109,30 @@ func (c *RawClient) Publish(topic string, payload []byte, qos byte, retain bool)
 // Drain reads and drops what the broker sends (acknowledgements) until the
 // connection ends; run it on its own goroutine when publishing at QoS 1.
 func (c *RawClient) Drain() { _, _ = io.Copy(io.Discard, c.Conn) }
+
+// Deafen asks the kernel (Linux) to wake nobody for what the broker sends
+// until a mebibyte of it is queued, for a client that never reads (nor
+// runs Drain) and publishes a handful of messages. A benchmark that
+// simulates a fleet on the broker's own host needs it: a simulated node
+// woken for every acknowledgement takes the CPU from the broker, which a
+// node across the network would not.
+func (c *RawClient) Deafen() error {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return errors.New("brokertest: not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, 1<<20)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
 
 // Close closes the connection.
 func (c *RawClient) Close() error { return c.Conn.Close() }
