@@ -11,7 +11,10 @@ package monitor_test
 //
 // It reports:
 //   - cpu%/core: castd's CPU, as a share of one core, while every node
-//     reports once per interval (30 s, as deployed) for one interval;
+//     reports once per interval (30 s, as deployed), over two intervals
+//     after one of warm-up;
+//   - stack_after_gc: connection goroutines' stacks after a GC as a share
+//     of before (1: the GC did not shrink what the next report regrows);
 //   - reports/s and µs/report: the rate castd ingests when the nodes send
 //     as fast as they can;
 //   - death_ms: from closing a node's connection (RST, as a crash) to
@@ -26,9 +29,11 @@ package monitor_test
 //     work; the baselines show how much, and x_open is castd's CPU as a
 //     multiple of the second.
 //
+// The broker runs as castd runs it, reads coalesced (broker.DefaultReadCoalesce;
+// MONITOR_BENCH_COALESCE=-1ns turns that off, another duration sets it).
 // MONITOR_BENCH_NODES and MONITOR_BENCH_INTERVAL (a Go duration) change the
-// fleet size and interval; MONITOR_BENCH_CPUPROFILE names a file for a CPU
-// profile of the paced phase.
+// fleet size and interval, MONITOR_BENCH_ROUNDS the measured intervals;
+// MONITOR_BENCH_CPUPROFILE names a file for a CPU profile of the paced phase.
 
 import (
 	"bufio"
