@@ -133,6 +133,9 @@ func (p *Poller) deliver(evs []unix.EpollEvent) {
 		if c == nil {
 			continue // closed since, or wakefd
 		}
+		if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.hup.Store(true)
+		}
 		if ev.Events&readable != 0 {
 			kick(c.rready)
 		}
@@ -271,8 +274,10 @@ type conn struct {
 	// drained is set when a read returned less than asked: the socket had
 	// no more, and anything that arrives since raises an event, so the next
 	// Read waits for the poller's token rather than try a read that would
-	// only say EAGAIN.
-	drained atomic.Bool
+	// only say EAGAIN. hup is set for good once an event said the peer
+	// closed or the socket failed: the end may have come in the same event
+	// as the last data, whose token is spent, so Read no longer waits first.
+	drained, hup atomic.Bool
 	wmu     sync.Mutex // one Write at a time, as net.Conn promises
 }
 
@@ -344,7 +349,7 @@ func (c *conn) Read(b []byte) (int, error) {
 		if len(b) == 0 {
 			return 0, nil
 		}
-		if c.drained.Swap(false) {
+		if c.drained.Swap(false) && !c.hup.Load() {
 			if err := c.wait(c.rready, &c.rdl, &c.rwait); err != nil {
 				c.drained.Store(true)
 				return 0, c.opErr("read", err)

@@ -200,6 +200,51 @@ func TestEOFAndDeadline(t *testing.T) {
 	}
 }
 
+// TestEOFWithLastData: the peer's last bytes and its FIN come in one event
+// while the poller sleeps; after reading the bytes, Read must see the end
+// rather than wait for another event.
+func TestEOFWithLastData(t *testing.T) {
+	p := newPoller(t, 200*time.Millisecond)
+	for i := 0; i < 5; i++ {
+		c1, c2, stop, err := pipe(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A first byte starts a round; the poller then sleeps 200 ms.
+		if _, err := c2.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c1, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		// The reader waits before the last bytes and the end arrive.
+		c1.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 64)
+		type res struct {
+			n   int
+			err error
+		}
+		first := make(chan res, 1)
+		go func() {
+			n, err := c1.Read(buf)
+			first <- res{n, err}
+		}()
+		time.Sleep(20 * time.Millisecond)
+		if _, err := c2.Write([]byte("last")); err != nil {
+			t.Fatal(err)
+		}
+		c2.Close()
+		r := <-first
+		if r.err != nil || string(buf[:r.n]) != "last" {
+			t.Fatalf("read = %q, %v", buf[:r.n], r.err)
+		}
+		if n, err := c1.Read(buf); err != io.EOF {
+			t.Fatalf("after the last data: %d, %v; want EOF", n, err)
+		}
+		stop()
+	}
+}
+
 // TestCoalesces checks the point of the package: many connections sending
 // one message each, spread over time, cost the poller far fewer rounds
 // than messages, and every message arrives.
