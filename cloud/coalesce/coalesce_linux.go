@@ -278,7 +278,7 @@ type conn struct {
 	// closed or the socket failed: the end may have come in the same event
 	// as the last data, whose token is spent, so Read no longer waits first.
 	drained, hup atomic.Bool
-	wmu     sync.Mutex // one Write at a time, as net.Conn promises
+	wmu          sync.Mutex // one Write at a time, as net.Conn promises
 }
 
 func (c *conn) opErr(op string, err error) error {
