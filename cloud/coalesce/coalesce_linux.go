@@ -442,26 +442,23 @@ func (c *conn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline applies to a Read in progress too: a token makes it look
-// at the new deadline.
 func (c *conn) SetReadDeadline(t time.Time) error {
-	if c.closed.Load() {
-		return c.opErr("set", net.ErrClosed)
-	}
-	c.rdl.Store(deadline(t))
-	if c.rwait.Load() {
-		kick(c.rready)
-	}
-	return nil
+	return c.setDeadline(t, &c.rdl, &c.rwait, c.rready)
 }
 
 func (c *conn) SetWriteDeadline(t time.Time) error {
+	return c.setDeadline(t, &c.wdl, &c.wwait, c.wready)
+}
+
+// setDeadline applies to a call in progress too: a token makes it look at
+// the new deadline.
+func (c *conn) setDeadline(t time.Time, dl *atomic.Int64, waiting *atomic.Bool, ready chan struct{}) error {
 	if c.closed.Load() {
 		return c.opErr("set", net.ErrClosed)
 	}
-	c.wdl.Store(deadline(t))
-	if c.wwait.Load() {
-		kick(c.wready)
+	dl.Store(deadline(t))
+	if waiting.Load() {
+		kick(ready)
 	}
 	return nil
 }

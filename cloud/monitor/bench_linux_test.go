@@ -674,6 +674,14 @@ func benchChild() int {
 		return p
 	}
 
+	// report makes every node report once per interval for rounds intervals.
+	report := func(nodes []*simNode, rounds int) {
+		pace(len(nodes), interval, rounds, func(i int, now time.Time) error {
+			s := nodes[i]
+			return s.publish(s.topic, health(s.kp, s.topic, now), false)
+		}, func() { say("ROUND_DONE") })
+	}
+
 	// Baselines: plain TCP connections to a bare server, the same packets
 	// at the same pace, as often as the parent asks.
 	var rawConns []*simNode
@@ -721,10 +729,7 @@ func benchChild() int {
 		if !ok {
 			return 1
 		}
-		pace(nodes, interval, n, func(i int, now time.Time) error {
-			s := rawConns[i]
-			return s.publish(s.topic, health(s.kp, s.topic, now), false)
-		}, func() { say("ROUND_DONE") })
+		report(rawConns, n)
 	}
 	closeRaw()
 
@@ -746,10 +751,7 @@ func benchChild() int {
 	if !ok {
 		return 1
 	}
-	pace(nodes, interval, n, func(i int, now time.Time) error {
-		s := sims[i]
-		return s.publish(s.topic, health(s.kp, s.topic, now), false)
-	}, func() { say("ROUND_DONE") })
+	report(sims, n)
 	say("PACED_DONE")
 
 	// Max rate: pre-signed, so that the child's signing does not pace it.
