@@ -62,7 +62,7 @@ const (
 	DefaultPublishRate      = 5   // messages per second per node, sustained
 	DefaultPublishBurst     = 100 // enough for an agent flushing its queue
 	// DefaultReadCoalesce lets nodes' packets gather for this long before
-	// the broker reads them: a few dozen wake-ups a second for a fleet
+	// the broker reads them: at most ten wake-ups a second for a fleet
 	// instead of one per report, at the cost of that much latency.
 	DefaultReadCoalesce = 100 * time.Millisecond
 	// DefaultMaxPacketSize fits the largest control payload plus the MQTT

@@ -245,7 +245,7 @@ func (p *Poller) Close() error {
 	}
 	close(p.done)
 	var one [8]byte
-	one[0] = 1 // native endian on every Linux port that matters: any nonzero value wakes
+	one[0] = 1 // whatever the byte order, a nonzero count wakes epoll_wait
 	if _, err := unix.Write(p.wakefd, one[:]); err != nil {
 		p.log.Error("coalesce: cannot wake the poller to stop it", "error", err)
 	}
@@ -349,13 +349,10 @@ func (c *conn) Read(b []byte) (int, error) {
 		if len(b) == 0 {
 			return 0, nil
 		}
-		if c.drained.Swap(false) && !c.hup.Load() {
-			if err := c.wait(c.rready, &c.rdl, &c.rwait); err != nil {
-				c.drained.Store(true)
-				return 0, c.opErr("read", err)
-			}
+		n, err := 0, error(unix.EAGAIN) // drained: what a read would say
+		if !c.drained.Swap(false) || c.hup.Load() {
+			n, err = c.sys(func(fd int) (int, error) { return unix.Read(fd, b) })
 		}
-		n, err := c.sys(func(fd int) (int, error) { return unix.Read(fd, b) })
 		switch {
 		case err == nil && n == 0:
 			return 0, io.EOF
@@ -366,6 +363,7 @@ func (c *conn) Read(b []byte) (int, error) {
 			return n, nil
 		case errors.Is(err, unix.EAGAIN):
 			if err := c.wait(c.rready, &c.rdl, &c.rwait); err != nil {
+				c.drained.Store(true) // still nothing read since
 				return 0, c.opErr("read", err)
 			}
 		case errors.Is(err, net.ErrClosed):

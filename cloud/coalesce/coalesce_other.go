@@ -3,6 +3,7 @@
 package coalesce
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -12,7 +13,12 @@ import (
 type Poller struct{}
 
 // New returns a Poller whose Wrap leaves connections as they are.
-func New(interval time.Duration, log *slog.Logger) (*Poller, error) { return &Poller{}, nil }
+func New(interval time.Duration, log *slog.Logger) (*Poller, error) {
+	if interval <= 0 {
+		return nil, fmt.Errorf("coalesce: interval %v must be positive", interval)
+	}
+	return &Poller{}, nil
+}
 
 // Wrap returns c.
 func (p *Poller) Wrap(c net.Conn) (net.Conn, error) { return c, nil }

@@ -13,7 +13,7 @@ import (
 // RawClient is a bare MQTT 3.1.1 client on one TCP connection, for tests
 // and benchmarks that need thousands of clients and none of a client
 // library's goroutines: it logs in (with a will), publishes at QoS 0 or 1,
-// and reads nothing after CONNACK unless Drain runs.
+// and reads nothing after CONNACK.
 type RawClient struct {
 	Conn net.Conn
 	pid  uint16 // last packet identifier; one goroutine at a time publishes
@@ -106,13 +106,9 @@ func (c *RawClient) Publish(topic string, payload []byte, qos byte, retain bool)
 	return err
 }
 
-// Drain reads and drops what the broker sends (acknowledgements) until the
-// connection ends; run it on its own goroutine when publishing at QoS 1.
-func (c *RawClient) Drain() { _, _ = io.Copy(io.Discard, c.Conn) }
-
 // Deafen asks the kernel (Linux) to wake nobody for what the broker sends
-// until a mebibyte of it is queued, for a client that never reads (nor
-// runs Drain) and publishes a handful of messages. A benchmark that
+// until a mebibyte of it is queued, for a client that never reads and
+// publishes a handful of messages. A benchmark that
 // simulates a fleet on the broker's own host needs it: a simulated node
 // woken for every acknowledgement takes the CPU from the broker, which a
 // node across the network would not.
