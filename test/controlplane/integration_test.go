@@ -494,6 +494,9 @@ func testKilled(t *testing.T, e *env, cast *identity.Keypair) {
 	cut := &cutter{}
 	node, a, _ := startAgent(t, e, cast, func(o *agent.Options) { o.Dial = cut.dial })
 	eventually(t, 5*time.Second, "online", stateIs(m, node.ID(), monitor.StateOnline))
+	// The kill comes after the agent's set-up, not inside it: castd sees
+	// the online status before the agent has its acknowledgement.
+	eventually(t, 5*time.Second, "agent connected", func() bool { return a.Status().Connected })
 	first, _ := m.Get(node.ID())
 
 	killed := time.Now()
