@@ -69,13 +69,13 @@ func (r *Relay) handle(c *conn, b, out []byte, src netip.AddrPort, dst netip.Add
 	}
 	switch m := msg.(type) {
 	case *amt.RelayDiscovery:
-		if !r.limiter.allow(src.Addr(), now) {
+		if !r.limiter.Allow(src.Addr(), now) {
 			r.stats.rateLimited.Add(1)
 			return nil
 		}
 		return r.advertise(c, out, m, dst, ifIndex)
 	case *amt.Request:
-		if !r.limiter.allow(src.Addr(), now) {
+		if !r.limiter.Allow(src.Addr(), now) {
 			r.stats.rateLimited.Add(1)
 			return nil
 		}

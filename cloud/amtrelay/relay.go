@@ -63,6 +63,7 @@ import (
 	"time"
 
 	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/shared/ratelimit"
 )
 
 // Defaults of Options (RFC 7450 §5.3, RFC 3376 §8).
@@ -242,7 +243,7 @@ type Relay struct {
 	conns []*conn // one per address family
 
 	keys    atomic.Pointer[keyring]
-	limiter *limiter
+	limiter *ratelimit.PerAddr
 
 	mu    sync.Mutex // guards the control state below
 	tab   table
@@ -269,7 +270,7 @@ func New(opts Options) (*Relay, error) {
 		opts:    o,
 		log:     o.Logger.With("component", "amtrelay"),
 		gmi:     o.groupMembershipInterval(),
-		limiter: newLimiter(o.RequestRate, float64(o.RequestBurst)),
+		limiter: ratelimit.NewPerAddr(o.RequestRate, o.RequestBurst),
 	}
 	r.tab.init()
 	r.index.Store(&index{})

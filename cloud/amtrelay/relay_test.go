@@ -476,7 +476,7 @@ func TestRequestFlood(t *testing.T) {
 	// Another address (in another bucket of the hashed table) has its own
 	// budget.
 	otherAddr := netip.MustParseAddr("127.0.0.4")
-	for r.limiter.bucketOf(otherAddr) == r.limiter.bucketOf(lo4) {
+	for r.limiter.Collide(otherAddr, lo4) {
 		otherAddr = otherAddr.Next()
 	}
 	newGateway(t, otherAddr, relay).request()

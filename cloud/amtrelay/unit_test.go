@@ -62,45 +62,6 @@ func TestFixPartialChecksum(t *testing.T) {
 	}
 }
 
-func TestLimiter(t *testing.T) {
-	l := newLimiter(10, 3)
-	now := l.epoch.Add(time.Second)
-	a := netip.MustParseAddr("192.0.2.1")
-	for i := 0; i < 3; i++ {
-		if !l.allow(a, now) {
-			t.Fatalf("burst: request %d refused", i)
-		}
-	}
-	if l.allow(a, now) {
-		t.Fatal("over the burst allowed")
-	}
-	// Another address (in another bucket: the table is hashed) has its
-	// own budget.
-	other := netip.MustParseAddr("192.0.2.2")
-	for l.bucketOf(other) == l.bucketOf(a) {
-		other = other.Next()
-	}
-	if !l.allow(other, now) {
-		t.Fatal("another address shares the budget")
-	}
-	if !l.allow(a, now.Add(100*time.Millisecond)) || l.allow(a, now.Add(100*time.Millisecond)) {
-		t.Fatal("refill is not 10/s")
-	}
-	// IPv6: one budget per /64, IPv4-mapped is IPv4.
-	b1, b2 := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2::ffff")
-	for i := 0; i < 3; i++ {
-		l.allow(b1, now)
-	}
-	if l.allow(b2, now) {
-		t.Fatal("same /64 has its own budget")
-	}
-	if l.allow(netip.MustParseAddr("::ffff:192.0.2.1"), now.Add(100*time.Millisecond)) {
-		t.Fatal("IPv4-mapped 192.0.2.1 has a budget of its own")
-	}
-}
-
-// TestFanoutBatches: more gateways than one sendmmsg carries, and the
-// one-message-per-syscall fallback, both reach every gateway once.
 func TestFanoutBatches(t *testing.T) {
 	for _, fallback := range []bool{false, true} {
 		o := Options{Listen: ":0", batchSize: 2}

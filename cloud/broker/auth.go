@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/blockcast/beacon/shared/ctrlmsg"
+	"github.com/blockcast/beacon/shared/ratelimit"
 )
 
 // authHook is the wallet authentication and the per-node ACL.
@@ -18,7 +18,7 @@ type authHook struct {
 	b      *Broker
 	replay *ctrlmsg.ReplayCache
 
-	limits sync.Map // client ID → *bucket
+	limits sync.Map // client ID → *ratelimit.Bucket
 
 	authOK, authRefused, aclDenied, rateLimited atomic.Uint64
 }
@@ -119,9 +119,9 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if o := &h.b.opts; o.PublishRate > 0 {
 		v, ok := h.limits.Load(cl.ID)
 		if !ok {
-			v, _ = h.limits.LoadOrStore(cl.ID, newBucket(o.PublishRate, o.PublishBurst, o.Now()))
+			v, _ = h.limits.LoadOrStore(cl.ID, ratelimit.NewBucket(o.PublishRate, o.PublishBurst, o.Now()))
 		}
-		if !v.(*bucket).take(o.Now()) {
+		if !v.(*ratelimit.Bucket).Allow(o.Now()) {
 			h.rateLimited.Add(1)
 			h.b.log.Debug("mqtt publish rate limited", "node", cl.ID, "topic", pk.TopicName)
 			return pk, packets.CodeSuccessIgnore // acknowledged, not delivered
@@ -137,33 +137,6 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 
 func (h *authHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.limits.Delete(cl.ID)
-}
-
-// bucket is a token bucket.
-type bucket struct {
-	mu     sync.Mutex
-	rate   float64 // tokens per second
-	burst  float64
-	tokens float64
-	last   time.Time
-}
-
-func newBucket(rate float64, burst int, now time.Time) *bucket {
-	return &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
-}
-
-func (b *bucket) take(now time.Time) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if d := now.Sub(b.last); d > 0 {
-		b.tokens = min(b.burst, b.tokens+d.Seconds()*b.rate)
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }
 
 func truncate(s string, n int) string {

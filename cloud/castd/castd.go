@@ -114,6 +114,7 @@ type Server struct {
 	origin   *url.URL
 	metrics  *metrics.Registry
 	refused  atomic.Int64 // requests answered 4xx
+	admin    adminGate
 
 	dashboard *web.Dashboard
 	control   *control        // nil until started, and without a control plane
@@ -130,7 +131,7 @@ func New(opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("castd: state dir: %w", err)
 	}
-	s := &Server{opts: opts, log: log, ips: clientip.New(opts.TrustedProxies)}
+	s := &Server{opts: opts, log: log, ips: clientip.New(opts.TrustedProxies), admin: newAdminGate()}
 	s.origin, _ = url.Parse(opts.Origin)
 	keyPath := filepath.Join(opts.StateDir, "cast-key.json")
 	key, created, err := identity.LoadOrCreate(keyPath)

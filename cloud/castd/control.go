@@ -2,7 +2,6 @@ package castd
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -288,13 +287,7 @@ func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request, id string
 		s.fail(w, r, http.StatusMethodNotAllowed, "commands are POSTed")
 		return
 	}
-	if s.opts.AdminToken == "" {
-		s.fail(w, r, http.StatusForbidden, "the command API is off: start castd with --admin-token")
-		return
-	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.AdminToken)) != 1 {
-		s.fail(w, r, http.StatusUnauthorized, "commands need Authorization: Bearer <admin token>")
+	if !s.requireAdmin(w, r) {
 		return
 	}
 	if s.control == nil {

@@ -1,0 +1,68 @@
+package castd
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/blockcast/beacon/shared/ratelimit"
+)
+
+// Wrong admin tokens are limited per source address and in total, so that
+// guessing the token costs an attacker time it does not have: after
+// adminFailBurst wrong tries an address gets one try per adminFailEvery,
+// and every address together at most adminFailTotal a second. While an
+// address is limited even the right token is refused, or the limit would
+// only slow the guessing down.
+const (
+	adminFailBurst = 10
+	adminFailEvery = 10 * time.Second
+	adminFailTotal = 20
+)
+
+type adminGate struct {
+	perAddr *ratelimit.PerAddr
+	total   *ratelimit.Bucket
+}
+
+func newAdminGate() adminGate {
+	return adminGate{
+		perAddr: ratelimit.NewPerAddr(1/adminFailEvery.Seconds(), adminFailBurst),
+		total:   ratelimit.NewBucket(adminFailTotal, 5*adminFailTotal, time.Now()),
+	}
+}
+
+// requireAdmin lets the request through when it carries the operator's
+// token (Authorization: Bearer <--admin-token>); otherwise it answers and
+// returns false. It is the one gate of every operator endpoint.
+func (s *Server) requireAdmin(w http.ResponseWriter, r *http.Request) bool {
+	if s.opts.AdminToken == "" {
+		s.fail(w, r, http.StatusForbidden, "the operator API is off: start castd with --admin-token")
+		return false
+	}
+	now := time.Now()
+	src, _ := s.ips.Addr(r)
+	if !src.IsValid() {
+		src = netip.IPv6Unspecified()
+	}
+	if !s.admin.perAddr.Available(src, now) {
+		w.Header().Set("Retry-After", "10")
+		s.fail(w, r, http.StatusTooManyRequests, "too many wrong admin tokens from this address; try again later")
+		return false
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.AdminToken)) == 1 {
+		return true
+	}
+	s.admin.perAddr.Allow(src, now) // spend one of the address's tries
+	if !s.admin.total.Allow(now) {
+		w.Header().Set("Retry-After", "1")
+		s.fail(w, r, http.StatusTooManyRequests, "too many wrong admin tokens; try again later")
+		return false
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="castd"`)
+	s.fail(w, r, http.StatusUnauthorized, "this needs the operator's token: Authorization: Bearer <admin token>")
+	return false
+}
