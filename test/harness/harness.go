@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -64,15 +65,35 @@ func Build(dir string) (Binaries, error) {
 	return b, nil
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// FreeAddr returns a loopback address with a port that was free a moment
+// ago. Ports come from below the kernel's ephemeral range (32768 and up by
+// default), so an outgoing connection of another test cannot take one
+// between this call and the listen that uses it, and no port is handed out
+// twice in one test process.
 func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	for try := 0; try < 200; try++ {
+		port := 20000 + rand.IntN(12000)
+		if freeGiven[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		freeGiven[port] = true
+		return addr, nil
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("harness: no free port found in 20000-31999")
 }
+
+var (
+	freeMu    sync.Mutex
+	freeGiven = map[int]bool{}
+)
 
 // Proc is a started program whose output goes to a log file.
 type Proc struct {
