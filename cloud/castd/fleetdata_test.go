@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -359,4 +360,33 @@ func (s *syncBuffer) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.b.Reset()
+}
+
+// FuzzDecodeCommand: whatever the operator API is sent, decodeCommand
+// answers without panicking, accepts only known ops, and never quotes more
+// than a short piece of the input back.
+func FuzzDecodeCommand(f *testing.F) {
+	for _, seed := range []string{
+		`{"op":"purge","arg":"/x"}`, `{"op":"amt-join","arg":"198.51.100.1@232.1.1.1 relay=127.0.0.1:9"}`,
+		`{"op":"purge"}{}`, `{"op":"purge","agr":"/x"}`, `{"op":"` + strings.Repeat("é", 3000) + `"}`,
+		`{"op":"purge"} x`, `[]`, `null`, `{"op":1}`, "", "\xff\xfe", `{"op":"purge","arg":"\u0000"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req := httptest.NewRequest(http.MethodPost, "/v1/nodes/x/commands", bytes.NewReader(body))
+		cmd, status, err := decodeCommand(httptest.NewRecorder(), req)
+		if err != nil {
+			if status < 400 || status > 499 {
+				t.Fatalf("refusal with status %d", status)
+			}
+			if len(err.Error()) > 400 {
+				t.Fatalf("%d-byte error for %d bytes of input: %.200s", len(err.Error()), len(body), err)
+			}
+			return
+		}
+		if !ctrlmsg.KnownOp(cmd.Op) {
+			t.Fatalf("accepted op %q", cmd.Op)
+		}
+	})
 }
