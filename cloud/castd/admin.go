@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,17 +21,21 @@ const (
 	adminFailBurst = 10
 	adminFailEvery = 10 * time.Second
 	adminFailTotal = 20
+	// minAdminToken is the length below which castd warns at start.
+	minAdminToken = 16
 )
 
 type adminGate struct {
 	perAddr *ratelimit.PerAddr
 	total   *ratelimit.Bucket
+	now     func() time.Time // tests move it on instead of waiting
 }
 
 func newAdminGate() adminGate {
 	return adminGate{
 		perAddr: ratelimit.NewPerAddr(1/adminFailEvery.Seconds(), adminFailBurst),
 		total:   ratelimit.NewBucket(adminFailTotal, 5*adminFailTotal, time.Now()),
+		now:     time.Now,
 	}
 }
 
@@ -42,13 +47,13 @@ func (s *Server) requireAdmin(w http.ResponseWriter, r *http.Request) bool {
 		s.fail(w, r, http.StatusForbidden, "the operator API is off: start castd with --admin-token")
 		return false
 	}
-	now := time.Now()
+	now := s.admin.now()
 	src, _ := s.ips.Addr(r)
 	if !src.IsValid() {
 		src = netip.IPv6Unspecified()
 	}
 	if !s.admin.perAddr.Available(src, now) {
-		w.Header().Set("Retry-After", "10")
+		w.Header().Set("Retry-After", strconv.Itoa(int(adminFailEvery/time.Second)))
 		s.fail(w, r, http.StatusTooManyRequests, "too many wrong admin tokens from this address; try again later")
 		return false
 	}

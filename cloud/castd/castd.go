@@ -61,7 +61,7 @@ type Options struct {
 	// as it arrives. The castd command's default is DefaultMQTTCoalesce.
 	MQTTCoalesce  time.Duration
 	ProbeInterval time.Duration // how often relays' health endpoints are probed
-	AdminToken    string        // bearer token for the operator command API ("" = off)
+	AdminToken    string        // bearer token for the operator API: node list, node views, commands ("" = off)
 
 	// AMT relay (RFC 7450). AMTListen "" turns it off.
 	AMTListen          string
@@ -177,6 +177,11 @@ func New(opts Options) (*Server, error) {
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
 	s.metrics = s.newMetrics()
 	s.dashboard = web.New(web.Options{List: s.nodeViews, CastID: key.ID(), Version: opts.Version, Logger: log})
+	if opts.AdminToken == "" {
+		log.Warn("no --admin-token: the operator API is off, and the dashboard and GET /v1/nodes show only fleet totals; the node list needs --admin-token")
+	} else if len(opts.AdminToken) < minAdminToken {
+		log.Warn("--admin-token is short: anyone who guesses it sees every home's address; use 16 or more random characters", "length", len(opts.AdminToken))
+	}
 	b, r, p := s.router.Len()
 	log.Info("castd state loaded", "id", key.ID(), "beacons", b, "relays", r, "prefixes", p, "origin", opts.Origin)
 	return s, nil

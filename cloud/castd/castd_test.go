@@ -119,7 +119,8 @@ func TestAPIRefusals(t *testing.T) {
 		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "", http.StatusUnauthorized},
 		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "Bearer wrong", http.StatusUnauthorized},
 		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "Bearer secret", http.StatusServiceUnavailable}, // no control plane
-		{"GET", "/v1/nodes/abc", "", "", http.StatusNotFound},
+		{"GET", "/v1/nodes/abc", "", "", http.StatusUnauthorized},
+		{"GET", "/v1/nodes/abc", "", "Bearer secret", http.StatusNotFound},
 	}
 	for _, tc := range tests {
 		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))

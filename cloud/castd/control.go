@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -98,7 +98,7 @@ func (s *Server) startControl(ctx context.Context) error {
 			s.log.Debug("node state", "id", id, "state", st, "load", load)
 		},
 		OnResult: func(id string, r monitor.Result) {
-			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "error", r.Error, "detail", r.Detail)
+			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "error", clipText(r.Error, maxReason), "detail", clipText(r.Detail, maxReason))
 		},
 	})
 	if err != nil {
@@ -268,18 +268,39 @@ func (s *Server) nodeViews() []web.Node {
 }
 
 // handleNodes serves GET /v1/nodes and /v1/nodes/{id}, and the operator's
-// POST /v1/nodes/{id}/commands.
+// POST /v1/nodes/{id}/commands. Node records say where homes are (public
+// IP, LAN URL, owner wallet), so only the operator gets them; anyone else
+// gets the fleet totals, and a filter (?q=<wallet> finds a home) is a
+// question about nodes, so it needs the token too.
 func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
-	rest := strings.TrimPrefix(r.URL.Path, "/v1/nodes")
-	switch {
-	case rest == "" || rest == "/":
-		s.dashboard.ServeNodes(w, r)
-	case strings.HasSuffix(rest, "/commands"):
-		s.handleCommand(w, r, strings.TrimSuffix(strings.TrimPrefix(rest, "/"), "/commands"))
-	default:
+	rest := strings.TrimPrefix(r.URL.Path, protocol.PathNodes)
+	if strings.HasSuffix(rest, protocol.PathCommandsSuffix) {
+		s.handleCommand(w, r, strings.TrimSuffix(strings.TrimPrefix(rest, "/"), protocol.PathCommandsSuffix))
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		s.fail(w, r, http.StatusMethodNotAllowed, "nodes are read with GET")
+		return
+	}
+	if rest == "" || rest == "/" {
+		if r.URL.RawQuery == "" && r.Header.Get("Authorization") == "" {
+			s.dashboard.ServeSummary(w, r)
+			return
+		}
+		if s.requireAdmin(w, r) {
+			s.dashboard.ServeNodes(w, r)
+		}
+		return
+	}
+	if s.requireAdmin(w, r) {
 		s.dashboard.ServeNode(w, r, strings.TrimPrefix(rest, "/"))
 	}
 }
+
+// maxCommandBody bounds POST /v1/nodes/{id}/commands: an op and an
+// argument of at most ctrlmsg's 8 KiB, with room for JSON escapes.
+const maxCommandBody = 16 << 10
 
 func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request, id string) {
 	if r.Method != http.MethodPost {
@@ -294,13 +315,9 @@ func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request, id string
 		s.fail(w, r, http.StatusServiceUnavailable, "no control plane: commands travel over MQTT")
 		return
 	}
-	var cmd protocol.Command
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&cmd); err != nil {
-		s.fail(w, r, http.StatusBadRequest, "command is not valid JSON: "+err.Error())
-		return
-	}
-	if !ctrlmsg.KnownOp(cmd.Op) {
-		s.fail(w, r, http.StatusBadRequest, "unknown op "+strconv.Quote(cmd.Op)+" (purge, prefetch, reregister)")
+	cmd, status, err := decodeCommand(w, r)
+	if err != nil {
+		s.fail(w, r, status, err.Error())
 		return
 	}
 	cid, err := s.control.monitor.Command(id, cmd.Op, cmd.Arg)
@@ -312,7 +329,34 @@ func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request, id string
 		s.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	s.log.Info("command sent", "node", id, "op", cmd.Op, "arg", cmd.Arg, "cmd", cid)
+	s.log.Info("command sent", "node", id, "op", cmd.Op, "arg", clipText(cmd.Arg, 2*maxQuoted), "cmd", cid)
 	w.WriteHeader(http.StatusAccepted)
 	writeJSON(w, protocol.CommandReply{ID: cid})
+}
+
+// decodeCommand reads one JSON command and nothing after it. Its errors
+// quote the caller's input only clipped, and name the ops ctrlmsg knows.
+func decodeCommand(w http.ResponseWriter, r *http.Request) (protocol.Command, int, error) {
+	var cmd protocol.Command
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCommandBody))
+	dec.DisallowUnknownFields() // a misspelt "arg" must not purge everything
+	err := dec.Decode(&cmd)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("data after the JSON object")
+			if mbe := (*http.MaxBytesError)(nil); errors.As(terr, &mbe) {
+				err = terr
+			}
+		}
+	}
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		return cmd, http.StatusRequestEntityTooLarge, fmt.Errorf("command is larger than %d bytes", maxCommandBody)
+	}
+	if err != nil {
+		return cmd, http.StatusBadRequest, fmt.Errorf("command is not valid JSON: %s", clipText(err.Error(), 2*maxQuoted))
+	}
+	if !ctrlmsg.KnownOp(cmd.Op) {
+		return cmd, http.StatusBadRequest, fmt.Errorf("unknown op %s (known: %s)", quoteClip(cmd.Op, maxQuoted), strings.Join(ctrlmsg.Ops(), ", "))
+	}
+	return cmd, 0, nil
 }

@@ -34,8 +34,8 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc(protocol.PathObjectPrefix+"/", s.handleObject)
 	mux.Handle(protocol.PathMetrics, s.metrics)
-	mux.HandleFunc("/v1/nodes", s.handleNodes)
-	mux.HandleFunc("/v1/nodes/", s.handleNodes)
+	mux.HandleFunc(protocol.PathNodes, s.handleNodes)
+	mux.HandleFunc(protocol.PathNodes+"/", s.handleNodes)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
@@ -53,6 +53,7 @@ func (s *Server) Handler() http.Handler {
 
 // fail answers with a JSON error and logs it; 4xx at info, 5xx at warn.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	msg = clipText(msg, maxReason) // messages quote callers' input
 	lvl := s.log.Info
 	if status >= 500 {
 		lvl = s.log.Warn

@@ -778,6 +778,11 @@ func (m *Monitor) Command(id, op, arg string) (string, error) {
 	if err := m.opts.Bus.Publish(topic, payload, false); err != nil {
 		return "", fmt.Errorf("monitor: command: %w", err)
 	}
-	m.log.Info("command sent", "node", id, "id", cmd.ID, "op", op, "arg", arg)
+	// The argument may be kilobytes an operator pasted; its head says which.
+	logArg := arg
+	if len(logArg) > 128 {
+		logArg = strings.ToValidUTF8(logArg[:128], "") + "…"
+	}
+	m.log.Info("command sent", "node", id, "id", cmd.ID, "op", op, "arg", logArg, "arg_bytes", len(arg))
 	return cmd.ID, nil
 }

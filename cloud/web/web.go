@@ -2,6 +2,12 @@
 // every node with its state, role, version, last contact, public IP and
 // serving figures, and the delivery tree CAST → relays → beacons. The page
 // polls the API, so it needs no build step and works on a phone.
+//
+// Node records say where homes are (public IP, LAN URL, owner wallet), so
+// only the operator sees them: the caller (castd) checks the operator's
+// token before ServeNodes and ServeNode, and anyone else gets ServeSummary,
+// fleet totals. The page shows the totals to anyone and asks for the token
+// before it asks for nodes.
 package web
 
 import (
@@ -12,7 +18,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Node is one node as the dashboard shows it: registry facts merged with
@@ -54,14 +62,22 @@ type Options struct {
 // Dashboard serves the page and the node API.
 type Dashboard struct {
 	opts Options
+	now  func() time.Time
+
+	mu      sync.Mutex
+	summary Summary // the last one ServeSummary made, reused for summaryTTL
 }
+
+// summaryTTL bounds how often anonymous callers make castd walk the
+// registry: one walk a second, however many of them ask.
+const summaryTTL = time.Second
 
 // New returns a dashboard over opts.List.
 func New(opts Options) *Dashboard {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Dashboard{opts: opts}
+	return &Dashboard{opts: opts, now: time.Now}
 }
 
 //go:embed dashboard.html
@@ -73,8 +89,12 @@ func (d *Dashboard) ServePage(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-cache")
 	// The page loads nothing from elsewhere and runs only its own script.
-	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
+	// The sign-in form is never submitted (the script reads it), and no other
+	// site may frame the page and trick the operator into typing the token.
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
 	w.Write(page)
 }
 
@@ -92,6 +112,36 @@ type NodeList struct {
 }
 
 const maxLimit = 1000
+
+// Summary is the body of GET /v1/nodes for a caller without the operator's
+// token: fleet totals, and nothing that tells one node or home from another
+// (no IDs, addresses, URLs, owners or prefixes).
+type Summary struct {
+	Cast    string         `json:"cast"`
+	Version string         `json:"version"`
+	Time    time.Time      `json:"time"`
+	Total   int            `json:"total"`  // all nodes
+	Counts  map[string]int `json:"counts"` // by state
+	Roles   map[string]int `json:"roles"`  // by role
+}
+
+// ServeSummary serves the anonymous GET /v1/nodes: the fleet totals, made
+// at most once per summaryTTL.
+func (d *Dashboard) ServeSummary(w http.ResponseWriter, r *http.Request) {
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.summary.Counts == nil || now.Sub(d.summary.Time) >= summaryTTL || now.Before(d.summary.Time) {
+		sum := Summary{Cast: d.opts.CastID, Version: d.opts.Version, Time: now.UTC(), Counts: map[string]int{}, Roles: map[string]int{}}
+		for _, n := range d.opts.List() {
+			sum.Total++
+			sum.Counts[n.State]++
+			sum.Roles[n.Role]++
+		}
+		d.summary = sum
+	}
+	writeJSON(w, d.summary)
+}
 
 // ServeNodes serves GET /v1/nodes?state=&role=&q=&limit=&offset=: nodes
 // sorted by state (online first) then ID, filtered and paged so a fleet of
@@ -159,7 +209,7 @@ func (d *Dashboard) ServeNode(w http.ResponseWriter, r *http.Request, id string)
 			return
 		}
 	}
-	writeErr(w, http.StatusNotFound, "no node "+strconv.Quote(id))
+	writeErr(w, http.StatusNotFound, "no node "+clip(id, 64))
 }
 
 func matches(n *Node, text string) bool {
@@ -196,8 +246,23 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// clip quotes s for an error message or a log line, cut to at most n bytes
+// of it: callers choose what they send, and a message must not carry a
+// caller's 15 KB back whole.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return strconv.Quote(s)
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "…(" + strconv.Itoa(len(s)) + " bytes)"
+}
+
 func writeErr(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func fleet() []Node {
@@ -93,5 +94,100 @@ func TestServeNodeAndPage(t *testing.T) {
 	// Untrusted strings must never be inserted as HTML.
 	if strings.Contains(rec.Body.String(), "innerHTML") {
 		t.Fatal("dashboard uses innerHTML")
+	}
+}
+
+// TestServeSummaryNamesNoNode: the anonymous view has the totals and not
+// one field of a node: no ID, address, URL, owner or prefix.
+func TestServeSummaryNamesNoNode(t *testing.T) {
+	nodes := fleet()
+	nodes[1].Owner, nodes[1].LANURL = "OwnerWallet1111", "http://192.168.7.7:8081"
+	d := New(Options{List: func() []Node { return nodes }, CastID: "CAST", Version: "test"})
+	rec := httptest.NewRecorder()
+	d.ServeSummary(rec, httptest.NewRequest("GET", "/v1/nodes", nil))
+	if rec.Code != 200 {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	body := rec.Body.String()
+	for _, n := range nodes {
+		for _, secret := range append([]string{n.ID, n.PublicIP, n.Owner, n.LANURL}, n.CIDRs...) {
+			if secret != "" && strings.Contains(body, secret) {
+				t.Errorf("summary carries %q: %s", secret, body)
+			}
+		}
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(rec.Body.Bytes(), &fields); err != nil {
+		t.Fatal(err)
+	}
+	for k := range fields {
+		switch k {
+		case "cast", "version", "time", "total", "counts", "roles":
+		default:
+			t.Errorf("summary has field %q", k)
+		}
+	}
+	var s Summary
+	json.Unmarshal(rec.Body.Bytes(), &s)
+	if s.Total != 31 || s.Counts["online"] != 11 || s.Roles["beacon"] != 30 || s.Roles["relay"] != 1 || s.Cast != "CAST" {
+		t.Errorf("summary %+v", s)
+	}
+}
+
+// TestServeSummaryCached: however many anonymous callers ask, the registry
+// is walked at most once per summaryTTL.
+func TestServeSummaryCached(t *testing.T) {
+	calls := 0
+	d := New(Options{List: func() []Node { calls++; return fleet() }})
+	now := time.Unix(1e9, 0)
+	d.now = func() time.Time { return now }
+	for i := 0; i < 100; i++ {
+		d.ServeSummary(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/nodes", nil))
+	}
+	if calls != 1 {
+		t.Fatalf("100 requests in one instant listed the fleet %d times", calls)
+	}
+	now = now.Add(summaryTTL)
+	d.ServeSummary(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/nodes", nil))
+	if calls != 2 {
+		t.Fatalf("after the TTL: %d lists, want 2", calls)
+	}
+}
+
+func TestClipAndPageHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"abc", 64, `"abc"`},
+		{strings.Repeat("x", 15000), 4, `"xxxx"…(15000 bytes)`},
+		{"ééé", 3, `"é"…(6 bytes)`}, // never half a rune
+		{"a\nb", 8, `"a\nb"`},
+	} {
+		if got := clip(tc.in, tc.n); got != tc.want {
+			t.Errorf("clip(%.10q, %d) = %s, want %s", tc.in, tc.n, got, tc.want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	New(Options{List: fleet}).ServeNode(rec, httptest.NewRequest("GET", "/", nil), strings.Repeat("y", 15000))
+	if rec.Code != 404 || rec.Body.Len() > 200 {
+		t.Fatalf("missing node with a 15 KB ID: %d, %d bytes", rec.Code, rec.Body.Len())
+	}
+	rec = httptest.NewRecorder()
+	New(Options{List: fleet}).ServePage(rec, httptest.NewRequest("GET", "/", nil))
+	csp := rec.Header().Get("Content-Security-Policy")
+	for _, d := range []string{"form-action 'none'", "frame-ancestors 'none'", "connect-src 'self'"} {
+		if !strings.Contains(csp, d) {
+			t.Errorf("CSP %q lacks %q", csp, d)
+		}
+	}
+	page := rec.Body.String()
+	// The token is kept for the tab only, and the form cannot submit it.
+	if strings.Contains(page, "localStorage") || strings.Contains(page, "document.cookie") {
+		t.Error("dashboard keeps the token beyond the tab")
+	}
+	if strings.Contains(page, `id="token" name=`) {
+		t.Error("the token input has a name, so a form submission would carry it")
 	}
 }

@@ -132,14 +132,22 @@ const (
 	OpAMTLeave = "amt-leave"
 )
 
+// ops lists every Op constant; KnownOp and Ops read it, so that a new op
+// is added in one place.
+var ops = [...]string{OpPurge, OpPrefetch, OpReregister, OpAMTJoin, OpAMTLeave}
+
 // KnownOp reports whether op is one of the Op constants.
 func KnownOp(op string) bool {
-	switch op {
-	case OpPurge, OpPrefetch, OpReregister, OpAMTJoin, OpAMTLeave:
-		return true
+	for _, o := range ops {
+		if op == o {
+			return true
+		}
 	}
 	return false
 }
+
+// Ops returns the Op constants, for messages that list what is accepted.
+func Ops() []string { return append([]string(nil), ops[:]...) }
 
 // Command is an order from castd, signed by the CAST key.
 type Command struct {

@@ -556,6 +556,14 @@ func TestBodyValidation(t *testing.T) {
 	if !KnownOp(OpPurge) || !KnownOp(OpPrefetch) || !KnownOp(OpReregister) || KnownOp("rm -rf") {
 		t.Fatal("KnownOp")
 	}
+	want := []string{OpPurge, OpPrefetch, OpReregister, OpAMTJoin, OpAMTLeave}
+	if got := Ops(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("Ops() = %v, want %v", got, want)
+	}
+	Ops()[0] = "rm -rf" // a caller's copy: changing it changes nothing
+	if KnownOp("rm -rf") || !KnownOp(OpPurge) {
+		t.Fatal("Ops returned the package's own array")
+	}
 }
 
 func FuzzOpen(f *testing.F) {

@@ -52,9 +52,13 @@ func brokerKinds(t *testing.T, fn func(t *testing.T, sys *harness.System, mosq *
 	})
 }
 
+// nodeView reads castd's view of a node, as the operator (node views need
+// the --admin-token brokerKinds starts castd with).
 func nodeView(t *testing.T, sys *harness.System, id string) map[string]any {
 	t.Helper()
-	resp, err := http.Get(sys.CastdURL() + "/v1/nodes/" + id)
+	req, _ := http.NewRequest(http.MethodGet, sys.CastdURL()+protocol.PathNodes+"/"+id, nil)
+	req.Header.Set("Authorization", "Bearer op-secret")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,12 +311,16 @@ func TestRelayProbe(t *testing.T) {
 	}
 }
 
-// TestDashboard loads the fleet dashboard in headless Chromium, watches the
-// beacon appear and go offline when it is killed, and saves screenshots.
+// TestDashboard loads the fleet dashboard in headless Chromium: before
+// sign-in it shows the totals and no node data; a wrong token gets a clear
+// message and no data; the operator's token shows the nodes, survives a
+// reload (sessionStorage only) and is gone after sign-out. It watches the
+// beacon go offline when killed, and saves screenshots.
 func TestDashboard(t *testing.T) {
 	_, err := harness.ChromiumPath()
 	need(t, "chromium", err)
-	sys := startSystem(t)
+	const token = "dashboard-operator-token-0123456789"
+	sys := startSystem(t, "--admin-token", token)
 	id := mustStatus(t, sys)["node_id"].(string)
 	br, err := harness.StartBrowser(t.TempDir())
 	if err != nil {
@@ -324,20 +332,81 @@ func TestDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer page.Close()
+	out := screenshotDir(t)
+	text := func(id string) string {
+		return page.EvalString(fmt.Sprintf(`(document.getElementById(%q)||{}).textContent||""`, id))
+	}
+	dom := func() string { return page.EvalString(`document.documentElement.outerHTML`) }
+	// noNodeData: the page names neither the beacon nor where it is.
+	noNodeData := func(when string) {
+		t.Helper()
+		html := dom()
+		for _, secret := range []string{id, id[:6], sys.BeaconAddr, "127.0.0.1"} {
+			if strings.Contains(html, secret) {
+				t.Errorf("%s: the page shows %q", when, secret)
+			}
+		}
+		if n := page.EvalString(`String(document.querySelectorAll("#nodes tbody tr, #tree li").length)`); n != "0" {
+			t.Errorf("%s: %s node rows or tree items", when, n)
+		}
+	}
+	signIn := func(tok string) {
+		t.Helper()
+		if _, err := page.Eval(fmt.Sprintf(`document.getElementById("token").value = %q; document.getElementById("login").requestSubmit(); true`, tok)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	row := fmt.Sprintf(`(document.querySelector('tr[data-id=%q]')||{}).className||""`, id)
+
+	// Anyone: the totals, a sign-in form, no node.
+	if !harness.WaitFor(15*time.Second, func() bool { return text("n-online") == "1" && text("n-beacon") == "1" }) {
+		t.Fatalf("dashboard never showed the totals; body: %s", page.EvalString("document.body.innerText"))
+	}
+	if page.EvalString(`String(document.getElementById("signin").hidden)`) != "false" {
+		t.Error("no sign-in form before sign-in")
+	}
+	noNodeData("before sign-in")
+	if err := page.Screenshot(filepath.Join(out, "dashboard-signin.png")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A wrong token: a clear message, no data, nothing kept.
+	signIn("not-the-token")
+	if !harness.WaitFor(10*time.Second, func() bool { return strings.Contains(text("login-err"), "Wrong operator token") }) {
+		t.Fatalf("no message for a wrong token: %q", text("login-err"))
+	}
+	noNodeData("after a wrong token")
+	if n := page.EvalString(`String(sessionStorage.length)`); n != "0" {
+		t.Errorf("a wrong token is kept: sessionStorage has %s items", n)
+	}
+
+	// The operator's token: the node list and tree.
+	signIn(token)
 	if !harness.WaitFor(15*time.Second, func() bool { return page.EvalString(row) == "online" }) {
-		t.Fatalf("dashboard never showed the beacon online; body: %s", page.EvalString("document.body.innerText"))
+		t.Fatalf("dashboard never showed the beacon online after sign-in; body: %s", page.EvalString("document.body.innerText"))
 	}
-	if got := page.EvalString(`document.getElementById("n-online").textContent`); got != "1" {
-		t.Errorf("online tile %q", got)
-	}
-	if !strings.Contains(page.EvalString(`document.getElementById("tree").textContent`), id[:6]) {
+	if !strings.Contains(text("tree"), id[:6]) {
 		t.Errorf("tree does not show the beacon")
 	}
-	out := screenshotDir(t)
+	// Kept for this tab only: not in localStorage, a cookie or the URL.
+	if got := page.EvalString(`sessionStorage.getItem("castd-operator-token")`); got != token {
+		t.Errorf("sessionStorage holds %q", got)
+	}
+	if got := page.EvalString(`String(localStorage.length) + "|" + document.cookie + "|" + location.href`); got != "0||"+sys.CastdURL()+"/" {
+		t.Errorf("localStorage items | cookies | URL = %q", got)
+	}
 	if err := page.Screenshot(filepath.Join(out, "dashboard-online.png")); err != nil {
 		t.Fatal(err)
 	}
+
+	// A reload keeps the session.
+	page.Eval(`window.beforeReload = true; location.reload(); true`)
+	if !harness.WaitFor(15*time.Second, func() bool {
+		return page.EvalString(`String(window.beforeReload)`) == "undefined" && page.EvalString(row) == "online"
+	}) {
+		t.Fatalf("after a reload the node list is gone; body: %s", page.EvalString("document.body.innerText"))
+	}
+
 	sys.Beacon.Kill()
 	if !harness.WaitFor(15*time.Second, func() bool { return page.EvalString(row) == "offline" }) {
 		t.Fatalf("dashboard never showed the beacon offline; row %q", page.EvalString(row))
@@ -355,6 +424,20 @@ func TestDashboard(t *testing.T) {
 	}
 	if err := page.Screenshot(filepath.Join(out, "dashboard-phone.png")); err != nil {
 		t.Fatal(err)
+	}
+
+	// Sign-out forgets the token and the nodes.
+	page.Eval(`document.getElementById("signout").click(); true`)
+	if !harness.WaitFor(10*time.Second, func() bool { return strings.Contains(text("login-err"), "Signed out") }) {
+		t.Fatalf("no sign-out message: %q", text("login-err"))
+	}
+	time.Sleep(2500 * time.Millisecond) // a poll period: no late answer brings nodes back
+	noNodeData("after sign-out")
+	if n := page.EvalString(`String(sessionStorage.length)`); n != "0" {
+		t.Errorf("sign-out left %s items in sessionStorage", n)
+	}
+	if w := page.EvalString(`String(document.documentElement.scrollWidth)`); w != "390" {
+		t.Errorf("signed-out page is %s px wide on a 390 px phone screen", w)
 	}
 	t.Logf("screenshots in %s", out)
 }

@@ -29,7 +29,8 @@ mid-tier cache that beacons fill from.
 Usage:
   castd --origin http://origin.example --state-dir /var/lib/castd [flags]
 
-The dashboard is at http://CASTD/ and the node API at /v1/nodes; nodes
+The dashboard is at http://CASTD/ (sign in with --admin-token to see
+nodes; without it, fleet totals only) and the node API at /v1/nodes; nodes
 report health over MQTT to the embedded broker (--mqtt-listen) or to an
 external one (--mqtt-broker); only nodes heard online are routed to.
 
@@ -69,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MQTTTLSKey, "mqtt-tls-key", "", "PEM key for the embedded broker")
 	fs.DurationVar(&opts.MQTTCoalesce, "mqtt-coalesce", castd.DefaultMQTTCoalesce, "how long nodes' packets may wait so that the embedded broker reads many per wake-up (Linux; 0: read each at once)")
 	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
-	fs.StringVar(&opts.AdminToken, "admin-token", "", "bearer token that allows POST /v1/nodes/{id}/commands (empty: command API off)")
+	fs.StringVar(&opts.AdminToken, "admin-token", "", "operator's bearer token: the dashboard's node list, GET /v1/nodes/{id}, POST /v1/nodes/{id}/commands (empty: operator API off, totals only)")
 	fs.StringVar(&opts.AMTListen, "amt-listen", ":2268", "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
 	fs.StringVar(&amtAdvertise, "amt-advertise", "", "address the relay advertises to gateways (behind cloud NAT; default: the address discovery reached)")
 	fs.StringVar(&opts.AMTNativeInterface, "amt-native-iface", "", "interface where native SSM is received for joined channels (relays third-party streams)")
