@@ -47,6 +47,14 @@ func (s *Server) requireAdmin(w http.ResponseWriter, r *http.Request) bool {
 		s.fail(w, r, http.StatusForbidden, "the operator API is off: start castd with --admin-token")
 		return false
 	}
+	return s.requireToken(w, r, "the operator's token", s.opts.AdminToken)
+}
+
+// requireToken lets the request through when it carries one of the
+// non-empty tokens as a bearer; otherwise it answers (401, or 429 while
+// the caller's address is limited) and returns false. what names the
+// credential in the refusal.
+func (s *Server) requireToken(w http.ResponseWriter, r *http.Request, what string, tokens ...string) bool {
 	now := s.admin.now()
 	src, _ := s.ips.Addr(r)
 	if !src.IsValid() {
@@ -54,20 +62,23 @@ func (s *Server) requireAdmin(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if !s.admin.perAddr.Available(src, now) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(adminFailEvery/time.Second)))
-		s.fail(w, r, http.StatusTooManyRequests, "too many wrong admin tokens from this address; try again later")
+		s.fail(w, r, http.StatusTooManyRequests, "too many wrong tokens from this address; try again later")
 		return false
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.AdminToken)) == 1 {
-		return true
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		for _, want := range tokens {
+			if want != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(want)) == 1 {
+				return true
+			}
+		}
 	}
 	s.admin.perAddr.Allow(src, now) // spend one of the address's tries
 	if !s.admin.total.Allow(now) {
 		w.Header().Set("Retry-After", "1")
-		s.fail(w, r, http.StatusTooManyRequests, "too many wrong admin tokens; try again later")
+		s.fail(w, r, http.StatusTooManyRequests, "too many wrong tokens; try again later")
 		return false
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="castd"`)
-	s.fail(w, r, http.StatusUnauthorized, "this needs the operator's token: Authorization: Bearer <admin token>")
+	s.fail(w, r, http.StatusUnauthorized, "this needs "+what+": Authorization: Bearer <token>")
 	return false
 }

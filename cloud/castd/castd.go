@@ -62,6 +62,9 @@ type Options struct {
 	MQTTCoalesce  time.Duration
 	ProbeInterval time.Duration // how often relays' health endpoints are probed
 	AdminToken    string        // bearer token for the operator API: node list, node views, commands ("" = off)
+	// RouteToken lets upstream CDNs ask GET /v1/route for clients other
+	// than themselves ("" = only the admin token may).
+	RouteToken string
 
 	// AMT relay (RFC 7450). AMTListen "" turns it off.
 	AMTListen          string

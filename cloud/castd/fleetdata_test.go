@@ -390,3 +390,39 @@ func FuzzDecodeCommand(f *testing.F) {
 		}
 	})
 }
+
+// The route API for another address names that home's beacon: a stranger
+// must not map addresses to homes with it.
+func TestRouteOfOthersNeedsToken(t *testing.T) {
+	const routeToken = "route-token-for-tests-0123456789"
+	_, srv := newTestServer(t, func(o *Options) { o.AdminToken = testToken; o.RouteToken = routeToken })
+	a := registerHome(t, srv.URL, "127.0.0.51", "http://192.168.51.1:8081", false)
+	stranger := from("127.0.0.52")
+	url := srv.URL + "/v1/route?path=/x&client=" + a.ip
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		url    string
+		auth   string
+		want   int
+	}{
+		{"stranger asks about a home", stranger, url, "", http.StatusUnauthorized},
+		{"stranger with a wrong token", stranger, url, "Bearer nope", http.StatusUnauthorized},
+		{"the home asks about itself", from(a.ip), url, "", http.StatusOK},
+		{"the home asks without client", from(a.ip), srv.URL + "/v1/route?path=/x", "", http.StatusOK},
+		{"upstream CDN with the route token", stranger, url, "Bearer " + routeToken, http.StatusOK},
+		{"operator", stranger, url, "Bearer " + testToken, http.StatusOK},
+	} {
+		code, body := do(t, tc.client, "GET", tc.url, tc.auth, "")
+		if code != tc.want {
+			t.Errorf("%s: %d, want %d: %s", tc.name, code, tc.want, body)
+			continue
+		}
+		if leaked := leaks(body, a); code != http.StatusOK && leaked != nil {
+			t.Errorf("%s: refusal shows %v", tc.name, leaked)
+		}
+		if code == http.StatusOK && tc.auth == "" && !strings.Contains(body, a.id) {
+			t.Errorf("%s: the home's own route does not name its beacon: %s", tc.name, body)
+		}
+	}
+}

@@ -178,7 +178,8 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 
 // handleRoute is the JSON decision API for upstream CDNs that redirect
 // themselves: GET /v1/route?path=/a/b.mp4&client=198.51.100.7. Without
-// client, the caller's own address is used.
+// client, the caller's own address is used; another address needs the
+// route token.
 func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	key, err := protocol.CleanContentPath(q.Get("path"))
@@ -186,15 +187,23 @@ func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, "path: "+err.Error())
 		return
 	}
-	var client netip.Addr
+	self, err := s.ips.Addr(r)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	client := self
 	if c := q.Get("client"); c != "" {
 		client, err = netip.ParseAddr(c)
 		if err != nil {
 			s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("client %q is not an IP address", truncate(c, 64)))
 			return
 		}
-	} else if client, err = s.ips.Addr(r); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error())
+	}
+	// The answer for an address names the beacon of the home behind it:
+	// only upstream CDNs (and the operator) may ask for addresses other
+	// than their own, or anyone could map IPs to homes.
+	if client.Unmap() != self.Unmap() && !s.requireToken(w, r, "--route-token (or the operator's token) to ask for another client's route", s.opts.RouteToken, s.opts.AdminToken) {
 		return
 	}
 	writeJSON(w, s.router.Decide(client.Unmap(), key))

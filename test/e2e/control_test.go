@@ -70,7 +70,7 @@ func nodeView(t *testing.T, sys *harness.System, id string) map[string]any {
 
 func decision(t *testing.T, sys *harness.System) string {
 	t.Helper()
-	resp, err := http.Get(sys.CastdURL() + "/v1/route?path=/x&client=127.0.0.1")
+	resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=/x&client=127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestRelayProbe(t *testing.T) {
 	defer cancel()
 	go a.Run(ctx)
 	routed := func() bool {
-		resp, err := http.Get(sys.CastdURL() + "/v1/route?path=/x&client=198.51.100.9")
+		resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=/x&client=198.51.100.9")
 		if err != nil {
 			return false
 		}

@@ -55,6 +55,20 @@ func NewSystem(dir string, bin Binaries) (*System, error) {
 	return s, nil
 }
 
+// RouteToken is the --route-token System gives castd: the bearer that
+// lets a test ask GET /v1/route about an address other than its own.
+const RouteToken = "harness-route-token-0123456789"
+
+// GetRoute GETs a /v1/route URL with the route token.
+func GetRoute(url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+RouteToken)
+	return http.DefaultClient.Do(req)
+}
+
 // CastdURL is castd's base URL.
 func (s *System) CastdURL() string { return "http://" + s.CastdAddr }
 
@@ -84,7 +98,7 @@ func (s *System) publicIP() string {
 func (s *System) WaitRoutable(timeout time.Duration) error {
 	var last string
 	if WaitFor(timeout, func() bool {
-		resp, err := http.Get(s.CastdURL() + "/v1/route?path=/probe&client=" + s.publicIP())
+		resp, err := GetRoute(s.CastdURL() + "/v1/route?path=/probe&client=" + s.publicIP())
 		if err != nil {
 			last = err.Error()
 			return false
@@ -110,6 +124,7 @@ func (s *System) StartCastd() error {
 		"--mqtt-listen", s.MQTTAddr,
 		"--amt-listen", "",
 		"--log-level", "debug",
+		"--route-token", RouteToken,
 	}, s.CastdArgs...)
 	p, err := Start("castd", filepath.Join(s.Dir, "castd.log"), s.Bin.Castd, args...)
 	if err != nil {

@@ -71,6 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.MQTTCoalesce, "mqtt-coalesce", castd.DefaultMQTTCoalesce, "how long nodes' packets may wait so that the embedded broker reads many per wake-up (Linux; 0: read each at once)")
 	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
 	fs.StringVar(&opts.AdminToken, "admin-token", "", "operator's bearer token: the dashboard's node list, GET /v1/nodes/{id}, POST /v1/nodes/{id}/commands (empty: operator API off, totals only)")
+	fs.StringVar(&opts.RouteToken, "route-token", "", "bearer token upstream CDNs send to ask GET /v1/route?client=<ip> about addresses other than their own (the admin token works too)")
 	fs.StringVar(&opts.AMTListen, "amt-listen", ":2268", "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
 	fs.StringVar(&amtAdvertise, "amt-advertise", "", "address the relay advertises to gateways (behind cloud NAT; default: the address discovery reached)")
 	fs.StringVar(&opts.AMTNativeInterface, "amt-native-iface", "", "interface where native SSM is received for joined channels (relays third-party streams)")
