@@ -83,3 +83,53 @@ func TestGatewayRelayName(t *testing.T) {
 		t.Errorf("--amt-relay junk: %v", err)
 	}
 }
+
+// FuzzParseChannelSpec: join specs arrive from castd's commands and the
+// local API. Whatever the input, parsing ends in a usable spec or an error,
+// and a relay, given, is a unicast address with a port.
+func FuzzParseChannelSpec(f *testing.F) {
+	for _, s := range []string{
+		"192.0.2.10@232.1.1.1",
+		"192.0.2.10@232.1.1.1 relay=198.51.100.1 reemit",
+		"2001:db8::10@ff3e::8000:1 relay=[2001:db8::1]:3000",
+		"192.0.2.10@232.1.1.1 relay=amt-relay.example.net",
+		"192.0.2.10@232.1.1.1 relay=[::1",
+		"192.0.2.10@224.0.0.1",
+		"@",
+		"",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		spec, err := ParseChannelSpec(s)
+		if err != nil {
+			return
+		}
+		if !spec.Channel.Source.IsValid() || !spec.Channel.Group.IsMulticast() {
+			t.Fatalf("%q: accepted channel %v", s, spec.Channel)
+		}
+		if r := spec.Relay; r.IsValid() && (r.Port() == 0 || r.Addr().IsUnspecified() || r.Addr().IsMulticast()) {
+			t.Fatalf("%q: accepted relay %v", s, r)
+		}
+	})
+}
+
+// FuzzParseRelayTarget: --amt-relay comes from a config file. An accepted
+// relay is an address or a host name, never both, never neither.
+func FuzzParseRelayTarget(f *testing.F) {
+	for _, s := range []string{"amt-relay.example.net", "relay:2269", "[2001:db8::1]:3000", "192.0.2.1", "1.2.3", "-x", "a..b", "[", "x:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := parseRelayTarget(s)
+		if err != nil {
+			return
+		}
+		if r.addr.IsValid() == (r.host != "") || r.port == 0 {
+			t.Fatalf("%q: %+v", s, r)
+		}
+		if r.host != "" && checkHostName(r.host) != nil {
+			t.Fatalf("%q: accepted host %q", s, r.host)
+		}
+	})
+}
