@@ -102,6 +102,7 @@ func SizeReport(w io.Writer, m *Manifest, pkgs []PackageFile, b Budget) error {
 		return err
 	}
 	var errs []error
+	var sizes []string // the budget target's packages, for the summary
 	a, ok := m.Find(b.Target)
 	if !ok {
 		return fmt.Errorf("%w: no %s binary in the manifest", ErrOverBudget, b.Target)
@@ -119,6 +120,7 @@ func SizeReport(w io.Writer, m *Manifest, pkgs []PackageFile, b Budget) error {
 				continue
 			}
 			found = true
+			sizes = append(sizes, fmt.Sprintf("%s %s", f, mb(p.Size)))
 			if p.Size > b.MaxPackage {
 				errs = append(errs, fmt.Errorf("%w: %s is %s, budget %s", ErrOverBudget, filepath.Base(p.Path), mb(p.Size), mb(b.MaxPackage)))
 			}
@@ -128,7 +130,7 @@ func SizeReport(w io.Writer, m *Manifest, pkgs []PackageFile, b Budget) error {
 		}
 	}
 	if len(errs) == 0 {
-		fmt.Fprintf(w, "%s within budget: binary %s of %s, packages at most %s\n", b.Target, mb(a.Size), mb(b.MaxBinary), mb(b.MaxPackage))
+		fmt.Fprintf(w, "%s within budget: binary %s of %s; %s, each of %s\n", b.Target, mb(a.Size), mb(b.MaxBinary), strings.Join(sizes, ", "), mb(b.MaxPackage))
 	}
 	return errors.Join(errs...)
 }

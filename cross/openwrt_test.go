@@ -135,7 +135,7 @@ func feedMakefile(t *testing.T) (installs []feedInstall, conffiles []string, use
 			}
 		}
 	}
-	if len(installs) != 3 || len(conffiles) != 2 || userid == "" {
+	if len(installs) != 5 || len(conffiles) != 2 || userid == "" {
 		t.Fatalf("feed Makefile: installs %v conffiles %v userid %q", installs, conffiles, userid)
 	}
 	return installs, conffiles, userid
@@ -212,9 +212,23 @@ func TestOpenWrtPackages(t *testing.T) {
 					t.Errorf("%s differs from its source (%d bytes, want %d)", path, len(g.data), len(w.data))
 				}
 			}
-			var caps map[string][]string
-			if err := json.Unmarshal(data["etc/capabilities/blockcast.json"].data, &caps); err != nil || !slices.Contains(caps["ambient"], "CAP_NET_BIND_SERVICE") {
-				t.Errorf("capabilities file: %v %v", err, caps)
+			// What the init script hands procd: lan_iface gets CAP_NET_RAW,
+			// a port below 1024 CAP_NET_BIND_SERVICE, and nothing else ever.
+			for file, want := range map[string][]string{
+				"blockcast.json":          {"CAP_NET_RAW"},
+				"blockcast-bind.json":     {"CAP_NET_BIND_SERVICE"},
+				"blockcast-raw-bind.json": {"CAP_NET_RAW", "CAP_NET_BIND_SERVICE"},
+			} {
+				var caps map[string][]string
+				if err := json.Unmarshal(data["etc/capabilities/"+file].data, &caps); err != nil {
+					t.Errorf("capabilities %s: %v", file, err)
+					continue
+				}
+				for _, set := range []string{"bounding", "effective", "ambient", "permitted", "inheritable"} {
+					if !slices.Equal(caps[set], want) {
+						t.Errorf("capabilities %s: %s %q, want %q", file, set, caps[set], want)
+					}
+				}
 			}
 		})
 	}

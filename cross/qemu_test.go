@@ -16,9 +16,21 @@ import (
 	"github.com/blockcast/beacon/test/harness"
 )
 
-// qemuTargets are the platforms run under emulation: the smallest router
-// (mipsle), every Raspberry Pi (armv6), and 64-bit ARM boards and Pis.
-var qemuTargets = []string{"mipsle", "armv6", "arm64"}
+// shippedTargets are every target of targets.txt, each run where it runs
+// here: under its qemu-user binary, or natively. A target added to the
+// list is tested without a change here.
+func shippedTargets(t *testing.T) []string {
+	t.Helper()
+	ts, err := Targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tg := range ts {
+		names = append(names, tg.Name)
+	}
+	return names
+}
 
 var base58RE = regexp.MustCompile(`^[1-9A-HJ-NP-Za-km-z]{32,44}$`)
 
@@ -30,7 +42,25 @@ func emulated(t *testing.T, name string) (Artifact, []string) {
 	if a.Target.QEMU == "" {
 		return a, nil
 	}
-	return a, []string{need(t, a.Target.QEMU)}
+	prefix := []string{need(t, a.Target.QEMU)}
+	if cpu, ok := qemuCPU[name]; ok {
+		prefix = append(prefix, "-cpu", cpu)
+	} else {
+		t.Fatalf("no qemu CPU model for target %s: add the oldest core it ships for to qemuCPU", name)
+	}
+	return a, prefix
+}
+
+// qemuCPU is the oldest core each emulated target ships for, so that an
+// instruction the build must not use (ARMv7 code in an ARMv5 build, an FPU
+// op on a 24Kc) traps here as it would on the device.
+var qemuCPU = map[string]string{
+	"mipsle": "24Kc",       // ath79, ramips
+	"mips":   "24Kc",       // ath79 big-endian boards
+	"armv5":  "arm926",     // kirkwood, orion
+	"armv6":  "arm1176",    // Raspberry Pi 1 and Zero
+	"armv7":  "cortex-a7",  // ipq40xx, mt7623, Pi 2
+	"arm64":  "cortex-a53", // mt7622, Pi 3 and later
 }
 
 func runEmulated(t *testing.T, prefix []string, bin string, args ...string) (stdout, stderr string, err error) {
@@ -48,7 +78,7 @@ func runEmulated(t *testing.T, prefix []string, bin string, args ...string) (std
 // TestQEMUCommands runs the cross-built CLI: --version, keygen (and that a
 // second keygen never overwrites the wallet), id.
 func TestQEMUCommands(t *testing.T) {
-	for _, name := range qemuTargets {
+	for _, name := range shippedTargets(t) {
 		t.Run(name, func(t *testing.T) {
 			a, qemu := emulated(t, name)
 			checkELF(t, a)
@@ -116,7 +146,7 @@ func waitStored(t *testing.T, adminAddr string, n float64) {
 // through the request router, a MISS filled from castd and then a HIT.
 func TestQEMUServe(t *testing.T) {
 	cd := castd(t)
-	for _, name := range qemuTargets {
+	for _, name := range shippedTargets(t) {
 		t.Run(name, func(t *testing.T) {
 			a, qemu := emulated(t, name)
 			sys, err := harness.NewSystem(t.TempDir(), harness.Binaries{Castd: cd, Beacon: a.Binary})

@@ -83,7 +83,8 @@ func TestUnitHardening(t *testing.T) {
 		"PrivateTmp":               "yes",
 		"PrivateDevices":           "yes",
 		"NoNewPrivileges":          "yes",
-		"CapabilityBoundingSet":    "",
+		"CapabilityBoundingSet":    "CAP_NET_RAW",
+		"AmbientCapabilities":      "CAP_NET_RAW",
 		"MemoryDenyWriteExecute":   "yes",
 		"SystemCallArchitectures":  "native",
 		"EnvironmentFile":          "/etc/blockcast/beacon.env",
@@ -97,6 +98,11 @@ func TestUnitHardening(t *testing.T) {
 	}
 	if f := s["SystemCallFilter"]; !slices.Contains(f, "@system-service") || !slices.ContainsFunc(f, func(v string) bool { return strings.HasPrefix(v, "~@privileged") }) {
 		t.Errorf("SystemCallFilter %q", f)
+	}
+	// A private user namespace would void CAP_NET_RAW in the host's
+	// network namespace: re-emission on the LAN would fail.
+	if got := s["PrivateUsers"]; len(got) > 0 && got[len(got)-1] != "no" {
+		t.Errorf("PrivateUsers=%q: the beacon's CAP_NET_RAW would not reach the LAN", got)
 	}
 	if got := u["Install"]["WantedBy"]; !slices.Equal(got, []string{"multi-user.target"}) {
 		t.Errorf("WantedBy %q", got)

@@ -56,6 +56,10 @@ func setCastURL(conf []byte, from, to string) ([]byte, error) {
 	return bytes.Replace(conf, []byte(from), []byte(to), 1), nil
 }
 
+// capsFiles are the procd capability sets in files/, installed in
+// /etc/capabilities as the feed Makefile does.
+var capsFiles = []string{"blockcast.json", "blockcast-bind.json", "blockcast-raw-bind.json"}
+
 // openwrtFiles lists the payload both OpenWrt formats carry. apk packages
 // also carry the metadata files OpenWrt 25.12's package-pack.mk adds under
 // /lib/apk/packages (apk has no per-package file list or conffiles of its
@@ -78,15 +82,19 @@ func openwrtFiles(opts options, a artifact, forAPK bool) ([]file, error) {
 			return nil, err
 		}
 	}
-	caps, err := readRepo(opts, feedDir+"/files/blockcast.json")
-	if err != nil {
-		return nil, err
-	}
 	fs := []file{
 		{Path: "/usr/bin/beacon", Mode: 0o755, Data: bin},
 		{Path: "/etc/init.d/blockcast", Mode: 0o755, Data: initScript},
 		{Path: uciConfig, Mode: 0o600, Data: conf}, // INSTALL_CONF
-		{Path: "/etc/capabilities/blockcast.json", Mode: 0o644, Data: caps},
+	}
+	// The init script picks one by what the configuration needs:
+	// CAP_NET_RAW for lan_iface, CAP_NET_BIND_SERVICE for a port below 1024.
+	for _, name := range capsFiles {
+		caps, err := readRepo(opts, feedDir+"/files/"+name)
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, file{Path: "/etc/capabilities/" + name, Mode: 0o644, Data: caps})
 	}
 	// As package-pack.mk does: conffiles the package does not ship (the
 	// wallet, made at first start) go to keep.d so sysupgrade keeps them.

@@ -61,16 +61,120 @@ func ParseChannelSpec(s string) (ChannelSpec, error) {
 	return spec, nil
 }
 
-// parseRelay takes "ADDR" or "ADDR:PORT" ("[v6]:PORT"), port 2268 by default.
+// parseRelay takes "ADDR" or "ADDR:PORT" ("[v6]:PORT"), port 2268 by
+// default: the relay a join names (a castd offer, the local API), which is
+// used as given.
 func parseRelay(s string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap, nil
-	}
-	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	t, err := parseRelayTarget(s)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("relay %q: want ADDR or ADDR:PORT", s)
+		return netip.AddrPort{}, err
 	}
-	return netip.AddrPortFrom(a, amt.Port), nil
+	if t.host != "" {
+		return netip.AddrPort{}, fmt.Errorf("relay %q: want ADDR or ADDR:PORT here (a relay host name goes in --amt-relay)", s)
+	}
+	return t.addr, nil
+}
+
+// relayTarget is a configured relay: an address, or a host name that the
+// gateway resolves when a channel is joined and again when the relay stops
+// answering.
+type relayTarget struct {
+	addr netip.AddrPort // when given as an address
+	host string         // else the name, resolved later
+	port uint16
+}
+
+// parseRelayTarget takes HOST, ADDR, HOST:PORT, ADDR:PORT or [ADDR]:PORT,
+// port 2268 by default.
+func parseRelayTarget(s string) (relayTarget, error) {
+	bad := func(why string) (relayTarget, error) {
+		return relayTarget{}, fmt.Errorf("relay %q: %s (want HOST, ADDR, HOST:PORT or [ADDR]:PORT)", s, why)
+	}
+	if s == "" {
+		return bad("empty")
+	}
+	if a, err := netip.ParseAddr(s); err == nil { // v4, or v6 without brackets
+		return relayAddr(s, a, amt.Port)
+	}
+	host, port := s, uint16(amt.Port)
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return bad("no closing bracket")
+		}
+		host = s[1:end]
+		switch rest := s[end+1:]; {
+		case rest == "":
+		case strings.HasPrefix(rest, ":"):
+			p, err := parsePort(rest[1:])
+			if err != nil {
+				return bad(err.Error())
+			}
+			port = p
+		default:
+			return bad("junk after the bracket")
+		}
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.Is6() || a.Is4In6() {
+			return bad("brackets hold an IPv6 address")
+		}
+		return relayAddr(s, a, port)
+	}
+	if h, p, ok := strings.Cut(s, ":"); ok {
+		pp, err := parsePort(p)
+		if err != nil {
+			return bad(err.Error())
+		}
+		host, port = h, pp
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return relayAddr(s, a, port)
+	}
+	if err := checkHostName(host); err != nil {
+		return bad(err.Error())
+	}
+	return relayTarget{host: host, port: port}, nil
+}
+
+func relayAddr(s string, a netip.Addr, port uint16) (relayTarget, error) {
+	a = a.Unmap()
+	if a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
+		return relayTarget{}, fmt.Errorf("relay %q: %v is not a unicast address", s, a)
+	}
+	return relayTarget{addr: netip.AddrPortFrom(a, port), port: port}, nil
+}
+
+func parsePort(p string) (uint16, error) {
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("port %q is not a number from 1 to 65535", p)
+	}
+	return uint16(n), nil
+}
+
+// checkHostName accepts a DNS host name (RFC 1123: letters, digits and
+// hyphens, labels of 1 to 63, 253 in all, an optional final dot) that
+// cannot be mistaken for an address.
+func checkHostName(h string) error {
+	name := strings.TrimSuffix(h, ".")
+	if name == "" || len(name) > 253 {
+		return errors.New("not a host name")
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("%q is not a host name", h)
+		}
+		for _, c := range []byte(l) {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return fmt.Errorf("%q is not a host name", h)
+			}
+		}
+	}
+	if _, err := strconv.Atoi(labels[len(labels)-1]); err == nil {
+		return fmt.Errorf("%q is neither an address nor a host name", h)
+	}
+	return nil
 }
 
 // newGateway builds the AMT gateway from the options. A channel's relay is
@@ -80,18 +184,28 @@ func parseRelay(s string) (netip.AddrPort, error) {
 // channel is joined.
 func (b *Beacon) newGateway() (*amtgw.Gateway, error) {
 	var chain amtgw.Chain
+	var target relayTarget
 	if b.opts.AMTRelay != "" {
-		ap, err := parseRelay(b.opts.AMTRelay)
-		if err != nil {
+		var err error
+		if target, err = parseRelayTarget(b.opts.AMTRelay); err != nil {
 			return nil, fmt.Errorf("--amt-relay: %w", err)
 		}
-		chain = append(chain, amtgw.Static{{Addr: ap}})
-	} else if b.opts.AMTDRIAD {
+	}
+	switch {
+	case target.addr.IsValid():
+		chain = append(chain, amtgw.Static{{Addr: target.addr}})
+	case target.host != "" || b.opts.AMTDRIAD:
+		// A relay name is resolved as DRIAD resolves the names in AMTRELAY
+		// records: by the same resolver, at join time, again on failure.
 		r, err := driad.New(driad.Config{Logger: b.log.With("component", "driad")})
 		if err != nil {
-			return nil, fmt.Errorf("DRIAD: %w", err)
+			return nil, fmt.Errorf("resolver for AMT relays: %w", err)
 		}
-		chain = append(chain, amtgw.DRIAD{Resolver: r})
+		if target.host != "" {
+			chain = append(chain, amtgw.Named{Host: target.host, Port: target.port, LookupHost: r.LookupHost})
+		} else {
+			chain = append(chain, amtgw.DRIAD{Resolver: r})
+		}
 	}
 	if b.opts.AMTAnycast {
 		chain = append(chain, amtgw.Anycast)

@@ -242,22 +242,14 @@ func (r *Resolver) Lookup(ctx context.Context, source netip.Addr) ([]Relay, erro
 			out = append(out, rel)
 			continue
 		}
-		addrs, err := r.lookupHost(ctx, rel.Name)
+		addrs, err := r.LookupHost(ctx, rel.Name)
 		if err != nil {
 			r.log.Debug("driad: cannot resolve relay name", "relay", rel.Name, "err", err)
 			lastErr = err
 			continue
 		}
-		// IPv4 first: most gateways (and ours on OpenWrt) reach relays
-		// over IPv4; RFC 8777 leaves the order within a precedence open.
-		slices.SortStableFunc(addrs, func(a, b netip.Addr) int {
-			return cmp.Compare(family(a), family(b))
-		})
 		for _, a := range addrs {
-			if !usable(a) {
-				continue
-			}
-			rel.Addr = a.Unmap()
+			rel.Addr = a
 			out = append(out, rel)
 		}
 	}
@@ -266,6 +258,32 @@ func (r *Resolver) Lookup(ctx context.Context, source netip.Addr) ([]Relay, erro
 			return nil, fmt.Errorf("driad: AMTRELAY %s: relay names do not resolve: %w", name, lastErr)
 		}
 		return nil, fmt.Errorf("driad: AMTRELAY %s: relay names have no addresses: %w", name, ErrNotFound)
+	}
+	return out, nil
+}
+
+// LookupHost resolves a relay's host name (Config.LookupHost; by default
+// A and AAAA queries to the resolver's nameservers) and returns the
+// addresses a gateway can send to, IPv4 first: most gateways (and ours on
+// OpenWrt) reach relays over IPv4, and RFC 8777 leaves the order within a
+// precedence open. It is how type 3 AMTRELAY names are resolved, and it
+// serves relays configured by name the same way.
+func (r *Resolver) LookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	addrs, err := r.lookupHost(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(addrs, func(a, b netip.Addr) int {
+		return cmp.Compare(family(a), family(b))
+	})
+	out := addrs[:0]
+	for _, a := range addrs {
+		if usable(a) {
+			out = append(out, a.Unmap())
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no usable address: %w", host, ErrNotFound)
 	}
 	return out, nil
 }
