@@ -703,7 +703,7 @@ func (s *Store) Sync() error {
 type deletion struct {
 	objects int64
 	bytes   int64
-	meta    int64 // metadata charge
+	meta    int64    // metadata charge
 	keys    []string // for the hot cache (hotWrite.change)
 	files   []uint64
 }
