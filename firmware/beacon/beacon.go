@@ -337,6 +337,9 @@ func (st Status) WriteText(w io.Writer) {
 	}
 	c := st.Cache
 	fmt.Fprintf(w, "cache       %d objects, %s\n", c.Objects, cli.FormatBytes(c.Bytes))
+	if !c.StoreFullSince.IsZero() {
+		fmt.Fprintf(w, "            STORAGE FULL since %s: misses pass through uncached, castd routes users elsewhere\n", c.StoreFullSince.Format(time.RFC3339))
+	}
 	fmt.Fprintf(w, "hit ratio   %.1f%% (%d hits, %d misses)\n", 100*ratio, c.Hits, c.Misses)
 	fmt.Fprintf(w, "served      %s to users, %s from upstream\n", cli.FormatBytes(c.BytesServed), cli.FormatBytes(c.UpstreamBytes))
 }
