@@ -24,6 +24,7 @@ import (
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/firmware/castclient"
 	"github.com/blockcast/beacon/shared/cli"
+	"github.com/blockcast/beacon/shared/connguard"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
@@ -53,8 +54,13 @@ type Options struct {
 	AMTJoins     []string // channels joined at start: "SOURCE@GROUP [relay=ADDR] [reemit]"
 	LANInterface string   // re-emit channels joined with reemit as native multicast here
 	AMTReemitTTL uint8    // TTL of re-emitted datagrams (0: received TTL - 1)
-	Version      string
-	Logger       *slog.Logger
+
+	// Slow and hostile clients (see package connguard).
+	MaxConns    int           // open connections on Listen at once (0: DefaultMaxConns; the admin listener has its own few)
+	WriteStall  time.Duration // a write to a client that accepts no byte for this long fails (0: 30 s)
+	BodyTimeout time.Duration // time a request body may take to arrive (0: 30 s)
+	Version     string
+	Logger      *slog.Logger
 }
 
 func (o *Options) check() error {
@@ -78,6 +84,12 @@ func (o *Options) check() error {
 	if o.CheckInterval <= 0 {
 		o.CheckInterval = time.Minute
 	}
+	if o.MaxConns < 0 {
+		return errors.New("beacon: --max-conns must not be negative")
+	}
+	if o.MaxConns == 0 {
+		o.MaxConns = DefaultMaxConns
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -88,6 +100,13 @@ func (o *Options) check() error {
 	}
 	return nil
 }
+
+// DefaultMaxConns is the default --max-conns: a router has a few thousand
+// file descriptors and little RAM, and a home's devices need far fewer.
+const DefaultMaxConns = 256
+
+// adminMaxConns caps the local status and API listener.
+const adminMaxConns = 16
 
 // Beacon is a running beacon.
 type Beacon struct {
@@ -206,10 +225,12 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	defer cancel()
 	b.log.Info("beacon serving", "id", b.key.ID(), "addr", ln.Addr().String(), "castd", b.opts.CastURL, "version", b.opts.Version)
 	servers := []*http.Server{b.newServer(b.cache)}
-	lns := []net.Listener{ln}
+	// Each listener has its own cap, so that end users holding every
+	// public slot cannot starve the local status and API.
+	lns := []net.Listener{connguard.Listener(ln, b.opts.WriteStall, b.opts.MaxConns)}
 	if admin != nil {
 		servers = append(servers, b.newServer(b.adminHandler()))
-		lns = append(lns, admin)
+		lns = append(lns, connguard.Listener(admin, b.opts.WriteStall, adminMaxConns))
 		b.log.Info("local status endpoint", "addr", admin.Addr().String())
 	}
 	errc := make(chan error, len(servers)+1)
@@ -253,7 +274,7 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 
 func (b *Beacon) newServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           connguard.Body(h, b.opts.BodyTimeout),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
@@ -364,7 +385,7 @@ func (b *Beacon) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(b.Status())
 	})
-	return mux
+	return jsonOnly(b.log, mux)
 }
 
 // registerLoop registers at start (retrying with backoff) and again whenever
