@@ -47,6 +47,11 @@ type Options struct {
 	CastKey        string        // CAST key commands must be signed by; default: learned at first registration, then pinned
 	HealthInterval time.Duration // health report interval
 
+	// Slow and hostile clients (see package connguard).
+	MaxConns    int           // open connections on Listen at once (0: DefaultMaxConns; the admin listener has its own few)
+	WriteStall  time.Duration // a write to a client that accepts no byte for this long fails (0: 30 s)
+	BodyTimeout time.Duration // time a request body may take to arrive (0: 30 s)
+
 	// AMT gateway (RFC 7450).
 	AMTRelay     string   // relay ADDR[:PORT] for channels whose join names none
 	AMTDRIAD     bool     // find relays by DRIAD when AMTRelay is empty
@@ -54,13 +59,8 @@ type Options struct {
 	AMTJoins     []string // channels joined at start: "SOURCE@GROUP [relay=ADDR] [reemit]"
 	LANInterface string   // re-emit channels joined with reemit as native multicast here
 	AMTReemitTTL uint8    // TTL of re-emitted datagrams (0: received TTL - 1)
-
-	// Slow and hostile clients (see package connguard).
-	MaxConns    int           // open connections on Listen at once (0: DefaultMaxConns; the admin listener has its own few)
-	WriteStall  time.Duration // a write to a client that accepts no byte for this long fails (0: 30 s)
-	BodyTimeout time.Duration // time a request body may take to arrive (0: 30 s)
-	Version     string
-	Logger      *slog.Logger
+	Version      string
+	Logger       *slog.Logger
 }
 
 func (o *Options) check() error {
