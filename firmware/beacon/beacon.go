@@ -122,6 +122,12 @@ type Beacon struct {
 	started    time.Time
 	reregister chan struct{}
 
+	// Registrations: one at a time (regSem); forceRegister's rate limit.
+	regSem  chan struct{}
+	regLast time.Time     // regSem
+	regWait time.Duration // regSem
+	regErr  error         // regSem
+
 	mu         sync.Mutex
 	agent      *agent.Agent
 	agentURL   string
@@ -130,6 +136,7 @@ type Beacon struct {
 	reply      protocol.RegistrationReply
 	lanURL     string
 	lastErr    string
+	addr       net.Addr // the end users' listener, once serving
 }
 
 // New loads (or creates) the node key and opens the cache.
@@ -150,7 +157,8 @@ func New(opts Options) (*Beacon, error) {
 	} else if err := identity.CheckPermissions(opts.KeyFile); err != nil {
 		log.Warn("node key file permissions", "err", err)
 	}
-	b := &Beacon{opts: opts, log: log, key: key, started: time.Now(), reregister: make(chan struct{}, 1)}
+	b := &Beacon{opts: opts, log: log, key: key, started: time.Now(), reregister: make(chan struct{}, 1),
+		regSem: make(chan struct{}, 1), regWait: minReregister}
 	if opts.DelegationFile != "" {
 		d, err := LoadDelegation(opts.DelegationFile)
 		if err != nil {
@@ -161,6 +169,7 @@ func New(opts Options) (*Beacon, error) {
 	if b.cast, err = castclient.New(opts.CastURL, key); err != nil {
 		return nil, fmt.Errorf("beacon: %w", err)
 	}
+	b.cast.SetReregister(b.forceRegister)
 	if b.gw, err = b.newGateway(); err != nil {
 		return nil, fmt.Errorf("beacon: AMT gateway: %w", err)
 	}
@@ -237,6 +246,9 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	for i, srv := range servers {
 		go func(srv *http.Server, ln net.Listener) { errc <- srv.Serve(ln) }(srv, lns[i])
 	}
+	b.mu.Lock()
+	b.addr = ln.Addr()
+	b.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); b.registerLoop(ctx, ln.Addr()) }()
@@ -394,7 +406,10 @@ func (b *Beacon) registerLoop(ctx context.Context, addr net.Addr) {
 	backoff := time.Second
 	for {
 		wait := b.opts.CheckInterval
-		if err := b.checkRegistration(ctx, addr); err != nil {
+		b.regSem <- struct{}{}
+		err := b.checkRegistration(ctx, addr)
+		<-b.regSem
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -429,15 +444,21 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 	b.mu.Unlock()
 	if registered && lan == lastLAN {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		ip, err := b.cast.Whoami(cctx)
+		who, err := b.cast.Check(cctx)
 		cancel()
 		if err != nil {
 			return err
 		}
-		if ip == lastIP {
+		switch {
+		case who.Registered != nil && !*who.Registered:
+			// castd's registry lost this node (restored from an old
+			// backup, or started empty).
+			b.log.Warn("castd does not know this node; registering again")
+		case who.IP == lastIP:
 			return nil
+		default:
+			b.log.Info("public IP changed; registering again", "old", lastIP, "new", who.IP)
 		}
-		b.log.Info("public IP changed; registering again", "old", lastIP, "new", ip)
 	} else if registered {
 		b.log.Info("LAN URL changed; registering again", "old", lastLAN, "new", lan)
 	}

@@ -83,6 +83,10 @@ func (b *Beacon) ensureAgent(ctx context.Context, brokerURL string, castKey iden
 		Health:    b.health,
 		Handle:    b.handleCommand,
 		Logger:    b.log.With("component", "agent"),
+		OnRefused: func(error) {
+			// castd's broker knows only registered nodes.
+			go b.forceRegister(ctx)
+		},
 	})
 	if err != nil {
 		b.log.Error("control-plane agent", "err", err)
