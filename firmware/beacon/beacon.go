@@ -136,7 +136,8 @@ type Beacon struct {
 	reply      protocol.RegistrationReply
 	lanURL     string
 	lastErr    string
-	addr       net.Addr // the end users' listener, once serving
+	addr       net.Addr     // the end users' listener, once serving
+	public     net.Listener // the same, guarded (connguard)
 }
 
 // New loads (or creates) the node key and opens the cache.
@@ -237,6 +238,9 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	// Each listener has its own cap, so that end users holding every
 	// public slot cannot starve the local status and API.
 	lns := []net.Listener{connguard.Listener(ln, b.opts.WriteStall, b.opts.MaxConns)}
+	b.mu.Lock()
+	b.public = lns[0]
+	b.mu.Unlock()
 	if admin != nil {
 		servers = append(servers, b.newServer(b.adminHandler()))
 		lns = append(lns, connguard.Listener(admin, b.opts.WriteStall, adminMaxConns))
@@ -388,6 +392,21 @@ func (b *Beacon) adminHandler() http.Handler {
 		}
 		return 0
 	})
+	listenerStat := func(name, help string, kind metrics.Kind, get func(net.Listener) float64) {
+		m.Func(name, help, kind, func() float64 {
+			b.mu.Lock()
+			ln := b.public
+			b.mu.Unlock()
+			if ln == nil {
+				return 0
+			}
+			return get(ln)
+		})
+	}
+	listenerStat("beacon_http_connections", "End users' connections open (at most --max-conns).", metrics.Gauge,
+		func(ln net.Listener) float64 { return float64(connguard.InUse(ln)) })
+	listenerStat("beacon_http_write_stalls_total", "Responses cut off because the client accepted no byte for --write-stall-timeout.", metrics.Counter,
+		func(ln net.Listener) float64 { return float64(connguard.Stalls(ln)) })
 	mux.Handle(protocol.PathMetrics, m)
 	mux.HandleFunc("/v1/amt", b.handleAMT)
 	mux.HandleFunc("/v1/amt/", b.handleAMT)

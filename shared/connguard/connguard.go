@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -51,6 +52,8 @@ type listener struct {
 	slots     chan struct{} // nil: no cap
 	closed    chan struct{}
 	closeOnce sync.Once
+	stalls    atomic.Int64 // writes failed for lack of progress
+	open      atomic.Int64 // accepted connections not yet closed
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -68,6 +71,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		return nil, err
 	}
+	l.open.Add(1)
 	return &conn{Conn: c, l: l}, nil
 }
 
@@ -76,10 +80,19 @@ func (l *listener) Close() error {
 	return l.Listener.Close()
 }
 
-// InUse is the number of connections holding a slot (0 without a cap).
+// InUse is the number of connections accepted from ln and not yet closed.
 func InUse(ln net.Listener) int {
-	if l, ok := ln.(*listener); ok && l.slots != nil {
-		return len(l.slots)
+	if l, ok := ln.(*listener); ok {
+		return int(l.open.Load())
+	}
+	return 0
+}
+
+// Stalls is how many writes to ln's connections failed because the client
+// accepted nothing for the stall period.
+func Stalls(ln net.Listener) int64 {
+	if l, ok := ln.(*listener); ok {
+		return l.stalls.Load()
 	}
 	return 0
 }
@@ -93,6 +106,7 @@ type conn struct {
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.release.Do(func() {
+		c.l.open.Add(-1)
 		if c.l.slots != nil {
 			<-c.l.slots
 		}
@@ -109,6 +123,7 @@ func (c *conn) Write(p []byte) (int, error) {
 		total += n
 		p = p[n:]
 		if err == nil || !progressed(n, err) {
+			c.stalled(err)
 			return total, err
 		}
 	}
@@ -127,8 +142,15 @@ func (c *conn) ReadFrom(r io.Reader) (int64, error) {
 		n, err := rf.ReadFrom(r)
 		total += n
 		if err == nil || !progressed(int(min(n, 1)), err) {
+			c.stalled(err)
 			return total, err
 		}
+	}
+}
+
+func (c *conn) stalled(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.l.stalls.Add(1)
 	}
 }
 
