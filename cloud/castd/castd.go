@@ -25,6 +25,7 @@ import (
 	"github.com/blockcast/beacon/cloud/registry"
 	"github.com/blockcast/beacon/cloud/router"
 	"github.com/blockcast/beacon/cloud/web"
+	"github.com/blockcast/beacon/shared/connguard"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
@@ -73,6 +74,12 @@ type Options struct {
 	AMTQueryInterval   time.Duration // query interval told to gateways
 	AMTGatewayAddr     bool          // G flag: tell gateways their address as seen
 	AMTMaxGateways     int
+
+	// Slow clients (see package connguard): a write that makes no progress
+	// for WriteStall fails, a request body must arrive within BodyTimeout
+	// (0: 30 s each).
+	WriteStall  time.Duration
+	BodyTimeout time.Duration
 
 	Version string
 	Logger  *slog.Logger
@@ -225,7 +232,7 @@ func Run(ctx context.Context, opts Options) error {
 // Serve answers HTTP on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           connguard.Body(s.Handler(), s.opts.BodyTimeout),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
@@ -243,7 +250,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer func() { <-relayDone }()
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("castd: serve: %w", err)

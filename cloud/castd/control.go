@@ -126,11 +126,15 @@ func (s *Server) startControl(ctx context.Context) error {
 	return nil
 }
 
-// routable: heard online on the control plane and, for a relay, answering
-// its health probe.
+// routable: heard online on the control plane, not reporting a full cache
+// file system (it would fetch every miss through without storing it), and,
+// for a relay, answering its health probe.
 func (c *control) routable(id string) bool {
 	st, ok := c.monitor.Get(id)
 	if !ok || st.State != monitor.StateOnline {
+		return false
+	}
+	if st.Health != nil && st.Health.StorageFullSince != 0 {
 		return false
 	}
 	c.mu.Lock()

@@ -173,7 +173,16 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	writeJSON(w, protocol.Whoami{IP: ip.String()})
+	reply := protocol.Whoami{IP: ip.String()}
+	if r.Header.Get(signedreq.HeaderSignature) != "" {
+		// A node checking that castd still knows it (a registry lost or
+		// restored from an old backup forgets nodes).
+		if pub, err := s.verifier.Verify(r, nil); err == nil {
+			known := s.router.Has(pub.String())
+			reply.Registered = &known
+		}
+	}
+	writeJSON(w, reply)
 }
 
 // handleRoute is the JSON decision API for upstream CDNs that redirect
@@ -257,6 +266,7 @@ func (s *Server) handleObject(w http.ResponseWriter, r *http.Request) {
 	// Every registered node is in the router; asking it keeps this per-fetch
 	// check off the registry's disk.
 	if !s.router.Has(pub.String()) {
+		w.Header().Set(protocol.HeaderError, protocol.ErrNotRegistered) // the node registers again
 		s.fail(w, r, http.StatusForbidden, "node "+pub.String()+" is not registered")
 		return
 	}

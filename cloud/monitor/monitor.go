@@ -578,13 +578,17 @@ func (m *Monitor) onHealth(msg *ctrlmsg.Msg, h ctrlmsg.Health, now time.Time) {
 			a.Channels = append([]string(nil), a.Channels...)
 			hc.AMT = &a
 		}
+		full := n.Health != nil && n.Health.StorageFullSince != 0
 		n.Health = &hc
+		fullChanged := full != (h.StorageFullSince != 0)
 		n.HealthAt = time.UnixMilli(measured)
 		n.measured = measured
 		if h.Version != "" {
 			n.Version = h.Version
 		}
-		loadChanged = n.Load != h.Load
+		// A change in whether the node can store is a change the router
+		// must hear of, like load.
+		loadChanged = n.Load != h.Load || fullChanged
 		n.Load = h.Load
 	}
 	before := len(evs)

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/blockcast/beacon/shared/ctrlmsg"
 	"github.com/blockcast/beacon/shared/identity"
@@ -81,6 +82,11 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// OnRefused, if set, is called (from Run; it must not block) when the
+	// broker refuses a connection as not authorised: castd's broker does
+	// so for a node its registry does not know, which registering again
+	// mends.
+	OnRefused func(err error)
 }
 
 // AgentStatus is what `beacon status` shows.
@@ -240,6 +246,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				return nil
 			}
 			a.setErr(err)
+			if a.opts.OnRefused != nil && Refused(err) {
+				a.opts.OnRefused(err)
+			}
 			wait := a.backoff(failures)
 			failures++
 			a.log.Warn("mqtt connect failed", "broker", a.opts.BrokerURL, "error", err, "retry_in", wait.Round(time.Millisecond))
@@ -265,6 +274,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// Refused reports whether err is the broker refusing the node's
+// credentials (CONNACK "not authorized" or "bad user name or password").
+func Refused(err error) bool {
+	return errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword)
 }
 
 // backoff returns the wait before attempt n+1: exponential from MinBackoff

@@ -24,6 +24,7 @@ import (
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/firmware/castclient"
 	"github.com/blockcast/beacon/shared/cli"
+	"github.com/blockcast/beacon/shared/connguard"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
@@ -45,6 +46,11 @@ type Options struct {
 	MQTTURL        string        // control-plane broker; default: the one castd names at registration
 	CastKey        string        // CAST key commands must be signed by; default: learned at first registration, then pinned
 	HealthInterval time.Duration // health report interval
+
+	// Slow and hostile clients (see package connguard).
+	MaxConns    int           // open connections on Listen at once (0: DefaultMaxConns; the admin listener has its own few)
+	WriteStall  time.Duration // a write to a client that accepts no byte for this long fails (0: 30 s)
+	BodyTimeout time.Duration // time a request body may take to arrive (0: 30 s)
 
 	// AMT gateway (RFC 7450).
 	AMTRelay     string   // relay ADDR[:PORT] for channels whose join names none
@@ -78,6 +84,12 @@ func (o *Options) check() error {
 	if o.CheckInterval <= 0 {
 		o.CheckInterval = time.Minute
 	}
+	if o.MaxConns < 0 {
+		return errors.New("beacon: --max-conns must not be negative")
+	}
+	if o.MaxConns == 0 {
+		o.MaxConns = DefaultMaxConns
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -88,6 +100,13 @@ func (o *Options) check() error {
 	}
 	return nil
 }
+
+// DefaultMaxConns is the default --max-conns: a router has a few thousand
+// file descriptors and little RAM, and a home's devices need far fewer.
+const DefaultMaxConns = 256
+
+// adminMaxConns caps the local status and API listener.
+const adminMaxConns = 16
 
 // Beacon is a running beacon.
 type Beacon struct {
@@ -103,6 +122,12 @@ type Beacon struct {
 	started    time.Time
 	reregister chan struct{}
 
+	// Registrations: one at a time (regSem); forceRegister's rate limit.
+	regSem  chan struct{}
+	regLast time.Time     // regSem
+	regWait time.Duration // regSem
+	regErr  error         // regSem
+
 	mu         sync.Mutex
 	agent      *agent.Agent
 	agentURL   string
@@ -111,6 +136,8 @@ type Beacon struct {
 	reply      protocol.RegistrationReply
 	lanURL     string
 	lastErr    string
+	addr       net.Addr     // the end users' listener, once serving
+	public     net.Listener // the same, guarded (connguard)
 }
 
 // New loads (or creates) the node key and opens the cache.
@@ -131,7 +158,8 @@ func New(opts Options) (*Beacon, error) {
 	} else if err := identity.CheckPermissions(opts.KeyFile); err != nil {
 		log.Warn("node key file permissions", "err", err)
 	}
-	b := &Beacon{opts: opts, log: log, key: key, started: time.Now(), reregister: make(chan struct{}, 1)}
+	b := &Beacon{opts: opts, log: log, key: key, started: time.Now(), reregister: make(chan struct{}, 1),
+		regSem: make(chan struct{}, 1), regWait: minReregister}
 	if opts.DelegationFile != "" {
 		d, err := LoadDelegation(opts.DelegationFile)
 		if err != nil {
@@ -142,6 +170,7 @@ func New(opts Options) (*Beacon, error) {
 	if b.cast, err = castclient.New(opts.CastURL, key); err != nil {
 		return nil, fmt.Errorf("beacon: %w", err)
 	}
+	b.cast.SetReregister(b.forceRegister)
 	if b.gw, err = b.newGateway(); err != nil {
 		return nil, fmt.Errorf("beacon: AMT gateway: %w", err)
 	}
@@ -206,16 +235,24 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	defer cancel()
 	b.log.Info("beacon serving", "id", b.key.ID(), "addr", ln.Addr().String(), "castd", b.opts.CastURL, "version", b.opts.Version)
 	servers := []*http.Server{b.newServer(b.cache)}
-	lns := []net.Listener{ln}
+	// Each listener has its own cap, so that end users holding every
+	// public slot cannot starve the local status and API.
+	lns := []net.Listener{connguard.Listener(ln, b.opts.WriteStall, b.opts.MaxConns)}
+	b.mu.Lock()
+	b.public = lns[0]
+	b.mu.Unlock()
 	if admin != nil {
 		servers = append(servers, b.newServer(b.adminHandler()))
-		lns = append(lns, admin)
+		lns = append(lns, connguard.Listener(admin, b.opts.WriteStall, adminMaxConns))
 		b.log.Info("local status endpoint", "addr", admin.Addr().String())
 	}
 	errc := make(chan error, len(servers)+1)
 	for i, srv := range servers {
 		go func(srv *http.Server, ln net.Listener) { errc <- srv.Serve(ln) }(srv, lns[i])
 	}
+	b.mu.Lock()
+	b.addr = ln.Addr()
+	b.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); b.registerLoop(ctx, ln.Addr()) }()
@@ -253,7 +290,7 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 
 func (b *Beacon) newServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           connguard.Body(h, b.opts.BodyTimeout),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
@@ -337,6 +374,9 @@ func (st Status) WriteText(w io.Writer) {
 	}
 	c := st.Cache
 	fmt.Fprintf(w, "cache       %d objects, %s\n", c.Objects, cli.FormatBytes(c.Bytes))
+	if !c.StoreFullSince.IsZero() {
+		fmt.Fprintf(w, "            STORAGE FULL since %s: misses pass through uncached, castd routes users elsewhere\n", c.StoreFullSince.Format(time.RFC3339))
+	}
 	fmt.Fprintf(w, "hit ratio   %.1f%% (%d hits, %d misses)\n", 100*ratio, c.Hits, c.Misses)
 	fmt.Fprintf(w, "served      %s to users, %s from upstream\n", cli.FormatBytes(c.BytesServed), cli.FormatBytes(c.UpstreamBytes))
 }
@@ -352,6 +392,21 @@ func (b *Beacon) adminHandler() http.Handler {
 		}
 		return 0
 	})
+	listenerStat := func(name, help string, kind metrics.Kind, get func(net.Listener) float64) {
+		m.Func(name, help, kind, func() float64 {
+			b.mu.Lock()
+			ln := b.public
+			b.mu.Unlock()
+			if ln == nil {
+				return 0
+			}
+			return get(ln)
+		})
+	}
+	listenerStat("beacon_http_connections", "End users' connections open (at most --max-conns).", metrics.Gauge,
+		func(ln net.Listener) float64 { return float64(connguard.InUse(ln)) })
+	listenerStat("beacon_http_write_stalls_total", "Responses cut off because the client accepted no byte for --write-stall-timeout.", metrics.Counter,
+		func(ln net.Listener) float64 { return float64(connguard.Stalls(ln)) })
 	mux.Handle(protocol.PathMetrics, m)
 	mux.HandleFunc("/v1/amt", b.handleAMT)
 	mux.HandleFunc("/v1/amt/", b.handleAMT)
@@ -361,7 +416,7 @@ func (b *Beacon) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(b.Status())
 	})
-	return mux
+	return jsonOnly(b.log, mux)
 }
 
 // registerLoop registers at start (retrying with backoff) and again whenever
@@ -370,7 +425,10 @@ func (b *Beacon) registerLoop(ctx context.Context, addr net.Addr) {
 	backoff := time.Second
 	for {
 		wait := b.opts.CheckInterval
-		if err := b.checkRegistration(ctx, addr); err != nil {
+		b.regSem <- struct{}{}
+		err := b.checkRegistration(ctx, addr)
+		<-b.regSem
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -405,15 +463,21 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 	b.mu.Unlock()
 	if registered && lan == lastLAN {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		ip, err := b.cast.Whoami(cctx)
+		who, err := b.cast.Check(cctx)
 		cancel()
 		if err != nil {
 			return err
 		}
-		if ip == lastIP {
+		switch {
+		case who.Registered != nil && !*who.Registered:
+			// castd's registry lost this node (restored from an old
+			// backup, or started empty).
+			b.log.Warn("castd does not know this node; registering again")
+		case who.IP == lastIP:
 			return nil
+		default:
+			b.log.Info("public IP changed; registering again", "old", lastIP, "new", who.IP)
 		}
-		b.log.Info("public IP changed; registering again", "old", lastIP, "new", ip)
 	} else if registered {
 		b.log.Info("LAN URL changed; registering again", "old", lastLAN, "new", lan)
 	}

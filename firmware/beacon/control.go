@@ -83,6 +83,10 @@ func (b *Beacon) ensureAgent(ctx context.Context, brokerURL string, castKey iden
 		Health:    b.health,
 		Handle:    b.handleCommand,
 		Logger:    b.log.With("component", "agent"),
+		OnRefused: func(error) {
+			// castd's broker knows only registered nodes.
+			go b.forceRegister(ctx)
+		},
 	})
 	if err != nil {
 		b.log.Error("control-plane agent", "err", err)
@@ -115,6 +119,15 @@ func (b *Beacon) health() ctrlmsg.Health {
 		StorageFree:   storageFree(b.opts.StateDir),
 		AMT:           b.amtHealth(),
 	}
+	if !st.StoreFullSince.IsZero() {
+		// Room may have come back without a fill (an operator freed
+		// space): a fill's worth of free space ends the condition.
+		if h.StorageFree >= storageRoom {
+			b.store.ClearFull()
+		} else {
+			h.StorageFullSince = st.StoreFullSince.UnixMilli()
+		}
+	}
 	if st.Hits+st.Misses > 0 {
 		h.HitRatio = float64(st.Hits) / float64(st.Hits+st.Misses)
 	}
@@ -123,6 +136,10 @@ func (b *Beacon) health() ctrlmsg.Health {
 	b.mu.Unlock()
 	return h
 }
+
+// storageRoom is the free space on the cache's file system that ends a
+// full condition without waiting for a fill to commit.
+const storageRoom = 64 << 20
 
 // loadPerCPU is the 1-minute load average over the CPU count: 1 is busy.
 func loadPerCPU() float64 {

@@ -23,13 +23,26 @@ import (
 // ErrRefused wraps a 4xx answer from castd: retrying the same request will not help.
 var ErrRefused = errors.New("castd refused the request")
 
+// ErrNotRegistered is returned by Fetch when castd does not know this node
+// and registering again did not help (or failed).
+var ErrNotRegistered = errors.New("castd does not know this node")
+
 // Client talks to one castd.
 type Client struct {
 	base   *url.URL
 	key    *identity.Keypair
 	client *http.Client
 	now    func() time.Time
+
+	// reregister, when set, registers the node again; Fetch calls it when
+	// castd answers that it does not know the node, then retries once.
+	reregister func(context.Context) error
 }
+
+// SetReregister sets how Fetch gets the node registered again when castd
+// has forgotten it (its registry lost, or restored from an old backup). fn
+// must be safe for concurrent use and rate-limit itself.
+func (c *Client) SetReregister(fn func(context.Context) error) { c.reregister = fn }
 
 // New returns a client of the castd at baseURL that signs with key.
 func New(baseURL string, key *identity.Keypair) (*Client, error) {
@@ -152,5 +165,73 @@ func (c *Client) Fetch(ctx context.Context, key string, cond http.Header) (*http
 	if err != nil {
 		return nil, fmt.Errorf("fetch from castd: %w", err)
 	}
+	if c.reregister == nil || !NotRegistered(resp) {
+		return resp, nil
+	}
+	// castd has forgotten this node: register again, and retry once so
+	// that the end user gets the object rather than castd's 403.
+	drainClose(resp.Body)
+	if err := c.reregister(ctx); err != nil {
+		return nil, fmt.Errorf("%w: registering again: %w", ErrNotRegistered, err)
+	}
+	if req, err = c.newSigned(ctx, http.MethodGet, protocol.PathObjectPrefix+key, nil); err != nil {
+		return nil, err
+	}
+	for k, vs := range cond {
+		req.Header[k] = vs
+	}
+	if resp, err = c.client.Do(req); err != nil {
+		return nil, fmt.Errorf("fetch from castd: %w", err)
+	}
+	if NotRegistered(resp) {
+		drainClose(resp.Body)
+		return nil, fmt.Errorf("%w: refused again after registering", ErrNotRegistered)
+	}
 	return resp, nil
+}
+
+// NotRegistered reports whether resp is castd's answer to a node it does
+// not know: a 403 with HeaderError not-registered, or, from a castd that
+// predates the header, its message. It may read the start of the body, and
+// leaves resp.Body readable from the start.
+func NotRegistered(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusForbidden {
+		return false
+	}
+	if resp.Header.Get(protocol.HeaderError) == protocol.ErrNotRegistered {
+		return true
+	}
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	return bytes.Contains(head, []byte("is not registered"))
+}
+
+func drainClose(b io.ReadCloser) {
+	io.Copy(io.Discard, io.LimitReader(b, 4<<10))
+	b.Close()
+}
+
+// Check is a signed whoami: the public address castd sees this node at and
+// whether castd knows it (Registered nil from a castd that does not say).
+func (c *Client) Check(ctx context.Context) (protocol.Whoami, error) {
+	var w protocol.Whoami
+	req, err := c.newSigned(ctx, http.MethodGet, protocol.PathWhoami, nil)
+	if err != nil {
+		return w, err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return w, fmt.Errorf("whoami: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return w, fmt.Errorf("whoami: %w", apiError(resp))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&w); err != nil {
+		return w, fmt.Errorf("whoami: bad reply: %w", err)
+	}
+	return w, nil
 }

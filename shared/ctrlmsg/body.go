@@ -69,6 +69,10 @@ type Health struct {
 	StorageFree uint64    `json:"storage_free"` // bytes, on the cache's file system
 	PublicIP    string    `json:"public_ip,omitempty"`
 	AMT         *AMTState `json:"amt,omitempty"`
+	// StorageFullSince (unix ms) is set while the cache's file system
+	// refuses writes for lack of space: the node passes misses through
+	// uncached, and castd does not route end users to it meanwhile.
+	StorageFullSince int64 `json:"storage_full_since,omitempty"`
 	// MeasuredAt is when the numbers were taken (unix ms), when that is
 	// earlier than the envelope's ts: reports queued while the broker was
 	// away are re-signed when sent, and say here how old they are.
@@ -91,7 +95,7 @@ func (h Health) Validate() error {
 	if math.IsNaN(h.Load) || math.IsInf(h.Load, 0) || h.Load < 0 {
 		return fmt.Errorf("%w: load %v", ErrBadBody, h.Load)
 	}
-	if h.MeasuredAt < 0 {
+	if h.MeasuredAt < 0 || h.StorageFullSince < 0 {
 		return fmt.Errorf("%w: measured_at %d", ErrBadBody, h.MeasuredAt)
 	}
 	if h.PublicIP != "" {

@@ -64,8 +64,15 @@ type Stats struct {
 	BytesServed    int64 // body bytes written to clients
 	UpstreamBytes  int64 // body bytes read from the upstream
 	UpstreamErrors int64 // transport errors, 5xx and bodies cut midway
-	Objects        int64
-	Bytes          int64
+	// PassedOn counts responses the store gave up on while they streamed
+	// (file system full, object too large) whose rest came from the
+	// upstream uncached.
+	PassedOn int64
+	Objects  int64
+	Bytes    int64
+	// StoreFullSince is when the store's file system last refused a
+	// write, while that lasts (see objstore.Stats.FullSince).
+	StoreFullSince time.Time `json:",omitzero"`
 }
 
 // Cache is an http.Handler serving content keys through the store.
@@ -86,6 +93,7 @@ type Cache struct {
 	closed  bool
 
 	hits, misses, revalidated, staleServed     atomic.Int64
+	passedOn                                   atomic.Int64 // fills the store gave up on, finished from the upstream
 	bytesServed, upstreamBytes, upstreamErrors atomic.Int64
 }
 
@@ -133,8 +141,10 @@ func (c *Cache) Stats() Stats {
 		BytesServed:    c.bytesServed.Load(),
 		UpstreamBytes:  c.upstreamBytes.Load(),
 		UpstreamErrors: c.upstreamErrors.Load(),
+		PassedOn:       c.passedOn.Load(),
 		Objects:        ss.Objects,
 		Bytes:          ss.Bytes,
+		StoreFullSince: ss.FullSince,
 	}
 }
 

@@ -219,7 +219,7 @@ func (c *Cache) fill(f *flight, resp *http.Response) {
 		err = errors.New("purged while filling")
 	}
 	if err != nil {
-		if !errors.Is(err, objstore.ErrTooLarge) {
+		if !passOnStoreFailure(err) {
 			c.upstreamErrors.Add(1)
 		}
 		c.log.Warn("httpcache: fill aborted", "key", f.key, "bytes", n, "err", err)
@@ -372,7 +372,7 @@ func (c *Cache) serveFill(w http.ResponseWriter, r *http.Request, f *flight) {
 		c.logRequest(r, f.key, "MISS", 0, nil)
 		return
 	}
-	var rd io.ReadCloser = f.w.NewReader()
+	var rd io.ReadCloser = &resumeReader{c: c, ctx: r.Context(), key: f.key, rd: f.w.NewReader(), hdr: m.Header, size: m.Size}
 	defer rd.Close()
 	// Unblock a reader waiting for upstream data when the client leaves.
 	stop := context.AfterFunc(r.Context(), func() { rd.Close() })

@@ -15,6 +15,13 @@ func (c *Cache) RegisterMetrics(r *metrics.Registry, prefix string) {
 	stat("served_bytes_total", "Body bytes sent to clients.", metrics.Counter, func(s Stats) int64 { return s.BytesServed })
 	stat("upstream_bytes_total", "Body bytes read from the upstream.", metrics.Counter, func(s Stats) int64 { return s.UpstreamBytes })
 	stat("upstream_errors_total", "Upstream transport errors, 5xx answers and cut bodies.", metrics.Counter, func(s Stats) int64 { return s.UpstreamErrors })
+	stat("passed_on_total", "Responses the store gave up on midway (file system full, too large), finished from the upstream uncached.", metrics.Counter, func(s Stats) int64 { return s.PassedOn })
+	stat("store_full", "1 while the cache's file system is refusing writes for lack of space.", metrics.Gauge, func(s Stats) int64 {
+		if s.StoreFullSince.IsZero() {
+			return 0
+		}
+		return 1
+	})
 	stat("objects", "Objects stored.", metrics.Gauge, func(s Stats) int64 { return s.Objects })
 	stat("bytes", "Bytes stored.", metrics.Gauge, func(s Stats) int64 { return s.Bytes })
 }

@@ -34,7 +34,7 @@ var (
 
 // Options configures a Store.
 type Options struct {
-	MaxBytes   int64         // bound on the sum of stored object sizes (required, > 0)
+	MaxBytes   int64         // bound on the stored objects' sizes plus their metadata charge (required, > 0)
 	AtimeFlush time.Duration // how often batched access times are written; 0 means 30 s
 	Logger     *slog.Logger  // nil means slog.Default()
 	// LockTimeout is how long Open waits for another process to release
@@ -54,9 +54,18 @@ type Meta struct {
 
 // Stats are the store's counters.
 type Stats struct {
-	Objects  int64
-	Bytes    int64
-	MaxBytes int64
+	Objects int64
+	Bytes   int64 // body bytes, including fills in progress
+	// MetaBytes is the metadata charge of the stored objects (a fixed
+	// overhead plus key and header bytes each); Bytes+MetaBytes stays
+	// within MaxBytes.
+	MetaBytes int64
+	MaxBytes  int64
+	// FullSince is when the file system last refused a write for lack of
+	// space, while that lasts (zero otherwise); NoSpaceErrors counts the
+	// fills that failed so.
+	FullSince     time.Time
+	NoSpaceErrors int64
 }
 
 // Object is a committed object. Meta.Header may be shared with other

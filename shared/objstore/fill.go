@@ -87,12 +87,45 @@ func (f *fill) write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if f.file == nil {
-		if err := f.spill(); err != nil {
+		err := f.spill()
+		if isNoSpace(err) {
+			if freed, ferr := s.freeDisk(int64(len(f.buf)) + n); ferr == nil && freed > 0 {
+				err = f.spill()
+			}
+			if isNoSpace(err) {
+				err = s.noSpace(f.key, err)
+			}
+		}
+		if err != nil {
 			f.fail(err)
 			return 0, err
 		}
 	}
 	// Only the writer writes, at the end; followers read below written.
+	m, err := f.writeFile(p)
+	if isNoSpace(err) {
+		// The file system is full although the store is within its bound:
+		// make room and try the rest once more.
+		if freed, ferr := s.freeDisk(int64(len(p) - m)); ferr == nil && freed > 0 {
+			var m2 int
+			m2, err = f.writeFile(p[m:])
+			m += m2
+		}
+	}
+	if err != nil {
+		if isNoSpace(err) {
+			err = s.noSpace(f.key, err)
+		} else {
+			err = fmt.Errorf("objstore: writing the body of %q: %w", f.key, err)
+		}
+		f.fail(err)
+		return m, err
+	}
+	return m, nil
+}
+
+// writeFile appends p to the body file and tells followers (wmu held).
+func (f *fill) writeFile(p []byte) (int, error) {
 	m, err := f.file.Write(p)
 	if m > 0 {
 		f.mu.Lock()
@@ -100,12 +133,7 @@ func (f *fill) write(p []byte) (int, error) {
 		f.mu.Unlock()
 		f.cond.Broadcast()
 	}
-	if err != nil {
-		err = fmt.Errorf("objstore: writing the body of %q: %w", f.key, err)
-		f.fail(err)
-		return m, err
-	}
-	return m, nil
+	return m, err
 }
 
 // spill moves the body from buf to a new .part file (wmu held).
@@ -168,12 +196,28 @@ func (f *fill) commit(m Meta) error {
 	m.Key, m.Size = f.key, f.written
 	s := f.s
 	inFile := f.file != nil
+	// The metadata is charged like body bytes (see metaCharge); the
+	// record's length does not depend on the access time.
+	probe, err := encodeRecord(nil, &m, f.id, 0, inFile)
+	if err != nil {
+		return err
+	}
+	charge := metaCharge(len(f.key), len(probe))
+	if err := s.reserve(charge); err != nil {
+		f.fail(err)
+		return err
+	}
+	f.reserved += charge
 	if inFile {
 		// The data is on disk before a record can point at it, and the
 		// name is final before the record is written (see body.go).
 		if !s.noSync {
 			if err := f.file.Sync(); err != nil {
-				err = fmt.Errorf("objstore: syncing the body of %q: %w", f.key, err)
+				if isNoSpace(err) {
+					err = s.noSpace(f.key, err)
+				} else {
+					err = fmt.Errorf("objstore: syncing the body of %q: %w", f.key, err)
+				}
 				f.fail(err)
 				return err
 			}
@@ -186,6 +230,43 @@ func (f *fill) commit(m Meta) error {
 		f.renamed = true
 	}
 	key := []byte(f.key)
+	var d deletion
+	err = f.commitTx(key, &m, inFile, &d)
+	if isNoSpace(err) {
+		// bbolt could not grow its file: make room and try once more.
+		if freed, ferr := s.freeDisk(int64(len(f.buf)) + charge); ferr == nil && freed > 0 {
+			err = f.commitTx(key, &m, inFile, &d)
+		}
+		if isNoSpace(err) {
+			err = s.noSpace(f.key, err)
+		}
+	}
+	if err != nil {
+		f.fail(err)
+		return err
+	}
+	s.mu.Lock()
+	s.reserved -= f.reserved
+	s.bytes += f.written
+	s.meta += charge
+	s.objects++
+	delete(s.fills, f)
+	s.mu.Unlock()
+	f.reserved = 0
+	s.deleted(&d) // the version replaced, if any
+	s.spaceOK()
+
+	f.mu.Lock()
+	f.state = committed
+	f.release() // followers may still read the file
+	f.mu.Unlock()
+	f.cond.Broadcast()
+	return nil
+}
+
+// commitTx writes the object's records in one transaction (wmu held).
+func (f *fill) commitTx(key []byte, m *Meta, inFile bool, dp *deletion) error {
+	s := f.s
 	var d deletion
 	hw := s.hotWrite()
 	err := s.update(func(tx *bolt.Tx) error {
@@ -212,7 +293,7 @@ func (f *fill) commit(m Meta) error {
 			}
 		}
 		atime := s.now()
-		rec, err := encodeRecord(nil, &m, f.id, atime, inFile)
+		rec, err := encodeRecord(nil, m, f.id, atime, inFile)
 		if err != nil {
 			return err
 		}
@@ -226,25 +307,8 @@ func (f *fill) commit(m Meta) error {
 		return nil
 	})
 	hw.done()
-	if err != nil {
-		f.fail(err)
-		return err
-	}
-	s.mu.Lock()
-	s.reserved -= f.reserved
-	s.bytes += f.written
-	s.objects++
-	delete(s.fills, f)
-	s.mu.Unlock()
-	f.reserved = 0
-	s.deleted(&d) // the version replaced, if any
-
-	f.mu.Lock()
-	f.state = committed
-	f.release() // followers may still read the file
-	f.mu.Unlock()
-	f.cond.Broadcast()
-	return nil
+	*dp = d
+	return err
 }
 
 func (f *fill) abort() {

@@ -134,7 +134,7 @@ func checkInvariants(t testing.TB, s *Store) {
 		}); err != nil {
 			return err
 		}
-		var objects, total int64
+		var objects, total, meta int64
 		if err := mb.ForEach(func(k, v []byte) error {
 			h, err := validateRecord(v)
 			if err != nil {
@@ -142,6 +142,7 @@ func checkInvariants(t testing.TB, s *Store) {
 			}
 			objects++
 			total += h.size
+			meta += metaCharge(len(k), len(v))
 			var lk [lruKeyLen]byte
 			if got := lb.Get(lruKey(&lk, h.atime, h.id)); !bytes.Equal(got, k) {
 				return fmt.Errorf("lru entry of %q: %q", k, got)
@@ -169,8 +170,11 @@ func checkInvariants(t testing.TB, s *Store) {
 		if n := lb.Stats().KeyN; int64(n) != objects {
 			return fmt.Errorf("%d lru entries for %d objects", n, objects)
 		}
-		if objects != st.Objects || total != st.Bytes {
-			return fmt.Errorf("scan: %d objects, %d bytes; Stats: %+v", objects, total, st)
+		if objects != st.Objects || total != st.Bytes || meta != st.MetaBytes {
+			return fmt.Errorf("scan: %d objects, %d bytes, %d metadata bytes; Stats: %+v", objects, total, meta, st)
+		}
+		if st.Bytes+st.MetaBytes > st.MaxBytes {
+			return fmt.Errorf("over the bound: %+v", st)
 		}
 		// The hot cache agrees with the records.
 		s.hot.mu.Lock()

@@ -69,6 +69,7 @@ type Store struct {
 
 	mu       sync.Mutex
 	bytes    int64 // committed body bytes
+	meta     int64 // metadata charge of committed objects (see metaCharge)
 	objects  int64
 	reserved int64 // bytes written by fills in progress
 	fills    map[*fill]struct{}
@@ -84,6 +85,9 @@ type Store struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
+
+	fullSince   atomic.Int64 // Unix ns the file system last refused a write; 0: not full
+	noSpaceErrs atomic.Int64 // fills failed with ErrNoSpace
 }
 
 // Open opens or creates the cache file at path and its body directory
@@ -174,7 +178,7 @@ func Open(path string, opts Options) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
-	if s.bytes > s.max {
+	if s.bytes+s.meta > s.max {
 		// MaxBytes was lowered since the last run.
 		if err := s.evict(0); err != nil {
 			s.log.Warn("objstore: cannot shrink cache to MaxBytes", "path", path, "err", err)
@@ -312,7 +316,7 @@ func (s *Store) init() error {
 func (s *Store) scan(tx *bolt.Tx) error {
 	mb, lb, ib, fb := tx.Bucket(bucketMeta), tx.Bucket(bucketLRU), tx.Bucket(bucketInline), tx.Bucket(bucketFiles)
 	seq := mb.Sequence()
-	var objects, total, inline, files int64
+	var objects, total, meta, inline, files int64
 	var ik [8]byte
 	c := mb.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -340,6 +344,7 @@ func (s *Store) scan(tx *bolt.Tx) error {
 		}
 		objects++
 		total += h.size
+		meta += metaCharge(len(k), len(v))
 	}
 	if n := int64(ib.Stats().KeyN); n != inline {
 		return s.corruptf("%d inline bodies for %d objects that have one", n, inline)
@@ -368,7 +373,7 @@ func (s *Store) scan(tx *bolt.Tx) error {
 	if entries != objects {
 		return s.corruptf("lru index has %d entries for %d objects", entries, objects)
 	}
-	s.bytes, s.objects = total, objects
+	s.bytes, s.meta, s.objects = total, meta, objects
 	s.lastID.Store(seq)
 	// Access times never go backwards, even if the wall clock does (a
 	// router without an RTC boots in 1970 until NTP answers).
@@ -539,7 +544,9 @@ func (s *Store) UpdateMeta(key string, fn func(*Meta)) error {
 	}
 	kb := []byte(key)
 	hw := s.hotWrite()
+	var grew int64 // change of the metadata charge
 	err := s.update(func(tx *bolt.Tx) error {
+		grew = 0
 		mb := tx.Bucket(bucketMeta)
 		v := mb.Get(kb)
 		if v == nil {
@@ -560,11 +567,25 @@ func (s *Store) UpdateMeta(key string, fn func(*Meta)) error {
 		if err := mb.Put(kb, rec); err != nil {
 			return err
 		}
+		grew = int64(len(rec) - len(v))
 		hw.change(key)
 		return nil
 	})
 	hw.done()
-	return err
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.meta += grew
+	over := s.bytes+s.meta+s.reserved > s.max
+	s.mu.Unlock()
+	if over {
+		// Larger headers: evict to stay within the bound.
+		if err := s.evict(0); err != nil {
+			s.log.Warn("objstore: evicting after a metadata update", "path", s.path, "err", err)
+		}
+	}
+	return nil
 }
 
 // Delete removes key; ErrNotFound if it is not stored. Readers of the
@@ -665,7 +686,8 @@ func (s *Store) abortFills(match func(key string) bool) {
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Objects: s.objects, Bytes: s.bytes + s.reserved, MaxBytes: s.max}
+	return Stats{Objects: s.objects, Bytes: s.bytes + s.reserved, MetaBytes: s.meta, MaxBytes: s.max,
+		FullSince: s.FullSince(), NoSpaceErrors: s.noSpaceErrs.Load()}
 }
 
 // Sync writes the batched access times now.
@@ -681,6 +703,7 @@ func (s *Store) Sync() error {
 type deletion struct {
 	objects int64
 	bytes   int64
+	meta    int64    // metadata charge
 	keys    []string // for the hot cache (hotWrite.change)
 	files   []uint64
 }
@@ -714,6 +737,7 @@ func (s *Store) deleteKey(tx *bolt.Tx, key []byte, d *deletion) (recordHead, boo
 	}
 	d.objects++
 	d.bytes += h.size
+	d.meta += metaCharge(len(key), len(v))
 	d.keys = append(d.keys, string(key))
 	return h, true, mb.Delete(key)
 }
@@ -723,6 +747,7 @@ func (s *Store) deleteKey(tx *bolt.Tx, key []byte, d *deletion) (recordHead, boo
 func (s *Store) deleted(d *deletion) {
 	s.mu.Lock()
 	s.bytes -= d.bytes
+	s.meta -= d.meta
 	s.objects -= d.objects
 	s.mu.Unlock()
 	for _, id := range d.files {
@@ -742,7 +767,7 @@ func (s *Store) reserve(n int64) error {
 			s.mu.Unlock()
 			return ErrClosed
 		}
-		if s.bytes+s.reserved+n <= s.max {
+		if s.bytes+s.meta+s.reserved+n <= s.max {
 			s.reserved += n
 			s.mu.Unlock()
 			return nil
@@ -761,12 +786,31 @@ func (s *Store) evict(n int64) error {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
 	s.mu.Lock()
-	over := s.bytes + s.reserved + n - s.max
+	over := s.bytes + s.meta + s.reserved + n - s.max
 	s.mu.Unlock()
 	if over <= 0 {
 		return nil // another eviction made room
 	}
-	target := max(over, s.evictSlack)
+	d, err := s.evictLocked(max(over, s.evictSlack))
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	over = s.bytes + s.meta + s.reserved + n - s.max
+	held := s.reserved
+	s.mu.Unlock()
+	if d.objects > 0 {
+		s.log.Debug("objstore: evicted", "objects", d.objects, "bytes", d.bytes, "meta_bytes", d.meta)
+	}
+	if over > 0 && d.objects == 0 {
+		return fmt.Errorf("%w: no room for %d more bytes: %d bytes are held by fills in progress", ErrTooLarge, n, held)
+	}
+	return nil
+}
+
+// evictLocked removes least recently used objects until their bodies and
+// metadata add up to target bytes or none is left (evictMu held).
+func (s *Store) evictLocked(target int64) (deletion, error) {
 	batch := s.takeAtimes()
 	var d deletion
 	hw := s.hotWrite()
@@ -777,7 +821,7 @@ func (s *Store) evict(n int64) error {
 		}
 		lb := tx.Bucket(bucketLRU)
 		c := lb.Cursor()
-		for d.bytes < target {
+		for d.bytes+d.meta < target {
 			k, v := c.First()
 			if k == nil {
 				break
@@ -804,18 +848,8 @@ func (s *Store) evict(n int64) error {
 	})
 	hw.done()
 	if err != nil {
-		return err
+		return deletion{}, err
 	}
 	s.deleted(&d)
-	s.mu.Lock()
-	over = s.bytes + s.reserved + n - s.max
-	held := s.reserved
-	s.mu.Unlock()
-	if d.objects > 0 {
-		s.log.Debug("objstore: evicted", "objects", d.objects, "bytes", d.bytes)
-	}
-	if over > 0 && d.objects == 0 {
-		return fmt.Errorf("%w: no room for %d more bytes: %d bytes are held by fills in progress", ErrTooLarge, n, held)
-	}
-	return nil
+	return d, nil
 }

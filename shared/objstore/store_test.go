@@ -362,10 +362,13 @@ func TestUpdateMeta(t *testing.T) {
 	checkInvariants(t, s)
 }
 
-// lruFixture stores four 1000-byte objects in a 4000-byte cache, two
+// lruMax holds four 1000-byte objects with their metadata charge, not five.
+const lruMax = 4000 + 4*256
+
+// lruFixture stores four 1000-byte objects in a cache of lruMax bytes, two
 // inline and two in files.
 func lruFixture(t *testing.T, path string) *Store {
-	s := openTest(t, path, Options{MaxBytes: 4000, AtimeFlush: time.Hour}, 0)
+	s := openTest(t, path, Options{MaxBytes: lruMax, AtimeFlush: time.Hour}, 0)
 	for i, k := range []string{"a", "b", "c", "d"} {
 		s.inlineMax = int64(500 + 1000*(i%2))
 		put(t, s, k, body(k, 1000), 0)
@@ -409,7 +412,7 @@ func TestEvictionOrder(t *testing.T) {
 				if err := s.Close(); err != nil {
 					t.Fatal(err)
 				}
-				s = openTest(t, path, Options{MaxBytes: 4000, AtimeFlush: time.Hour}, 0)
+				s = openTest(t, path, Options{MaxBytes: lruMax, AtimeFlush: time.Hour}, 0)
 				if st := s.Stats(); st.Objects != 4 || st.Bytes != 4000 {
 					t.Fatalf("after reopen: %+v", st)
 				}
@@ -531,7 +534,7 @@ func TestTooLarge(t *testing.T) {
 		t.Fatalf("Stats = %+v", st)
 	}
 	checkInvariants(t, s)
-	put(t, s, "/fits", body("fits", 10000), 999)
+	put(t, s, "/fits", body("fits", 10000-int(metaCharge(len("/fits"), 64))), 999)
 }
 
 func TestNoRoomForConcurrentFills(t *testing.T) {

@@ -40,7 +40,15 @@ const (
 	HeaderRoute = "X-Blockcast-Route"
 	// HeaderNode names the node a redirect points at.
 	HeaderNode = "X-Blockcast-Node-Target"
+	// HeaderError carries a machine-readable reason with an error answer
+	// (ErrNotRegistered), so that a node need not parse the message.
+	HeaderError = "X-Blockcast-Error"
 )
+
+// ErrNotRegistered is castd's HeaderError on a signed request from a node
+// it does not know (its registry was lost or restored from an old backup):
+// the node registers again and retries.
+const ErrNotRegistered = "not-registered"
 
 // Delegation is an owner wallet's Solana off-chain message signature that
 // delegates to a node key. Message is the exact signed off-chain message
@@ -79,6 +87,9 @@ type RegistrationReply struct {
 // Whoami is the body of PathWhoami.
 type Whoami struct {
 	IP string `json:"ip"`
+	// Registered answers a signed whoami: whether castd knows the signer.
+	// Absent on an unsigned one.
+	Registered *bool `json:"registered,omitempty"`
 }
 
 // Decision kinds returned by the router.

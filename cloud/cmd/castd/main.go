@@ -72,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
 	fs.StringVar(&opts.AdminToken, "admin-token", "", "operator's bearer token: the dashboard's node list, GET /v1/nodes/{id}, POST /v1/nodes/{id}/commands (empty: operator API off, totals only)")
 	fs.StringVar(&opts.RouteToken, "route-token", "", "bearer token upstream CDNs send to ask GET /v1/route?client=<ip> about addresses other than their own (the admin token works too)")
+	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", 30*time.Second, "drop a client that accepts no response byte for this long")
+	fs.DurationVar(&opts.BodyTimeout, "body-timeout", 30*time.Second, "drop a request whose body takes longer than this to arrive")
 	fs.StringVar(&opts.AMTListen, "amt-listen", ":2268", "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
 	fs.StringVar(&amtAdvertise, "amt-advertise", "", "address the relay advertises to gateways (behind cloud NAT; default: the address discovery reached)")
 	fs.StringVar(&opts.AMTNativeInterface, "amt-native-iface", "", "interface where native SSM is received for joined channels (relays third-party streams)")

@@ -92,6 +92,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.CastKey, "cast-key", "", "CAST key (base58) that must sign castd's commands (default: learned at first registration, then pinned)")
 	fs.DurationVar(&opts.HealthInterval, "health-interval", 30*time.Second, "how often a health report is sent to castd")
 	fs.StringVar(&opts.AMTRelay, "amt-relay", "", "AMT relay HOST[:PORT] or ADDR[:PORT] for channels whose join names none; a name is resolved at join time and again when the relay stops answering (default: DRIAD)")
+	fs.IntVar(&opts.MaxConns, "max-conns", beacon.DefaultMaxConns, "end users' connections open at once; more wait in the backlog")
+	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", 30*time.Second, "drop a client that accepts no response byte for this long")
+	fs.DurationVar(&opts.BodyTimeout, "body-timeout", 30*time.Second, "drop a request whose body takes longer than this to arrive")
 	fs.BoolVar(&opts.AMTDRIAD, "amt-driad", true, "find AMT relays by DRIAD (DNS AMTRELAY records) when --amt-relay is empty")
 	fs.BoolVar(&opts.AMTAnycast, "amt-anycast", false, "fall back to the AMT relay discovery anycast address 192.52.193.1 / 2001:3::1")
 	fs.Func("amt-join", "join an SSM channel at start: 'SOURCE@GROUP [relay=ADDR] [reemit]' (repeatable, or ';'-separated)", func(v string) error {
