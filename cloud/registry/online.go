@@ -2,7 +2,6 @@ package registry
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,10 +11,6 @@ import (
 // keyTrackedSince (in the meta bucket) is when this file began recording
 // SeenOnline: nodes registered before then may have been online unrecorded.
 var keyTrackedSince = []byte("seen_online_since")
-
-// ErrNotExpired means ExpireUnseen left the node alone: it has been online,
-// or it registered anew after the cut-off.
-var ErrNotExpired = errors.New("node has been online, or registered after the cut-off")
 
 // TrackedSince returns when the file began recording SeenOnline, recording
 // now on the first call on a file. A node whose FirstSeen is older counts
@@ -41,62 +36,73 @@ func (r *Registry) TrackedSince() (time.Time, error) {
 	return since, nil
 }
 
-// MarkOnline records that the control plane has seen the node online, once:
-// it writes SeenOnline only when it is zero, and reports whether it did.
-// It is called on the first online after a registration, never per report.
-func (r *Registry) MarkOnline(id string, at time.Time) (bool, error) {
-	var changed bool
-	err := r.batch(func(tx *bolt.Tx) error {
-		changed = false
+// MarkOnline records that the control plane has seen the nodes online: it
+// writes SeenOnline = at for each that has none yet, in one transaction,
+// and returns how many it wrote. Unknown IDs (expired or never registered)
+// are skipped. castd calls it on a node's first online, never per report.
+func (r *Registry) MarkOnline(at time.Time, ids ...string) (int, error) {
+	at = at.UTC().Round(0)
+	var marked int
+	err := r.update(func(tx *bolt.Tx) error {
+		marked = 0
 		b := tx.Bucket(bucketNodes)
-		v := b.Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%w: %q", ErrNotFound, id)
+		for _, id := range ids {
+			v := b.Get([]byte(id))
+			if v == nil {
+				continue
+			}
+			n, err := decode(id, v)
+			if err != nil {
+				return err
+			}
+			if !n.SeenOnline.IsZero() {
+				continue
+			}
+			n.SeenOnline = at
+			if err := putRaw(b, n); err != nil {
+				return err
+			}
+			marked++
 		}
-		n, err := decode(id, v)
-		if err != nil {
-			return err
-		}
-		if !n.SeenOnline.IsZero() {
-			return nil
-		}
-		n.SeenOnline = at.UTC().Round(0)
-		if err := putRaw(b, n); err != nil {
-			return err
-		}
-		changed = true
 		return nil
 	})
-	return changed, err
+	return marked, err
 }
 
-// ExpireUnseen removes the node if it has never been seen online and first
-// registered before cutoff, in one transaction, so that a node coming
-// online (MarkOnline) at the same moment is never removed. It returns
-// ErrNotExpired when it leaves the node, and ErrNotFound when there is none.
-func (r *Registry) ExpireUnseen(id string, cutoff time.Time) error {
+// ExpireUnseen removes, in one transaction, each of the nodes that has
+// never been seen online and first registered before cutoff, and returns
+// the IDs it removed. Nodes that do not qualify (any more) are left alone:
+// checking inside the transaction means a node marked online meanwhile is
+// never removed.
+func (r *Registry) ExpireUnseen(cutoff time.Time, ids ...string) ([]string, error) {
+	var gone []string
 	err := r.update(func(tx *bolt.Tx) error {
+		gone = gone[:0]
 		b := tx.Bucket(bucketNodes)
-		v := b.Get([]byte(id))
-		if v == nil {
-			return fmt.Errorf("%w: %q", ErrNotFound, id)
+		for _, id := range ids {
+			v := b.Get([]byte(id))
+			if v == nil {
+				continue
+			}
+			n, err := decode(id, v)
+			if err != nil {
+				return err
+			}
+			if !n.SeenOnline.IsZero() || !n.FirstSeen.Before(cutoff) {
+				continue
+			}
+			if err := b.Delete([]byte(id)); err != nil {
+				return err
+			}
+			gone = append(gone, id)
 		}
-		n, err := decode(id, v)
-		if err != nil {
-			return err
-		}
-		if !n.SeenOnline.IsZero() || !n.FirstSeen.Before(cutoff) {
-			return fmt.Errorf("%w: %s", ErrNotExpired, id)
-		}
-		if err := b.Delete([]byte(id)); err != nil {
-			return err
-		}
-		return addCount(tx, -1)
+		return addCount(tx, -int64(len(gone)))
 	})
-	if err == nil {
-		r.count.Add(-1)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	r.count.Add(-int64(len(gone)))
+	return gone, nil
 }
 
 func putRaw(b *bolt.Bucket, n Node) error {

@@ -9,19 +9,22 @@ import (
 
 func TestMarkOnlineOnceAndKeptByUpsert(t *testing.T) {
 	r, _ := tempRegistry(t)
-	id := key(1)
-	if _, err := r.Upsert(beaconNode(id), false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.MarkOnline(key(9), t0); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("MarkOnline of an unknown node: %v, want ErrNotFound", err)
+	id, other := key(1), key(2)
+	for _, n := range []string{id, other} {
+		if _, err := r.Upsert(beaconNode(n), false); err != nil {
+			t.Fatal(err)
+		}
 	}
 	at := t0.Add(time.Minute)
-	if changed, err := r.MarkOnline(id, at); err != nil || !changed {
-		t.Fatalf("first MarkOnline: %v %v", changed, err)
+	// Unknown IDs are skipped.
+	if n, err := r.MarkOnline(at, id, key(9)); err != nil || n != 1 {
+		t.Fatalf("first MarkOnline: %d %v, want 1", n, err)
 	}
-	if changed, err := r.MarkOnline(id, at.Add(time.Hour)); err != nil || changed {
-		t.Fatalf("second MarkOnline wrote again: %v %v", changed, err)
+	if n, err := r.MarkOnline(at.Add(time.Hour), id, other); err != nil || n != 1 {
+		t.Fatalf("second MarkOnline: %d %v, want 1 (only the other)", n, err)
+	}
+	if n, _ := r.Get(id); !n.SeenOnline.Equal(at) {
+		t.Fatalf("SeenOnline %v rewritten, want %v", n.SeenOnline, at)
 	}
 	// A later registration keeps it.
 	again := beaconNode(id)
@@ -51,25 +54,28 @@ func TestExpireUnseen(t *testing.T) {
 	if _, err := r.Upsert(late, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.MarkOnline(seen, t0); err != nil {
+	if _, err := r.MarkOnline(t0, seen); err != nil {
 		t.Fatal(err)
 	}
-	cutoff := t0.Add(time.Minute)
-	if err := r.ExpireUnseen(seen, cutoff); !errors.Is(err, ErrNotExpired) {
-		t.Errorf("a node seen online: %v, want ErrNotExpired", err)
+	gone, err := r.ExpireUnseen(t0.Add(time.Minute), unseen, seen, recent, key(9))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := r.ExpireUnseen(recent, cutoff); !errors.Is(err, ErrNotExpired) {
-		t.Errorf("a node registered after the cut-off: %v, want ErrNotExpired", err)
-	}
-	if err := r.ExpireUnseen(unseen, cutoff); err != nil {
-		t.Fatalf("a never-online node: %v", err)
+	if len(gone) != 1 || gone[0] != unseen {
+		t.Fatalf("expired %v, want only the never-online node registered before the cut-off", gone)
 	}
 	if _, err := r.Get(unseen); !errors.Is(err, ErrNotFound) {
 		t.Errorf("expired node still stored: %v", err)
 	}
-	if err := r.ExpireUnseen(unseen, cutoff); !errors.Is(err, ErrNotFound) {
-		t.Errorf("expiring twice: %v, want ErrNotFound", err)
+	for _, id := range []string{seen, recent} {
+		if _, err := r.Get(id); err != nil {
+			t.Errorf("kept node %s: %v", id, err)
+		}
 	}
+	if gone, err := r.ExpireUnseen(t0.Add(time.Minute), unseen); err != nil || len(gone) != 0 {
+		t.Errorf("expiring twice: %v %v", gone, err)
+	}
+	// The count is kept in the file too.
 	if r.Len() != 2 {
 		t.Errorf("Len %d, want 2", r.Len())
 	}
