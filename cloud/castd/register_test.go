@@ -130,7 +130,6 @@ func st2s(st int, after, msg string) string {
 	return http.StatusText(st) + " Retry-After=" + after + ": " + msg
 }
 
-
 // A limit of -1 turns the limit off (tests of fleets, lab set-ups).
 func TestRegistrationLimitOff(t *testing.T) {
 	s, srv := newTestServer(t, func(o *Options) { o.RegistrationRate = -1 })
