@@ -26,6 +26,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/blockcast/beacon/shared/ctrlmsg"
 	"github.com/blockcast/beacon/shared/identity"
@@ -81,6 +82,11 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// OnLoginRefused, if set, is called (on the agent's goroutine; it must
+	// not block) when the broker refuses the node's login: castd does not
+	// know the node, e.g. its registration expired before it was ever
+	// online, so the beacon should register again.
+	OnLoginRefused func(error)
 }
 
 // AgentStatus is what `beacon status` shows.
@@ -240,6 +246,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				return nil
 			}
 			a.setErr(err)
+			if a.opts.OnLoginRefused != nil && loginRefused(err) {
+				a.opts.OnLoginRefused(err)
+			}
 			wait := a.backoff(failures)
 			failures++
 			a.log.Warn("mqtt connect failed", "broker", a.opts.BrokerURL, "error", err, "retry_in", wait.Round(time.Millisecond))
@@ -265,6 +274,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// loginRefused reports whether the broker answered CONNECT with a refusal
+// of the credentials.
+func loginRefused(err error) bool {
+	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised)
 }
 
 // backoff returns the wait before attempt n+1: exponential from MinBackoff

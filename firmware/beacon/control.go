@@ -83,6 +83,14 @@ func (b *Beacon) ensureAgent(ctx context.Context, brokerURL string, castKey iden
 		Health:    b.health,
 		Handle:    b.handleCommand,
 		Logger:    b.log.With("component", "agent"),
+		// castd forgot the node (say its registration expired before the
+		// broker was reachable): register again instead of knocking forever.
+		OnLoginRefused: func(error) {
+			select {
+			case b.reregister <- struct{}{}:
+			default:
+			}
+		},
 	})
 	if err != nil {
 		b.log.Error("control-plane agent", "err", err)
