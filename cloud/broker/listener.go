@@ -88,9 +88,8 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		}
 		backoff = 0
 		src := remoteAddr(conn)
-		if why, ok := l.gate.admit(src, time.Now()); !ok {
-			l.log.Debug("mqtt connection shed", "remote", conn.RemoteAddr(), "reason", why)
-			conn.Close()
+		if !l.gate.admit(src, time.Now()) {
+			conn.Close() // counted, and logged in summary: a flood makes no log flood
 			continue
 		}
 		if l.poller != nil {

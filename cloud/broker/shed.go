@@ -85,25 +85,25 @@ func remoteAddr(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// admit takes a handshake slot for a connection from src, or returns the
-// reason it is shed (and counts it). Every admitted connection must be
-// given back with release.
-func (g *gate) admit(src netip.Addr, now time.Time) (reason string, ok bool) {
+// admit takes a handshake slot for a connection from src, or counts it as
+// shed and returns false. Every admitted connection must be given back
+// with release.
+func (g *gate) admit(src netip.Addr, now time.Time) bool {
 	if g.rate != nil && !g.rate.Allow(src, now) {
 		g.count(shedRate, src, now)
-		return ShedRate, false
+		return false
 	}
 	if !g.perAddr.Acquire(src) {
 		g.count(shedPerAddr, src, now)
-		return ShedPerAddr, false
+		return false
 	}
 	select {
 	case g.total <- struct{}{}:
-		return "", true
+		return true
 	default:
 		g.perAddr.Release(src)
 		g.count(shedTotal, src, now)
-		return ShedTotal, false
+		return false
 	}
 }
 
