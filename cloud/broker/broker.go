@@ -14,8 +14,9 @@
 // username/password, or a token signed by the CAST key) may do anything.
 //
 // The broker bounds what a flood can cost: connected clients, unfinished
-// handshakes, packet size, per-client queues and in-flight messages, and
-// each node's publish rate.
+// handshakes (in total and per source address, with a short deadline),
+// each source address's rate of new connections, packet size, per-client
+// queues and in-flight messages, and each node's publish rate.
 package broker
 
 import (

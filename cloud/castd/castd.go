@@ -133,9 +133,10 @@ type Server struct {
 	control   *control        // nil until started, and without a control plane
 	relay     *amtrelay.Relay // nil without --amt-listen
 
-	regLimit   *ratelimit.PerAddr // new registrations per source address; nil: off
-	regLimited atomic.Uint64      // registrations answered 429
-	expiry     atomic.Pointer[expiry]
+	regLimit    *ratelimit.PerAddr // new registrations per source address; nil: off
+	regLimited  atomic.Uint64      // registrations answered 429
+	regLimitLog summaryLog
+	expiry      atomic.Pointer[expiry]
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/blockcast/beacon/cloud/broker"
@@ -87,12 +88,45 @@ func (s *Server) allowRegistration(w http.ResponseWriter, r *http.Request) bool 
 		return true
 	}
 	s.regLimited.Add(1)
+	s.refused.Add(1)
+	if n, ok := s.regLimitLog.due(time.Now()); ok {
+		// One line per interval, not one per refusal: a flood must not
+		// become a flood of logs.
+		s.log.Warn("registrations rate limited (count since the last such line)", "refused", n, "latest_from", src)
+	}
 	after := s.opts.retryAfter()
 	w.Header().Set("Retry-After", strconv.Itoa(after))
-	s.fail(w, r, http.StatusTooManyRequests, fmt.Sprintf(
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusTooManyRequests)
+	json.NewEncoder(w).Encode(protocol.Error{Error: fmt.Sprintf(
 		"too many new registrations from %s (at most %d at once, then %g a minute); retry in %d s",
-		src, s.opts.RegistrationBurst, s.opts.RegistrationRate, after))
+		src, s.opts.RegistrationBurst, s.opts.RegistrationRate, after)})
 	return false
+}
+
+// summaryLog lets a repeated event be logged at most once per interval,
+// with how many happened since the last line.
+type summaryLog struct {
+	mu    sync.Mutex
+	last  time.Time
+	count uint64
+}
+
+// summaryEvery is how often, at most, a summaryLog line is written.
+const summaryEvery = 10 * time.Second
+
+// due counts one event and reports whether to log now, with the count.
+func (l *summaryLog) due(now time.Time) (uint64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.count++
+	if now.Sub(l.last) < summaryEvery {
+		return 0, false
+	}
+	n := l.count
+	l.count, l.last = 0, now
+	return n, true
 }
 
 // errTrailingData refuses a body with more than one JSON value.

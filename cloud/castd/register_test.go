@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -49,8 +50,10 @@ var beaconBody = []byte(`{"role":"beacon","lan_url":"http://192.168.1.1:8081","v
 // nothing else is stored, other addresses and registered nodes are not
 // affected. The old castd accepted all 1,000 and kept them.
 func TestRegistrationFloodFromOneAddress(t *testing.T) {
+	logs := &lockedBuffer{}
 	s, srv := newTestServer(t, func(o *Options) {
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
 	attacker, other := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("203.0.113.9")
 	if s.regLimit.Collide(attacker, other) {
@@ -115,6 +118,13 @@ func TestRegistrationFloodFromOneAddress(t *testing.T) {
 	if st, _, msg := register(t, srv.URL, fresh, beaconBody, other.String()); st != http.StatusOK {
 		t.Fatalf("registration from another address: %d %s", st, msg)
 	}
+	// Logged in summary, not once per refusal.
+	if n := strings.Count(logs.String(), "registrations rate limited"); n != 1 {
+		t.Errorf("%d rate-limit log lines for one flood, want 1", n)
+	}
+	if n := strings.Count(logs.String(), "status=429"); n != 0 {
+		t.Errorf("%d refusals logged one by one", n)
+	}
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +134,24 @@ func TestRegistrationFloodFromOneAddress(t *testing.T) {
 	if want := "castd_registrations_rate_limited_total " + strconv.FormatInt(limited.Load(), 10); !strings.Contains(string(raw), want) {
 		t.Fatalf("metrics lack %q:\n%s", want, raw)
 	}
+}
+
+// lockedBuffer is a log sink safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func st2s(st int, after, msg string) string {
