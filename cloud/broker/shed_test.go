@@ -191,3 +191,39 @@ func TestGateRelease(t *testing.T) {
 		t.Fatalf("stats %v %d", by, sum)
 	}
 }
+
+// A peer that trickles its CONNECT a byte at a time (slowloris) is cut at
+// the handshake deadline, which runs from the accept, not from its last
+// byte, and is counted as a timeout.
+func TestTrickledConnectCut(t *testing.T) {
+	b := startBroker(t, Options{HandshakeTimeout: 500 * time.Millisecond})
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	// CONNECT with a remaining length of 100, never completed.
+	connect := append([]byte{0x10, 100, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 60}, make([]byte, 88)...)
+	var cut time.Duration
+	for _, by := range connect {
+		if _, err := c.Write([]byte{by}); err != nil {
+			cut = time.Since(start)
+			break
+		}
+		if closedByPeer(c, 100*time.Millisecond) {
+			cut = time.Since(start)
+			break
+		}
+	}
+	if cut == 0 || cut > 2*time.Second {
+		t.Fatalf("trickling peer cut after %s, want about 500ms", cut)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for b.Stats().ShedBy[ShedTimeout] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("shed %v, want one timeout", b.Stats().ShedBy)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
