@@ -4,7 +4,7 @@
 # Needs root; without root it prints what is missing and exits 0 so that
 # tests skip (they fail instead when CI=true).
 set -eu
-pkgs="dnsmasq-base mosquitto vlc-bin vlc-plugin-base ffmpeg tshark qemu-user-static chromium nginx-light wrk iproute2 dpkg-dev systemd busybox shellcheck"
+pkgs="dnsmasq-base mosquitto vlc-bin vlc-plugin-base ffmpeg tshark qemu-user-static chromium nginx-light wrk iproute2 dpkg-dev systemd busybox shellcheck prometheus"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
