@@ -215,15 +215,20 @@ func status(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + *admin + "/v1/status")
+	url := "http://" + *admin + "/v1/status"
+	resp, err := client.Get(url)
 	if err != nil {
 		fmt.Fprintf(stderr, "beacon status: is the beacon running? %v\n", err)
 		return 1
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "beacon status: %s %v\n", resp.Status, err)
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		fmt.Fprintf(stderr, "beacon status: %s answered %s: is --admin-listen %s a beacon's status address?\n", url, resp.Status, *admin)
+		return 1
+	case err != nil:
+		fmt.Fprintf(stderr, "beacon status: reading %s: %v\n", url, err)
 		return 1
 	}
 	if *asJSON {
