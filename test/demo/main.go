@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/test/harness"
 )
 
@@ -74,6 +75,9 @@ func run(dir, binDir, size string) error {
 	path := "/obj/" + size + "/demo-video.bin"
 	url := sys.CastdURL() + path
 	want := harness.ContentSHA256(path, n)
+	// What the README promises: both requests routed to the beacon, a MISS
+	// and then a HIT, one origin pull. Anything else fails the demo.
+	wantCache := []string{"", "MISS", "HIT"}
 	for i := 1; i <= 2; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		res, err := harness.Fetch(ctx, url, nil)
@@ -98,7 +102,17 @@ func run(dir, binDir, size string) error {
 		if res.SHA256 != want || res.Status != 200 {
 			return fmt.Errorf("request %d: wrong content (status %d)", i, res.Status)
 		}
+		if first := res.Hops[0]; first.Route != protocol.DecisionBeacon {
+			return fmt.Errorf("request %d: the router sent it to %q, not to the beacon", i, first.Route)
+		}
+		if last.Cache != wantCache[i] {
+			return fmt.Errorf("request %d: X-Cache %q, want %s", i, last.Cache, wantCache[i])
+		}
 	}
-	fmt.Printf("origin requests for %s: %d (the second request never left the beacon)\n", path, sys.Origin.Hits(path))
+	pulls := sys.Origin.Hits(path)
+	fmt.Printf("origin requests for %s: %d (the second request never left the beacon)\n", path, pulls)
+	if pulls != 1 {
+		return fmt.Errorf("the origin was asked %d times for %s, want once", pulls, path)
+	}
 	return nil
 }
