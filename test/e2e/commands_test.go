@@ -41,9 +41,9 @@ type logRecord map[string]string
 
 var logPair = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
 
-// readLog parses a process's text log, keeping the records whose message
+// logRecords parses a process's text log, keeping the records whose message
 // is msg.
-func readLog(t *testing.T, path, msg string) []logRecord {
+func logRecords(t *testing.T, path, msg string) []logRecord {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -79,7 +79,7 @@ func commandResult(t *testing.T, sys *harness.System, cid string) logRecord {
 	t.Helper()
 	var got logRecord
 	if !harness.WaitFor(15*time.Second, func() bool {
-		for _, r := range readLog(t, sys.Castd.Log, "command result") {
+		for _, r := range logRecords(t, sys.Castd.Log, "command result") {
 			if r["cmd"] == cid {
 				got = r
 				return true
@@ -142,7 +142,7 @@ func TestPrefetchAndReregister(t *testing.T) {
 		// registration), the result is ok, and the node stays routed.
 		registrations := func() int {
 			n := 0
-			for _, r := range readLog(t, sys.Castd.Log, "node registered") {
+			for _, r := range logRecords(t, sys.Castd.Log, "node registered") {
 				if r["id"] == id {
 					n++
 				}
