@@ -27,6 +27,7 @@ var ErrRefused = errors.New("castd refused the request")
 // ErrNotRegistered is returned by Fetch when castd does not know this node
 // and registering again did not help (or failed).
 var ErrNotRegistered = errors.New("castd does not know this node")
+
 // ErrRetryLater wraps a 429 or 503 answer: castd is limiting or busy, and
 // the same request will do later; RetryAfter says when castd asked for.
 var ErrRetryLater = errors.New("castd asks to retry later")
