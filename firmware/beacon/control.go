@@ -223,6 +223,11 @@ func (b *Beacon) handleCommand(ctx context.Context, c ctrlmsg.Command) ctrlmsg.R
 		if w.status != http.StatusOK {
 			return fail(fmt.Errorf("prefetch %s: %d %s", key, w.status, bytes.TrimSpace(w.small)))
 		}
+		// A 200 is not a stored copy: an answer a shared cache may not keep
+		// (no-store, private, ...) passes through and is gone.
+		if _, err := b.store.Get(key); err != nil {
+			return fail(fmt.Errorf("prefetch %s: fetched %d bytes but not cached (Cache-Control %q): %w", key, w.n, w.header.Get("Cache-Control"), err))
+		}
 		res.OK, res.Detail = true, fmt.Sprintf("%s %s, %d bytes", key, w.header.Get(protocol.HeaderCache), w.n)
 	case ctrlmsg.OpReregister:
 		select {

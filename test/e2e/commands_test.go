@@ -128,14 +128,21 @@ func TestPrefetchAndReregister(t *testing.T) {
 		}
 
 		// A prefetch the origin refuses comes back as a failure that says
-		// why, and nothing is cached.
+		// why.
 		missing := "/gone/1k/x.bin" // the origin answers 404
 		r = commandResult(t, sys, sendCommand(t, sys, id, "prefetch", missing))
 		if r["ok"] != "false" || !strings.Contains(r["error"], "404") {
 			t.Errorf("prefetch of a missing object: result %v, want ok=false naming the 404", r)
 		}
+		// So does one whose answer a shared cache may not store: an "ok"
+		// would tell the operator it is there when it is not.
+		nostore := "/nostore/1k/x.bin" // Cache-Control: no-store
+		r = commandResult(t, sys, sendCommand(t, sys, id, "prefetch", nostore))
+		if r["ok"] != "false" || !strings.Contains(r["error"], "not cached") {
+			t.Errorf("prefetch of a no-store object: result %v, want ok=false saying it is not cached", r)
+		}
 		if c, _ := mustStatus(t, sys)["cache"].(map[string]any); c["Objects"] != float64(1) {
-			t.Errorf("cache after a failed prefetch: %v, want the one prefetched object", c)
+			t.Errorf("cache after failed prefetches: %v, want the one prefetched object", c)
 		}
 
 		// reregister: the beacon registers again (castd logs the
