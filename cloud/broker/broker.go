@@ -14,8 +14,9 @@
 // username/password, or a token signed by the CAST key) may do anything.
 //
 // The broker bounds what a flood can cost: connected clients, unfinished
-// handshakes, packet size, per-client queues and in-flight messages, and
-// each node's publish rate.
+// handshakes (in total and per source address, with a short deadline),
+// each source address's rate of new connections, packet size, per-client
+// queues and in-flight messages, and each node's publish rate.
 package broker
 
 import (
@@ -58,7 +59,7 @@ const (
 	DefaultTokenWindow      = 2 * time.Minute
 	DefaultMaxClients       = 20000
 	DefaultMaxHandshakes    = 1024
-	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultPublishRate      = 5   // messages per second per node, sustained
 	DefaultPublishBurst     = 100 // enough for an agent flushing its queue
 	// DefaultReadCoalesce lets nodes' packets gather for this long before
@@ -68,6 +69,15 @@ const (
 	// DefaultMaxPacketSize fits the largest control payload plus the MQTT
 	// header and a topic.
 	DefaultMaxPacketSize = ctrlmsg.MaxPayload + 1024
+)
+
+// Per-address defaults for Options: enough for a fleet behind one
+// carrier-grade NAT reconnecting together (a node's handshake holds a slot
+// for about one round trip), far from the global bound.
+const (
+	DefaultMaxHandshakesPerAddr = 32
+	DefaultConnectRate          = 20 // new connections per second per address, sustained
+	DefaultConnectBurst         = 200
 )
 
 // housekeepingEvery is how often mochi expires sessions, in-flight and
@@ -101,8 +111,17 @@ type Options struct {
 	// more are closed at once (DefaultMaxHandshakes).
 	MaxHandshakes int
 	// HandshakeTimeout is how long a new connection has to send CONNECT
-	// (DefaultHandshakeTimeout).
+	// (DefaultHandshakeTimeout: a real client sends it at once).
 	HandshakeTimeout time.Duration
+	// MaxHandshakesPerAddr bounds the connections one source address
+	// (IPv6: one /64) has in the handshake; more are closed at once
+	// (DefaultMaxHandshakesPerAddr).
+	MaxHandshakesPerAddr int
+	// ConnectRate and ConnectBurst limit how fast one source address may
+	// open connections (a token bucket); excess ones are closed at once.
+	// Zero means the default; a negative ConnectRate disables the limit.
+	ConnectRate  float64
+	ConnectBurst int
 	// MaxPacketSize bounds any MQTT packet (DefaultMaxPacketSize).
 	MaxPacketSize uint32
 	// ReadCoalesce is how long clients' packets may wait so that the
@@ -143,8 +162,11 @@ type Stats struct {
 	AuthRefused uint64 // logins refused
 	ACLDenied   uint64 // publishes and subscriptions refused by the ACL
 	RateLimited uint64 // publishes dropped by the per-node rate limit
-	Shed        uint64 // connections closed at once: too many handshakes
+	Shed        uint64 // connections closed in or before the handshake, every reason
 	ReadRounds  uint64 // wake-ups that read clients' packets, when coalesced
+
+	// ShedBy splits Shed by reason (every one of ShedReasons present).
+	ShedBy map[string]uint64
 }
 
 // New checks opts and builds a broker; Start makes it listen.
@@ -163,6 +185,15 @@ func New(opts Options) (*Broker, error) {
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if opts.MaxHandshakesPerAddr <= 0 {
+		opts.MaxHandshakesPerAddr = DefaultMaxHandshakesPerAddr
+	}
+	if opts.ConnectRate == 0 {
+		opts.ConnectRate = DefaultConnectRate
+	}
+	if opts.ConnectBurst <= 0 {
+		opts.ConnectBurst = DefaultConnectBurst
 	}
 	if opts.MaxPacketSize == 0 {
 		opts.MaxPacketSize = DefaultMaxPacketSize
@@ -237,7 +268,7 @@ func New(opts Options) (*Broker, error) {
 		addr:    opts.Addr,
 		tlsConf: tlsConf,
 		timeout: opts.HandshakeTimeout,
-		slots:   make(chan struct{}, opts.MaxHandshakes),
+		gate:    newGate(&opts, log),
 		log:     log,
 		batch:   opts.ReadCoalesce,
 	}
@@ -285,13 +316,15 @@ func (b *Broker) Close() error {
 // Stats returns the broker's counters.
 func (b *Broker) Stats() Stats {
 	h := b.hook
+	by, shed := b.ln.gate.stats()
 	return Stats{
 		Connected:   atomic.LoadInt64(&b.srv.Info.ClientsConnected),
 		AuthOK:      h.authOK.Load(),
 		AuthRefused: h.authRefused.Load(),
 		ACLDenied:   h.aclDenied.Load(),
 		RateLimited: h.rateLimited.Load(),
-		Shed:        b.ln.shed.Load(),
+		Shed:        shed,
+		ShedBy:      by,
 		ReadRounds:  b.ln.rounds(),
 	}
 }

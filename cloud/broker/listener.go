@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,16 +19,18 @@ import (
 // listener is a mochi TCP listener that also bounds the handshake: mochi
 // sets no deadline until CONNECT has been read and counts a client against
 // MaximumClients only after it authenticates, so without this a peer could
-// hold any number of silent connections open. Each new connection takes a
-// slot (or is closed at once when none is free) and must send CONNECT
-// within the timeout; mochi's first SetDeadline, made once CONNECT is read,
-// gives the slot back.
+// hold any number of silent connections open. Each new connection must pass
+// the gate (a per-address connection rate, a per-address and a global
+// handshake slot; otherwise it is closed at once) and send CONNECT within
+// the timeout; mochi's first SetDeadline, made once CONNECT is read, gives
+// the slots back. One address can so hold only its own few slots, never
+// the ones every other node needs to reconnect.
 type listener struct {
 	id      string
 	addr    string
 	tlsConf *tls.Config
 	timeout time.Duration
-	slots   chan struct{}
+	gate    *gate
 	log     *slog.Logger
 	batch   time.Duration // coalesce reads; <= 0: off
 
@@ -34,7 +38,6 @@ type listener struct {
 	ln     net.Listener
 	poller *coalesce.Poller
 	closed atomic.Bool
-	shed   atomic.Uint64
 }
 
 var _ listeners.Listener = (*listener)(nil)
@@ -84,16 +87,14 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		backoff = 0
-		select {
-		case l.slots <- struct{}{}:
-		default:
-			l.shed.Add(1)
-			conn.Close()
+		src := remoteAddr(conn)
+		if !l.gate.admit(src, time.Now()) {
+			conn.Close() // counted, and logged in summary: a flood makes no log flood
 			continue
 		}
 		if l.poller != nil {
 			if conn, err = l.poller.Wrap(conn); err != nil {
-				<-l.slots
+				l.gate.release(src)
 				if !l.closed.Load() {
 					l.log.Warn("mqtt: cannot coalesce a connection's reads; closed it", "error", err)
 				}
@@ -104,10 +105,15 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			conn = tls.Server(conn, l.tlsConf)
 		}
 		_ = conn.SetDeadline(time.Now().Add(l.timeout))
-		hc := &handshakeConn{Conn: conn, slots: l.slots}
+		hc := &handshakeConn{Conn: conn, gate: l.gate, src: src}
 		go func() {
-			defer hc.release()
-			if err := establish(l.id, hc); err != nil {
+			err := establish(l.id, hc)
+			if hc.release() && isTimeout(err) {
+				// Still in the handshake when the deadline struck: a
+				// silent or slow peer holding a slot.
+				l.gate.count(shedTimeout, src, time.Now())
+			}
+			if err != nil {
 				l.log.Debug("mqtt connection ended", "remote", conn.RemoteAddr(), "error", err)
 			}
 		}()
@@ -140,15 +146,34 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 	}
 }
 
-// handshakeConn gives its slot back on the first deadline mochi sets (CONNECT
-// has been read) or when the connection ends.
+// handshakeConn gives its slots back on the first deadline mochi sets
+// (CONNECT has been read) or when the connection ends.
 type handshakeConn struct {
 	net.Conn
-	slots chan struct{}
-	once  sync.Once
+	gate *gate
+	src  netip.Addr
+	done atomic.Bool
 }
 
-func (c *handshakeConn) release() { c.once.Do(func() { <-c.slots }) }
+// release gives the slots back; it reports whether this call did (the
+// connection was still in its handshake).
+func (c *handshakeConn) release() bool {
+	if !c.done.CompareAndSwap(false, true) {
+		return false
+	}
+	c.gate.release(c.src)
+	return true
+}
+
+// isTimeout reports whether err is a deadline expiring (plain or inside
+// TLS or mochi's wrapping).
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
 
 // restPad is how much deeper Read makes a connection goroutine rest.
 const restPad = 3 << 10

@@ -31,6 +31,7 @@ import (
 	"github.com/blockcast/beacon/shared/metrics"
 	"github.com/blockcast/beacon/shared/objstore"
 	"github.com/blockcast/beacon/shared/protocol"
+	"github.com/blockcast/beacon/shared/ratelimit"
 	"github.com/blockcast/beacon/shared/signedreq"
 )
 
@@ -80,6 +81,14 @@ type Options struct {
 	// (0: 30 s each).
 	WriteStall  time.Duration
 	BodyTimeout time.Duration
+	// Registrations (see register.go and expiry.go). RegistrationRate is
+	// new nodes a minute per source address once RegistrationBurst is
+	// spent (zero: the defaults; a negative rate: no limit).
+	// RegistrationTTL removes a registration that the control plane has
+	// not seen online this long after it was made (0: never).
+	RegistrationRate  float64
+	RegistrationBurst int
+	RegistrationTTL   time.Duration
 
 	Version string
 	Logger  *slog.Logger
@@ -107,6 +116,9 @@ func (o *Options) check() error {
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = 10 * time.Second
 	}
+	if err := o.checkRegistration(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -129,6 +141,11 @@ type Server struct {
 	dashboard *web.Dashboard
 	control   *control        // nil until started, and without a control plane
 	relay     *amtrelay.Relay // nil without --amt-listen
+
+	regLimit    *ratelimit.PerAddr // new registrations per source address; nil: off
+	regLimited  atomic.Uint64      // registrations answered 429
+	regLimitLog summaryLog
+	expiry      atomic.Pointer[expiry]
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -143,6 +160,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: log, ips: clientip.New(opts.TrustedProxies), admin: newAdminGate()}
 	s.origin, _ = url.Parse(opts.Origin)
+	s.regLimit = opts.registrationLimit()
 	keyPath := filepath.Join(opts.StateDir, "cast-key.json")
 	key, created, err := identity.LoadOrCreate(keyPath)
 	if err != nil {
@@ -243,6 +261,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.startControl(ctx); err != nil {
 		return err
 	}
+	if err := s.startExpiry(ctx); err != nil {
+		return err
+	}
 	relayDone, err := s.startRelay(ctx)
 	if err != nil {
 		return err
@@ -332,6 +353,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 	relayStat("packets_out_total", "Multicast Data messages sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsOut) })
 	relayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
 	relayStat("bad_mac_total", "Membership Updates and Teardowns refused for a wrong MAC or nonce.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.Drops.BadMAC) })
+	s.registerGuardMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
 }

@@ -95,6 +95,7 @@ func (s *Server) startControl(ctx context.Context) error {
 		OnChange: func(id string, st monitor.State, load float64) {
 			s.router.SetLoad(id, load)
 			s.router.SetEligible(id, c.routable(id))
+			s.noteOnline(id, st)
 			s.log.Debug("node state", "id", id, "state", st, "load", load)
 		},
 		OnResult: func(id string, r monitor.Result) {

@@ -96,6 +96,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusMethodNotAllowed, "registration is a signed POST")
 		return
 	}
+	if !s.allowRegistration(w, r) {
+		return
+	}
 	body, err := signedreq.ReadBody(r, maxRegistrationBody)
 	if err != nil {
 		s.fail(w, r, signedreq.StatusCode(err), "reading registration: "+err.Error())
@@ -105,10 +108,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var reg protocol.Registration
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	if err := dec.Decode(&reg); err != nil {
-		s.fail(w, r, http.StatusBadRequest, "registration is not valid JSON: "+err.Error())
+	reg, err := decodeRegistration(body)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, "registration is not one valid JSON object: "+err.Error())
 		return
 	}
 	ip, err := s.ips.Addr(r)
@@ -155,6 +157,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	if s.control != nil {
 		s.router.SetEligible(stored.ID, s.control.routable(stored.ID))
 	}
+	s.notePending(stored)
 	s.log.Info("node registered", "id", stored.ID, "role", stored.Role, "public_ip", stored.PublicIP, "lan_url", stored.LANURL, "owner", stored.Owner, "cidrs", len(stored.CIDRs))
 	writeJSON(w, protocol.RegistrationReply{
 		NodeID:    stored.ID,

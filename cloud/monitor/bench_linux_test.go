@@ -178,7 +178,9 @@ func BenchmarkIngest10kNodes(b *testing.B) {
 
 	// MONITOR_BENCH_COALESCE sets the broker's ReadCoalesce (e.g. -1ns: off).
 	coalesce, _ := time.ParseDuration(os.Getenv("MONITOR_BENCH_COALESCE"))
-	brk, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Known: isKnown, MaxClients: nodes + 100, ReadCoalesce: coalesce, Logger: quiet})
+	// The whole fleet dials from one address: lift the per-address bounds.
+	brk, err := broker.New(broker.Options{Addr: "127.0.0.1:0", Known: isKnown, MaxClients: nodes + 100, ReadCoalesce: coalesce, Logger: quiet,
+		MaxHandshakesPerAddr: broker.DefaultMaxHandshakes, ConnectRate: -1})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -54,6 +54,10 @@ type Node struct {
 	PublicIP     netip.Addr `json:"public_ip"`       // from the registration's connection
 	FirstSeen    time.Time  `json:"first_seen"`
 	LastSeen     time.Time  `json:"last_seen"`
+
+	// SeenOnline is when castd's control plane first saw the node online
+	// (zero: never, see MarkOnline); a registration keeps it.
+	SeenOnline time.Time `json:"seen_online,omitzero"`
 }
 
 // lockTimeout bounds how long Open waits for another process's file lock.
@@ -294,6 +298,9 @@ func (r *Registry) put(b *bolt.Bucket, n Node, verifiedDelegation bool) (stored 
 			r.log.Info("node owner changed by delegation", "id", n.ID, "from", prev.Owner, "to", n.Owner)
 		}
 		n.FirstSeen = prev.FirstSeen
+		if n.SeenOnline.IsZero() {
+			n.SeenOnline = prev.SeenOnline
+		}
 	} else {
 		created = true
 		if n.FirstSeen.IsZero() || n.FirstSeen.After(n.LastSeen) {

@@ -452,3 +452,74 @@ func TestAgentQueuesWhileBrokerAway(t *testing.T) {
 		t.Fatalf("status after reconnect %+v", st)
 	}
 }
+
+// refusingBroker answers every CONNECT with CONNACK return code rc.
+func refusingBroker(t *testing.T, rc byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Read(make([]byte, 4096)); err != nil {
+					return
+				}
+				c.Write([]byte{0x20, 0x02, 0x00, rc})
+				c.Read(make([]byte, 1)) // until the client hangs up
+			}()
+		}
+	}()
+	return "tcp://" + ln.Addr().String()
+}
+
+// A broker that refuses the node's login (castd no longer knows it) makes
+// the agent say so, so that the beacon registers again; a broker that is
+// merely unavailable does not.
+func TestOnRefused(t *testing.T) {
+	for _, tc := range []struct {
+		rc   byte
+		want bool
+	}{
+		{4, true},  // bad user name or password: what castd's broker answers an unknown node
+		{5, true},  // not authorised
+		{3, false}, // server unavailable
+	} {
+		refused := make(chan error, 16)
+		a, err := New(Options{
+			BrokerURL: refusingBroker(t, tc.rc), Key: newKey(t), Logger: testLogger(),
+			MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+			OnRefused: func(err error) {
+				select {
+				case refused <- err:
+				default:
+				}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Run(ctx) }()
+		var got bool
+		select {
+		case <-refused:
+			got = true
+		case <-time.After(time.Second):
+		}
+		cancel()
+		<-done
+		if got != tc.want {
+			t.Errorf("CONNACK %d: OnRefused called %v, want %v (last error %q)", tc.rc, got, tc.want, a.Status().LastError)
+		}
+	}
+}

@@ -472,7 +472,7 @@ func (b *Beacon) registerLoop(ctx context.Context, addr net.Addr) {
 			b.mu.Lock()
 			b.lastErr = err.Error()
 			b.mu.Unlock()
-			wait = backoff + rand.N(backoff/2+1)
+			wait = retryWait(err, backoff)
 			b.log.Warn("registration", "err", err, "retry_in", wait.Round(time.Millisecond))
 			backoff = min(backoff*2, 2*time.Minute)
 		} else {
@@ -488,6 +488,18 @@ func (b *Beacon) registerLoop(ctx context.Context, addr net.Addr) {
 			b.mu.Unlock()
 		}
 	}
+}
+
+// retryWait is how long to wait after a failed registration: the backoff
+// with jitter, or, when castd asked with Retry-After (it limits
+// registrations per address: 429), at least that long plus up to a quarter
+// more, so that beacons refused together do not return together.
+func retryWait(err error, backoff time.Duration) time.Duration {
+	wait := backoff + rand.N(backoff/2+1)
+	if after, ok := castclient.RetryAfter(err); ok {
+		wait = max(wait, after+rand.N(after/4+1))
+	}
+	return wait
 }
 
 func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,48 @@ var ErrRefused = errors.New("castd refused the request")
 // ErrNotRegistered is returned by Fetch when castd does not know this node
 // and registering again did not help (or failed).
 var ErrNotRegistered = errors.New("castd does not know this node")
+// ErrRetryLater wraps a 429 or 503 answer: castd is limiting or busy, and
+// the same request will do later; RetryAfter says when castd asked for.
+var ErrRetryLater = errors.New("castd asks to retry later")
+
+// maxRetryAfter caps the wait castd may ask for, so that a wrong or hostile
+// header cannot park the beacon for days.
+const maxRetryAfter = time.Hour
+
+type retryLaterError struct {
+	after time.Duration // 0: castd named no time
+	err   error
+}
+
+func (e *retryLaterError) Error() string   { return e.err.Error() }
+func (e *retryLaterError) Unwrap() []error { return []error{ErrRetryLater, e.err} }
+
+// RetryAfter returns the wait castd asked for in its Retry-After header
+// (at most an hour) when err wraps ErrRetryLater; false when it did not
+// ask, or named no time.
+func RetryAfter(err error) (time.Duration, bool) {
+	var e *retryLaterError
+	if errors.As(err, &e) && e.after > 0 {
+		return e.after, true
+	}
+	return 0, false
+}
+
+// parseRetryAfter reads a Retry-After value: delay seconds or an HTTP date
+// (RFC 9110, 10.2.3); zero if absent or unreadable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseUint(v, 10, 32); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
 
 // Client talks to one castd.
 type Client struct {
@@ -97,6 +140,9 @@ func apiError(resp *http.Response) error {
 		msg = e.Error
 	}
 	err := fmt.Errorf("castd answered %s: %s", resp.Status, msg)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		return &retryLaterError{after: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), err: err}
+	}
 	if resp.StatusCode >= 400 && resp.StatusCode < 500 {
 		return fmt.Errorf("%w: %w", ErrRefused, err)
 	}
