@@ -391,13 +391,16 @@ func (st Status) WriteText(w io.Writer) {
 	if st.Cache.Hits+st.Cache.Misses > 0 {
 		ratio = float64(st.Cache.Hits) / float64(st.Cache.Hits+st.Cache.Misses)
 	}
-	fmt.Fprintf(w, "node        %s (version %s)\n", st.NodeID, st.Version)
+	fmt.Fprintf(w, "node        %s (version %s, up %s)\n", st.NodeID, st.Version, time.Duration(st.UptimeS)*time.Second)
 	fmt.Fprintf(w, "castd       %s\n", st.CastURL)
 	fmt.Fprintf(w, "registered  %s", yesno(st.Registered))
 	if st.Registered {
 		fmt.Fprintf(w, " (public IP %s, LAN URL %s)", st.PublicIP, st.LANURL)
 	}
 	fmt.Fprintln(w)
+	if v := st.CastdView; v != nil {
+		fmt.Fprintf(w, "castd says  %s\n", v.describe())
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(w, "last error  %s\n", st.LastError)
 	}
@@ -421,6 +424,8 @@ func (st Status) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "hit ratio   %.1f%% (%d hits, %d misses)\n", 100*ratio, c.Hits, c.Misses)
 	fmt.Fprintf(w, "served      %s to users, %s from upstream\n", cli.FormatBytes(c.BytesServed), cli.FormatBytes(c.UpstreamBytes))
+	fmt.Fprintf(w, "AMT         %d tunnels, %d channels\n", len(st.AMT.Tunnels), len(st.AMT.Channels))
+	fmt.Fprintf(w, "wallet      %s (back it up)\n", st.Wallet)
 }
 
 func (b *Beacon) adminHandler() http.Handler {

@@ -192,3 +192,22 @@ func (b *Beacon) serveStatusJSON(w http.ResponseWriter, r *http.Request) {
 	enc.SetIndent("", "  ")
 	enc.Encode(b.Status())
 }
+
+// describe says castd's view in a line, for `beacon status`.
+func (v *CastdView) describe() string {
+	var s string
+	switch {
+	case v.Registered != nil && !*v.Registered:
+		s = "it does not know this node"
+	case v.Routable != nil && *v.Routable:
+		s = "routable: users are sent here"
+	case v.Routable != nil:
+		s = "not routable: users are sent elsewhere"
+	default:
+		s = "it knows this node"
+	}
+	if v.State != "" {
+		s += " (" + v.State + ")"
+	}
+	return s + ", as of " + v.At.Format(time.RFC3339)
+}
