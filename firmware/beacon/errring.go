@@ -61,7 +61,7 @@ func (h *problemLog) Handle(ctx context.Context, r slog.Record) error {
 		p := Problem{At: r.Time, Level: r.Level.String(), Component: h.component, Msg: r.Message}
 		r.Attrs(func(a slog.Attr) bool {
 			switch a.Key {
-			case "err":
+			case "err", "error":
 				p.Err = a.Value.String()
 			case "component", "cache":
 				p.Component = a.Value.String()

@@ -30,6 +30,7 @@ func (b *Beacon) noteCastdView(who protocol.Whoami) {
 	v := &CastdView{At: time.Now(), PublicIP: who.IP, Registered: who.Registered, State: clip(who.State, 32), Routable: who.Routable}
 	b.mu.Lock()
 	b.view = v
+	b.lastErr = "" // castd answered
 	b.mu.Unlock()
 }
 
