@@ -15,6 +15,7 @@ type Problem struct {
 	Component string    `json:"component,omitempty"`
 	Msg       string    `json:"msg"`
 	Err       string    `json:"err,omitempty"`
+	Count     int       `json:"count"` // times seen; At is the last
 }
 
 // maxProblems is how many recent problems the status keeps.
@@ -95,8 +96,18 @@ func (h *problemLog) WithGroup(name string) slog.Handler {
 
 func (r *problemRing) add(p Problem) {
 	p.Msg, p.Err, p.Component = r.scrub(p.Msg), r.scrub(p.Err), r.scrub(p.Component)
+	p.Count = 1
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// A problem that repeats (a retry loop, a flood of refused requests)
+	// counts up and moves to the front instead of pushing the others out.
+	for i, q := range r.items {
+		if q.Level == p.Level && q.Component == p.Component && q.Msg == p.Msg && q.Err == p.Err {
+			p.Count = q.Count + 1
+			r.items = append(r.items[:i], r.items[i+1:]...)
+			break
+		}
+	}
 	if len(r.items) == maxProblems {
 		copy(r.items, r.items[1:])
 		r.items = r.items[:maxProblems-1]

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -313,6 +314,18 @@ func TestProblemRing(t *testing.T) {
 			t.Errorf("kept %+v", p)
 		}
 	}
+	// A repeated problem counts up instead of pushing the others out.
+	for range 50 {
+		log.Warn("refused", "err", "flood")
+	}
+	got = pl.ring.recent()
+	if got[0].Msg != "refused" || got[0].Count != 50 || got[1].Component != "amt-gateway" {
+		t.Errorf("after a flood: %+v", got[:2])
+	}
+	log.Error(strings.Repeat("long ", 200))
+	if got = pl.ring.recent(); got[0].Count != 1 || got[0].Component != "" {
+		t.Errorf("another component's problem merged: %+v", got[0])
+	}
 	// Below the configured level nothing reaches the log; warnings are
 	// still kept for the page.
 	if strings.Contains(out.String(), "quiet") || strings.Contains(out.String(), "level=WARN") || !strings.Contains(out.String(), "level=ERROR") {
@@ -330,4 +343,26 @@ func TestRedactURL(t *testing.T) {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzHostGuard: any Host header gets an answer without a panic, and one
+// that is let through is an address, localhost or a configured name.
+func FuzzHostGuard(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:8082", "[::1]:8082", "localhost", "beacon.lan.", "evil.example", "", "[", "]:", "[fe80::1%eth0]:1", "127.1", ":8082", "beacon.lan:x:y"} {
+		f.Add(s)
+	}
+	g := newHostGuard(slog.New(slog.NewTextHandler(io.Discard, nil)), []string{"beacon.lan"})
+	f.Fuzz(func(t *testing.T, host string) {
+		if !g.allowed(host) {
+			return
+		}
+		h := hostOnly(host)
+		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+		if _, err := netip.ParseAddr(h); err == nil {
+			return
+		}
+		if n := normalHost(h); n != "localhost" && n != "beacon.lan" {
+			t.Fatalf("Host %q let through as %q", host, n)
+		}
+	})
 }
