@@ -119,7 +119,7 @@ func (r *problemRing) scrub(s string) string {
 	for _, x := range r.secrets {
 		s = strings.ReplaceAll(s, x, "[redacted]")
 	}
-	return clip(strings.ToValidUTF8(s, "?"), maxProblemText)
+	return clip(s, maxProblemText) // encoding/json mends a rune clip cuts
 }
 
 // recent returns the problems, newest first.
