@@ -123,10 +123,12 @@ var statusPage []byte
 
 // statusCSP allows the page's own inline script and style (by hash) and
 // fetches from its own origin; nothing else loads, nothing may frame it,
-// and no form can be submitted anywhere.
+// and no form can be submitted anywhere. The empty data: icon keeps the
+// browser from asking for /favicon.ico, a content URL the cache would
+// fetch from castd.
 var statusCSP = "default-src 'none'; script-src " + inlineHash(statusPage, "script") +
 	"; style-src " + inlineHash(statusPage, "style") +
-	"; connect-src 'self'; img-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+	"; connect-src 'self'; img-src data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 // inlineHash is the CSP source of the page's one inline <tag> element.
 func inlineHash(page []byte, tag string) string {

@@ -112,6 +112,12 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("backup commands %q", text("backup"))
 	}
 
+	// The page asked for nothing but itself and its JSON: no favicon
+	// fetched through the cache.
+	if n := sys.Origin.Hits("/favicon.ico"); n != 0 {
+		t.Errorf("the page made the cache fetch /favicon.ico %d times", n)
+	}
+
 	// No secret on the page: the wallet file and its secret key.
 	wallet, err := os.ReadFile(filepath.Join(sys.Dir, "beacon", "wallet.json"))
 	if err != nil {
