@@ -183,6 +183,9 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 		if pub, err := s.verifier.Verify(r, nil); err == nil {
 			known := s.router.Has(pub.String())
 			reply.Registered = &known
+			if known {
+				reply.State, reply.Routable = s.nodeState(pub.String())
+			}
 		}
 	}
 	writeJSON(w, reply)
