@@ -179,6 +179,8 @@ func New(opts Options) (*Server, error) {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: %w", err)
 	}
+	// Damaged records are skipped (and logged) by ForEach: one of them
+	// must not keep every other node from being served.
 	if err := s.reg.ForEach(func(n registry.Node) error { s.router.Upsert(n); return nil }); err != nil {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: loading registry: %w", err)
@@ -212,6 +214,9 @@ func New(opts Options) (*Server, error) {
 	}
 	b, r, p := s.router.Len()
 	log.Info("castd state loaded", "id", key.ID(), "beacons", b, "relays", r, "prefixes", p, "origin", opts.Origin)
+	if d := s.reg.Damaged(); d > 0 {
+		log.Error("registry has damaged records: they are not routed to (castd_registry_damaged_records)", "count", d)
+	}
 	return s, nil
 }
 
@@ -314,6 +319,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 		}
 	})
 	m.Func("castd_registered_nodes", "Nodes in the registry.", metrics.Gauge, func() float64 { return float64(s.reg.Len()) })
+	m.Func("castd_registry_damaged_records", "Registry records that cannot be decoded: skipped (not routed to), logged, left in the file.", metrics.Gauge, func() float64 { return float64(s.reg.Damaged()) })
 	m.Collect("castd_nodes", "Registered nodes by control-plane state.", metrics.Gauge, func() []metrics.Sample {
 		if s.control == nil {
 			return nil
