@@ -299,7 +299,7 @@ func (s *Server) nodeViews() []web.Node {
 }
 
 // handleNodes serves GET /v1/nodes and /v1/nodes/{id}, and the operator's
-// POST /v1/nodes/{id}/commands. Node records say where homes are (public
+// POST /v1/nodes/{id}/commands and DELETE /v1/nodes/{id}. Node records say where homes are (public
 // IP, LAN URL, owner wallet), so only the operator gets them; anyone else
 // gets the fleet totals, and a filter (?q=<wallet> finds a home) is a
 // question about nodes, so it needs the token too.
@@ -307,6 +307,10 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(r.URL.Path, protocol.PathNodes)
 	if strings.HasSuffix(rest, protocol.PathCommandsSuffix) {
 		s.handleCommand(w, r, strings.TrimSuffix(strings.TrimPrefix(rest, "/"), protocol.PathCommandsSuffix))
+		return
+	}
+	if r.Method == http.MethodDelete && rest != "" && rest != "/" {
+		s.handleNodeDelete(w, r, strings.TrimPrefix(rest, "/"))
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

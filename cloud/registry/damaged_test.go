@@ -220,3 +220,28 @@ func sortedCopy(s []string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestDamagedRecordsInBatches: one damaged record among the IDs of a
+// MarkOnline or ExpireUnseen batch does not fail the others; it is left
+// as it is.
+func TestDamagedRecordsInBatches(t *testing.T) {
+	path, good, bad := damagedFile(t)
+	r := open(t, path)
+	defer r.Close()
+	ids := []string{key(20), good[0], key(21)}
+	if n, err := r.MarkOnline(t0, ids...); err != nil || n != 1 {
+		t.Fatalf("MarkOnline = %d, %v; want 1 marked", n, err)
+	}
+	gone, err := r.ExpireUnseen(t0.Add(time.Hour), key(20), good[1], key(21))
+	if err != nil || len(gone) != 1 || gone[0] != good[1] {
+		t.Fatalf("ExpireUnseen = %v, %v; want only %s", gone, err, good[1])
+	}
+	for k, v := range bad {
+		if got := rawGet(r, k); !bytes.Equal(got, v) {
+			t.Errorf("record %s changed", k)
+		}
+	}
+	if r.Damaged() != 2 {
+		t.Errorf("Damaged = %d, want 2", r.Damaged())
+	}
+}
