@@ -179,6 +179,8 @@ func New(opts Options) (*Server, error) {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: %w", err)
 	}
+	// Damaged records are skipped (and logged) by ForEach: one of them
+	// must not keep every other node from being served.
 	if err := s.reg.ForEach(func(n registry.Node) error { s.router.Upsert(n); return nil }); err != nil {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: loading registry: %w", err)
@@ -212,6 +214,9 @@ func New(opts Options) (*Server, error) {
 	}
 	b, r, p := s.router.Len()
 	log.Info("castd state loaded", "id", key.ID(), "beacons", b, "relays", r, "prefixes", p, "origin", opts.Origin)
+	if d := s.reg.Damaged(); d > 0 {
+		log.Error("registry has damaged records: they are not routed to (castd_registry_damaged_records)", "count", d)
+	}
 	return s, nil
 }
 
@@ -257,23 +262,38 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// However Serve ends, the context is cancelled first and then the AMT
+	// relay and the control plane are waited for: nothing they run may
+	// outlive Serve and race Close.
+	var relayDone <-chan struct{}
+	defer func() {
+		cancel()
+		if relayDone != nil {
+			<-relayDone
+		}
+		if s.control != nil {
+			s.control.wait()
+		}
+	}()
 	if err := s.startControl(ctx); err != nil {
 		return err
 	}
 	if err := s.startExpiry(ctx); err != nil {
 		return err
 	}
-	relayDone, err := s.startRelay(ctx)
-	if err != nil {
+	var err error
+	if relayDone, err = s.startRelay(ctx); err != nil {
 		return err
 	}
-	defer func() { <-relayDone }()
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()
 	select {
 	case err := <-errc:
+		// The listener failed under us: drop the connections it
+		// accepted too, then stop the rest (deferred above).
+		srv.Close()
+		s.log.Error("castd: HTTP serving failed; shutting down", "err", err)
 		return fmt.Errorf("castd: serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -299,6 +319,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 		}
 	})
 	m.Func("castd_registered_nodes", "Nodes in the registry.", metrics.Gauge, func() float64 { return float64(s.reg.Len()) })
+	m.Func("castd_registry_damaged_records", "Registry records that cannot be decoded: skipped (not routed to), logged, left in the file.", metrics.Gauge, func() float64 { return float64(s.reg.Damaged()) })
 	m.Collect("castd_nodes", "Registered nodes by control-plane state.", metrics.Gauge, func() []metrics.Sample {
 		if s.control == nil {
 			return nil
@@ -352,7 +373,17 @@ func (s *Server) newMetrics() *metrics.Registry {
 	relayStat("packets_in_total", "Multicast datagrams to relay.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsIn) })
 	relayStat("packets_out_total", "Multicast Data messages sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsOut) })
 	relayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
-	relayStat("bad_mac_total", "Membership Updates and Teardowns refused for a wrong MAC or nonce.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.Drops.BadMAC) })
+	m.Collect("castd_amt_refused_total", "AMT messages the relay refused and copies it dropped, by reason (see amtrelay.RefusalReasons).", metrics.Counter, func() []metrics.Sample {
+		if s.relay == nil {
+			return nil
+		}
+		rs := s.relay.Stats().Drops.ByReason()
+		out := make([]metrics.Sample, len(rs))
+		for i, rf := range rs {
+			out[i] = metrics.Sample{Labels: []string{"reason", rf.Reason}, Value: float64(rf.Count)}
+		}
+		return out
+	})
 	s.registerGuardMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m

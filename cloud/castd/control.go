@@ -32,6 +32,8 @@ type control struct {
 
 	mu     sync.Mutex
 	probes map[string]probeState // relay ID → last probe outcome
+
+	wg sync.WaitGroup // the probe loop, the bus closer, registration expiry
 }
 
 type probeState struct {
@@ -46,7 +48,8 @@ func (s *Server) controlEnabled() bool {
 }
 
 // startControl brings the control plane up; it runs until ctx ends.
-func (s *Server) startControl(ctx context.Context) error {
+// On error nothing it started is left running.
+func (s *Server) startControl(ctx context.Context) (rerr error) {
 	if !s.controlEnabled() {
 		s.log.Info("control plane off: every registered node is routed to (set --mqtt-listen or --mqtt-broker)")
 		return nil
@@ -70,6 +73,11 @@ func (s *Server) startControl(ctx context.Context) error {
 			return fmt.Errorf("castd: external broker: %w", err)
 		}
 		c.bus = ext
+		defer func() {
+			if rerr != nil {
+				ext.Close()
+			}
+		}()
 	} else {
 		coalesce := s.opts.MQTTCoalesce
 		if coalesce <= 0 {
@@ -89,6 +97,11 @@ func (s *Server) startControl(ctx context.Context) error {
 			return fmt.Errorf("castd: %w", err)
 		}
 		c.broker, c.bus = b, b.Bus()
+		defer func() {
+			if rerr != nil {
+				b.Close() // not left to ctx: Serve returns now
+			}
+		}()
 	}
 	m, err := monitor.New(monitor.Options{
 		Bus: c.bus, CastKey: s.key, Known: known, Logger: s.log.With("component", "monitor"),
@@ -115,8 +128,13 @@ func (s *Server) startControl(ctx context.Context) error {
 		s.router.SetEligible(n.ID, c.routable(n.ID))
 		return nil
 	})
-	go c.probeRelays(ctx)
+	c.wg.Add(2)
 	go func() {
+		defer c.wg.Done()
+		c.probeRelays(ctx)
+	}()
+	go func() {
+		defer c.wg.Done()
 		<-ctx.Done()
 		if c.broker != nil {
 			c.broker.Close()
@@ -125,6 +143,14 @@ func (s *Server) startControl(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// wait returns when the control plane's goroutines have ended, after the
+// ctx startControl was given is done: Serve calls it before returning so
+// that nothing here runs into Close.
+func (c *control) wait() {
+	c.wg.Wait()
+	c.monitor.Wait()
 }
 
 // routable: heard online on the control plane, not reporting a full cache
@@ -273,7 +299,7 @@ func (s *Server) nodeViews() []web.Node {
 }
 
 // handleNodes serves GET /v1/nodes and /v1/nodes/{id}, and the operator's
-// POST /v1/nodes/{id}/commands. Node records say where homes are (public
+// POST /v1/nodes/{id}/commands and DELETE /v1/nodes/{id}. Node records say where homes are (public
 // IP, LAN URL, owner wallet), so only the operator gets them; anyone else
 // gets the fleet totals, and a filter (?q=<wallet> finds a home) is a
 // question about nodes, so it needs the token too.
@@ -281,6 +307,10 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(r.URL.Path, protocol.PathNodes)
 	if strings.HasSuffix(rest, protocol.PathCommandsSuffix) {
 		s.handleCommand(w, r, strings.TrimSuffix(strings.TrimPrefix(rest, "/"), protocol.PathCommandsSuffix))
+		return
+	}
+	if r.Method == http.MethodDelete && rest != "" && rest != "/" {
+		s.handleNodeDelete(w, r, strings.TrimPrefix(rest, "/"))
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
