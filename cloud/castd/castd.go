@@ -68,6 +68,12 @@ type Options struct {
 	// than themselves ("" = only the admin token may).
 	RouteToken string
 
+	// Relay coverage: an Apache Traffic Control coverage-zone file that
+	// assigns prefixes to relays, checked for changes every
+	// CoverageZoneInterval (default DefaultCoverageZoneInterval).
+	CoverageZone         string
+	CoverageZoneInterval time.Duration
+
 	// AMT relay (RFC 7450). AMTListen "" turns it off.
 	AMTListen          string
 	AMTAdvertise       netip.Addr    // address in Relay Advertisements (default: the one discovery reached)
@@ -137,6 +143,7 @@ type Server struct {
 	metrics  *metrics.Registry
 	refused  atomic.Int64 // requests answered 4xx
 	admin    adminGate
+	relays   relayCoverage // operator-approved relay prefixes (relays.go)
 
 	dashboard *web.Dashboard
 	control   *control        // nil until started, and without a control plane
@@ -182,6 +189,10 @@ func New(opts Options) (*Server, error) {
 	if err := s.reg.ForEach(func(n registry.Node) error { s.router.Upsert(n); return nil }); err != nil {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: loading registry: %w", err)
+	}
+	if err := s.initRelays(); err != nil {
+		s.reg.Close()
+		return nil, err
 	}
 	s.store, err = objstore.Open(filepath.Join(opts.StateDir, "midcache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
 	if err != nil {
@@ -269,6 +280,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	defer func() { <-relayDone }()
+	go s.watchCoverageZone(ctx)
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()
@@ -354,6 +366,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 	relayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
 	relayStat("bad_mac_total", "Membership Updates and Teardowns refused for a wrong MAC or nonce.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.Drops.BadMAC) })
 	s.registerGuardMetrics(m)
+	s.relayMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
 }
