@@ -58,13 +58,13 @@ type RelayView struct {
 	State     string            `json:"state"`
 	LANURL    string            `json:"lan_url,omitempty"`
 	LastSeen  time.Time         `json:"last_seen,omitzero"`
-	Requested []string          `json:"requested"`           // what the relay registered with
-	Approved  []RelayApproval   `json:"approved"`            // by the admin API
-	Zone      []RelayZonePrefix `json:"from_coverage_zone"`  // by the coverage-zone file
-	Effective []string          `json:"effective"`           // approved ∪ zone: what clients are routed for
-	Pending   []string          `json:"pending"`             // requested but not effective
-	Added     []string          `json:"added,omitempty"`     // in an approve reply: newly approved
-	Removed   []string          `json:"removed,omitempty"`   // in a revoke reply: no longer approved
+	Requested []string          `json:"requested"`          // what the relay registered with
+	Approved  []RelayApproval   `json:"approved"`           // by the admin API
+	Zone      []RelayZonePrefix `json:"from_coverage_zone"` // by the coverage-zone file
+	Effective []string          `json:"effective"`          // approved ∪ zone: what clients are routed for
+	Pending   []string          `json:"pending"`            // requested but not effective
+	Added     []string          `json:"added,omitempty"`    // in an approve reply: newly approved
+	Removed   []string          `json:"removed,omitempty"`  // in a revoke reply: no longer approved
 }
 
 // RelayList is the body of GET PathRelays.
