@@ -1,7 +1,8 @@
 // Package router decides where castd's request router sends an end user:
 // to a beacon on the user's own public IP (self-IP unicast distribution), to
-// a relay whose CIDRs cover the user (subnet CIDR unicast distribution, the
-// longest prefix winning), or to the origin (traditional delivery).
+// a relay whose operator-approved prefixes cover the user (subnet CIDR
+// unicast distribution, the longest prefix winning), or to the origin
+// (traditional delivery).
 //
 // The index is built for a large fleet: beacons by exact public IP in a hash
 // map (behind a cache-resident filter), relay prefixes in a multibit trie,
