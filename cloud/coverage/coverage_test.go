@@ -159,3 +159,36 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParse parses a large operator file: 10,000 cache groups of 10
+// IPv4 and 2 IPv6 prefixes, each naming one relay.
+func BenchmarkParse(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"coverageZones":{`)
+	for g := 0; g < 10000; g++ {
+		if g > 0 {
+			sb.WriteString(",")
+		}
+		fmt.Fprintf(&sb, `"pop-%d":{"nodes":["BJA8XTvf1QLGv5FXKVSDYGjxxpzcm5F9dWf1BLRdwR8h"],"coordinates":{"latitude":1,"longitude":2},"network":[`, g)
+		for i := 0; i < 10; i++ {
+			if i > 0 {
+				sb.WriteString(",")
+			}
+			fmt.Fprintf(&sb, `"%d.%d.%d.0/24"`, 10+g>>12, g>>4&0xff, (g&0xf)<<4|i)
+		}
+		fmt.Fprintf(&sb, `],"network6":["2001:db8:%x::/48","2001:db8:%x:1::/64"]}`, g, g)
+	}
+	sb.WriteString(`},"revision":"bench"}`)
+	data := []byte(sb.String())
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		f, err := Parse(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if f.Prefixes() != 120000 {
+			b.Fatalf("%d prefixes", f.Prefixes())
+		}
+	}
+}

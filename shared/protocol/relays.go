@@ -57,7 +57,7 @@ type RelayView struct {
 	ID        string            `json:"id"`
 	State     string            `json:"state"`
 	LANURL    string            `json:"lan_url,omitempty"`
-	LastSeen  time.Time         `json:"last_seen,omitzero"`
+	LastSeen  time.Time         `json:"last_seen"`
 	Requested []string          `json:"requested"`          // what the relay registered with
 	Approved  []RelayApproval   `json:"approved"`           // by the admin API
 	Zone      []RelayZonePrefix `json:"from_coverage_zone"` // by the coverage-zone file
