@@ -152,7 +152,7 @@ func routeFrom(t *testing.T, sys *harness.System, src string) (node, body string
 // send from (IPv6 outside ::1).
 func routeFor(t *testing.T, sys *harness.System, client string) string {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(sys.CastdURL() + "/v1/route?path=/x&client=" + client)
+	resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=/x&client=" + client)
 	if err != nil {
 		t.Fatal(err)
 	}
