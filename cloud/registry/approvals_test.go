@@ -141,12 +141,13 @@ func netipPrefix4(i int) string {
 	return fmt.Sprintf("10.%d.%d.0/24", i>>8, i&0xff)
 }
 
-// Deleting a relay, or its turning into a beacon, removes its approvals:
+// Deleting a relay (by the operator or by expiry), or its turning into a
+// beacon, removes its approvals:
 // they must not come back if the key registers as a relay again.
 func TestApprovalsDroppedWithNode(t *testing.T) {
 	r, _ := tempRegistry(t)
-	a, b := key(1), key(2)
-	for _, id := range []string{a, b} {
+	a, b, c := key(1), key(2), key(3)
+	for _, id := range []string{a, b, c} {
 		r.Upsert(relayNode(id, "198.51.100.0/24"), false)
 		if _, _, err := r.Approve(id, nil, "", ""); err != nil {
 			t.Fatal(err)
@@ -156,7 +157,10 @@ func TestApprovalsDroppedWithNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Upsert(beaconNode(b), false)
-	for _, id := range []string{a, b} {
+	if gone, err := r.ExpireUnseen(t0.Add(time.Hour), c); err != nil || len(gone) != 1 {
+		t.Fatalf("ExpireUnseen: %v %v", gone, err)
+	}
+	for _, id := range []string{a, b, c} {
 		r.Upsert(relayNode(id, "198.51.100.0/24"), false)
 		if got := mustApprovals(t, r, id); got != nil {
 			t.Errorf("%.8s: approvals %q came back", id, got)
