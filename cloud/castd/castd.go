@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,12 @@ type Options struct {
 	// RouteToken lets upstream CDNs ask GET /v1/route for clients other
 	// than themselves ("" = only the admin token may).
 	RouteToken string
+
+	// Relay coverage: an Apache Traffic Control coverage-zone file that
+	// assigns prefixes to relays, checked for changes every
+	// CoverageZoneInterval (default DefaultCoverageZoneInterval).
+	CoverageZone         string
+	CoverageZoneInterval time.Duration
 
 	// AMT relay (RFC 7450). AMTListen "" turns it off.
 	AMTListen          string
@@ -137,6 +144,7 @@ type Server struct {
 	metrics  *metrics.Registry
 	refused  atomic.Int64 // requests answered 4xx
 	admin    adminGate
+	relays   relayCoverage // operator-approved relay prefixes (relays.go)
 
 	dashboard *web.Dashboard
 	control   *control        // nil until started, and without a control plane
@@ -184,6 +192,10 @@ func New(opts Options) (*Server, error) {
 	if err := s.reg.ForEach(func(n registry.Node) error { s.router.Upsert(n); return nil }); err != nil {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: loading registry: %w", err)
+	}
+	if err := s.initRelays(); err != nil {
+		s.reg.Close()
+		return nil, err
 	}
 	s.store, err = objstore.Open(filepath.Join(opts.StateDir, "midcache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
 	if err != nil {
@@ -266,8 +278,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// relay and the control plane are waited for: nothing they run may
 	// outlive Serve and race Close.
 	var relayDone <-chan struct{}
+	var bg sync.WaitGroup // castd's own loops (coverage-zone watcher)
 	defer func() {
 		cancel()
+		bg.Wait()
 		if relayDone != nil {
 			<-relayDone
 		}
@@ -285,6 +299,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if relayDone, err = s.startRelay(ctx); err != nil {
 		return err
 	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		s.watchCoverageZone(ctx)
+	}()
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()
@@ -385,6 +404,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 		return out
 	})
 	s.registerGuardMetrics(m)
+	s.relayMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
 }

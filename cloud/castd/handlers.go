@@ -36,6 +36,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(protocol.PathMetrics, s.metrics)
 	mux.HandleFunc(protocol.PathNodes, s.handleNodes)
 	mux.HandleFunc(protocol.PathNodes+"/", s.handleNodes)
+	mux.HandleFunc(protocol.PathRelays, s.handleRelays)
+	mux.HandleFunc(protocol.PathRelays+"/", s.handleRelays)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
@@ -154,6 +156,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.router.Upsert(stored)
+	s.relayRegistered(stored)
 	if s.control != nil {
 		s.router.SetEligible(stored.ID, s.control.routable(stored.ID))
 	}

@@ -96,6 +96,9 @@ func (r *Registry) ExpireUnseen(cutoff time.Time, ids ...string) ([]string, erro
 			if err := b.Delete([]byte(id)); err != nil {
 				return err
 			}
+			if err := dropApprovals(tx, id); err != nil {
+				return err
+			}
 			gone = append(gone, id)
 		}
 		return addCount(tx, -int64(len(gone)))

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blockcast/beacon/shared/protocol"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -152,6 +153,10 @@ func (r *Registry) init() error {
 		}
 		if nodes == nil {
 			return fmt.Errorf("%w: no %q bucket", ErrCorrupt, bucketNodes)
+		}
+		// Files from before relay approvals existed get the bucket now.
+		if _, err := tx.CreateBucketIfNotExists(bucketApprovals); err != nil {
+			return err
 		}
 		n, err := strconv.ParseInt(string(meta.Get(keyCount)), 10, 64)
 		if err != nil || n < 0 {
@@ -319,6 +324,13 @@ func (r *Registry) put(b *bolt.Bucket, n Node, verifiedDelegation bool) (stored 
 		if n.SeenOnline.IsZero() {
 			n.SeenOnline = prev.SeenOnline
 		}
+		if prev.Role == protocol.RoleRelay && n.Role != protocol.RoleRelay {
+			// Approvals are for a relay; a node that stops being one
+			// loses them rather than regaining them if it comes back.
+			if err := dropApprovals(b.Tx(), n.ID); err != nil {
+				return Node{}, false, err
+			}
+		}
 	} else {
 		created = true
 		if n.FirstSeen.IsZero() || n.FirstSeen.After(n.LastSeen) {
@@ -355,7 +367,8 @@ func (r *Registry) Get(id string) (Node, error) {
 	return n, err
 }
 
-// Delete removes the node with the ID, or returns ErrNotFound.
+// Delete removes the node with the ID, and any relay approvals it had, or
+// returns ErrNotFound.
 func (r *Registry) Delete(id string) error {
 	err := r.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNodes)
@@ -363,6 +376,9 @@ func (r *Registry) Delete(id string) error {
 			return fmt.Errorf("%w: %q", ErrNotFound, id)
 		}
 		if err := b.Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := dropApprovals(tx, id); err != nil {
 			return err
 		}
 		return addCount(tx, -1)
