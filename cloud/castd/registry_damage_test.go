@@ -46,6 +46,10 @@ func TestDamagedRegistryRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The relay is routed only for what the operator approved.
+	if _, _, err := reg.Approve(ids["relay"].ID(), []string{"10.0.0.0/8"}, "test", ""); err != nil {
+		t.Fatal(err)
+	}
 	reg.Close()
 	// The test damages one record behind castd's back: truncated JSON, as
 	// a torn write or a bad restore leaves it.
