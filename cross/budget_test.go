@@ -320,8 +320,9 @@ func TestFeedBuildHasEveryFile(t *testing.T) {
 			if f == "" || strings.HasSuffix(f, ".go") {
 				continue
 			}
-			if !bytes.Contains(mk, []byte("GO_PKG_INSTALL_EXTRA")) {
-				t.Errorf("%s embeds %s, which the feed build does not copy: set GO_PKG_INSTALL_EXTRA", pkg, f)
+			rel := strings.TrimPrefix(strings.TrimPrefix(pkg, "github.com/blockcast/beacon"), "/") + "/" + f
+			if !regexp.MustCompile(`(?m)^GO_PKG_INSTALL_EXTRA[:+]?=.*\b` + regexp.QuoteMeta(rel) + `\b`).Match(mk) {
+				t.Errorf("%s embeds %s, which the feed build does not copy: add %s to GO_PKG_INSTALL_EXTRA", pkg, f, rel)
 			}
 		}
 	}

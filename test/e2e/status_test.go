@@ -51,7 +51,7 @@ func TestBeaconStatusCommand(t *testing.T) {
 	}
 	q := regexp.QuoteMeta
 	for _, want := range []string{
-		`(?m)^node +` + q(id) + ` \(version test\)$`,
+		`(?m)^node +` + q(id) + ` \(version test, up \S+\)$`,
 		`(?m)^castd +` + q(sys.CastdURL()) + `$`,
 		`(?m)^registered +yes \(public IP 127\.0\.0\.1, LAN URL ` + q("http://"+sys.BeaconAddr) + `\)$`,
 		`(?m)^broker +` + q("tcp://"+sys.MQTTAddr) + ` \(connected since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)\)$`,
