@@ -1,0 +1,439 @@
+// Package probe checks relays' health endpoints from castd on a schedule
+// that no relay can stretch: every target is probed every Interval on its
+// own clock, at most MaxInFlight probes run at once, each under a deadline
+// shorter than the interval (connect, TLS, headers and a bounded body all
+// inside it), no redirect is followed and no proxy is used. Targets that
+// have not proven themselves (never passed, or failing) may hold only part
+// of the pool, so a crowd of tarpits cannot delay the probes of relays that
+// are being routed to. Destinations are judged by package netguard on the
+// address actually dialed.
+package probe
+
+import (
+	"container/heap"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/blockcast/beacon/cloud/netguard"
+	"github.com/blockcast/beacon/shared/ratelimit"
+)
+
+// Defaults.
+const (
+	DefaultMaxInFlight = 32
+	maxTimeout         = 5 * time.Second
+	maxBody            = 4 << 10 // read of a health answer's body
+	maxHeaderBytes     = 16 << 10
+)
+
+// Result is how one probe ended.
+type Result string
+
+// Probe results, the label values of castd_relay_probes_total.
+const (
+	OK      Result = "ok"
+	Refused Result = "refused" // destination not allowed (netguard)
+	Timeout Result = "timeout" // no full answer within the deadline
+	Status  Result = "status"  // answered, but not 200
+	Error   Result = "error"   // connection or protocol error
+)
+
+// Results lists every Result, in the order metrics report them.
+var Results = []Result{OK, Refused, Timeout, Status, Error}
+
+// Options configure a Prober.
+type Options struct {
+	Interval time.Duration // between the starts of two probes of one target (required)
+	// Timeout bounds a whole probe; it must be shorter than Interval.
+	// Default: Interval/2, at most 5 s.
+	Timeout     time.Duration
+	MaxInFlight int    // probes at once (default DefaultMaxInFlight)
+	Path        string // appended to a target's URL, e.g. "/healthz"
+	// AllowPrivate lets probes reach loopback, private, link-local and
+	// other non-public addresses (labs and tests).
+	AllowPrivate bool
+	// OnChange is called, outside the Prober's locks, after a probe whose
+	// result may have changed the target's Healthy verdict.
+	OnChange func(id string)
+	Logger   *slog.Logger
+}
+
+// Prober probes a set of targets until its Run ends.
+type Prober struct {
+	opts     Options
+	log      *slog.Logger
+	client   *http.Client
+	maxOther int // in-flight probes of targets that are not healthy
+
+	wake chan struct{}
+
+	mu       sync.Mutex
+	targets  map[string]*target
+	queues   [2]queue // by class
+	inFlight [2]int
+	counts   map[Result]uint64
+
+	logBucket  *ratelimit.Bucket
+	suppressed int // warnings not logged since the last one that was
+}
+
+// A target is in one of two classes: healthy ones (being routed to) and
+// the rest, which may hold at most maxOther of the pool's slots.
+const (
+	classHealthy = 0
+	classOther   = 1
+)
+
+type target struct {
+	id, url  string
+	next     time.Time // when the next probe is due
+	index    int       // in its queue; -1 while not queued
+	class    int       // queue it is in
+	passed   bool      // a probe of this URL has passed
+	failures int       // consecutive failed probes
+	last     Result
+}
+
+// healthy is the routing verdict: a probe of this URL has passed, and at
+// most one probe since has failed (one lost probe is noise).
+func (t *target) healthy() bool { return t.passed && t.failures < 2 }
+
+func (t *target) classOf() int {
+	if t.healthy() {
+		return classHealthy
+	}
+	return classOther
+}
+
+// New returns a Prober with no targets.
+func New(opts Options) (*Prober, error) {
+	if opts.Interval <= 0 {
+		return nil, errors.New("probe: interval must be positive")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = min(opts.Interval/2, maxTimeout)
+	}
+	if opts.Timeout >= opts.Interval {
+		return nil, fmt.Errorf("probe: timeout %s must be shorter than the interval %s", opts.Timeout, opts.Interval)
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	p := &Prober{
+		opts:      opts,
+		log:       opts.Logger,
+		maxOther:  max(1, opts.MaxInFlight/2),
+		wake:      make(chan struct{}, 1),
+		targets:   map[string]*target{},
+		counts:    map[Result]uint64{},
+		logBucket: ratelimit.NewBucket(1, 20, time.Now()),
+	}
+	if opts.MaxInFlight == 1 {
+		p.maxOther = 1
+	}
+	p.client = p.newClient()
+	return p, nil
+}
+
+func (p *Prober) newClient() *http.Client {
+	d := &net.Dialer{Timeout: p.opts.Timeout}
+	if !p.opts.AllowPrivate {
+		d.Control = netguard.Control
+	}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                  nil, // never through a proxy from the environment
+			DialContext:            d.DialContext,
+			DisableKeepAlives:      true,
+			TLSHandshakeTimeout:    p.opts.Timeout,
+			ResponseHeaderTimeout:  p.opts.Timeout,
+			MaxResponseHeaderBytes: maxHeaderBytes,
+			TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       p.opts.Timeout,
+	}
+}
+
+// Set adds a target or changes its URL. A new URL starts unproven: the
+// verdict earned by the old one is dropped, and a probe is due at once.
+// Set does not call OnChange; the caller reads Healthy itself.
+func (p *Prober) Set(id, url string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t, ok := p.targets[id]; ok {
+		if t.url == url {
+			return
+		}
+		p.dequeueLocked(t)
+	}
+	t := &target{id: id, url: url, next: time.Now(), index: -1}
+	p.targets[id] = t
+	p.enqueueLocked(t)
+	p.signal()
+}
+
+// Remove forgets a target; a probe of it in flight is ignored when it ends.
+func (p *Prober) Remove(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t, ok := p.targets[id]; ok {
+		p.dequeueLocked(t)
+		delete(p.targets, id)
+	}
+}
+
+// Healthy reports whether id's current URL has passed a probe and keeps
+// passing (known reports whether id is a target at all).
+func (p *Prober) Healthy(id string) (healthy, known bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.targets[id]
+	return ok && t.healthy(), ok
+}
+
+// Counts returns how many probes ended with each result.
+func (p *Prober) Counts() map[Result]uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[Result]uint64, len(Results))
+	for _, r := range Results {
+		out[r] = p.counts[r]
+	}
+	return out
+}
+
+// InFlight is the number of probes running now.
+func (p *Prober) InFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inFlight[0] + p.inFlight[1]
+}
+
+func (p *Prober) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+type job struct {
+	t     *target
+	url   string
+	class int
+}
+
+// Run probes targets until ctx ends, and returns only after every probe it
+// started has returned.
+func (p *Prober) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		now := time.Now()
+		jobs := p.dueLocked(now)
+		wait := p.nextWakeLocked(now)
+		p.mu.Unlock()
+		for _, j := range jobs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.probe(ctx, j)
+			}()
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (p *Prober) slotFree(class int) bool {
+	if p.inFlight[0]+p.inFlight[1] >= p.opts.MaxInFlight {
+		return false
+	}
+	return class == classHealthy || p.inFlight[classOther] < p.maxOther
+}
+
+// dueLocked takes every due target that a slot is free for off its queue.
+func (p *Prober) dueLocked(now time.Time) []job {
+	var jobs []job
+	for class := range p.queues {
+		q := &p.queues[class]
+		for q.Len() > 0 && !(*q)[0].next.After(now) && p.slotFree(class) {
+			t := heap.Pop(q).(*target)
+			p.inFlight[class]++
+			jobs = append(jobs, job{t: t, url: t.url, class: class})
+		}
+	}
+	return jobs
+}
+
+// nextWakeLocked is how long Run may sleep: until the next due target of a
+// class with a free slot (a full class wakes Run when a probe ends).
+func (p *Prober) nextWakeLocked(now time.Time) time.Duration {
+	wait := time.Hour
+	for class := range p.queues {
+		q := p.queues[class]
+		if q.Len() > 0 && p.slotFree(class) {
+			wait = min(wait, max(q[0].next.Sub(now), 0))
+		}
+	}
+	return wait
+}
+
+func (p *Prober) enqueueLocked(t *target) {
+	t.class = t.classOf()
+	heap.Push(&p.queues[t.class], t)
+}
+
+func (p *Prober) dequeueLocked(t *target) {
+	if t.index >= 0 {
+		heap.Remove(&p.queues[t.class], t.index)
+	}
+}
+
+func (p *Prober) probe(ctx context.Context, j job) {
+	start := time.Now()
+	res, err := p.check(ctx, j.url)
+	if ctx.Err() != nil && res != OK {
+		// Shutting down: not the relay's failure.
+		p.mu.Lock()
+		p.inFlight[j.class]--
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Lock()
+	p.inFlight[j.class]--
+	p.counts[res]++
+	t := j.t
+	current := p.targets[t.id] == t
+	var was, now bool
+	if current {
+		was = t.healthy()
+		t.last = res
+		if res == OK {
+			t.passed, t.failures = true, 0
+		} else {
+			t.failures++
+			if res == Refused {
+				// Not noise: the name now leads somewhere forbidden.
+				t.passed = false
+			}
+		}
+		now = t.healthy()
+		t.next = start.Add(p.opts.Interval)
+		if was && now && t.failures == 1 {
+			// Confirm a first failure soon, so that a dead relay leaves
+			// routing well within two intervals.
+			t.next = start.Add(p.opts.Interval / 4)
+		}
+		p.enqueueLocked(t)
+	}
+	logIt, suppressed := false, 0
+	if current && (res != OK && (t.failures == 1 || was != now) || res == OK && was != now) {
+		if logIt = p.logBucket.Allow(time.Now()); logIt {
+			suppressed, p.suppressed = p.suppressed, 0
+		} else {
+			p.suppressed++
+		}
+	}
+	failures := t.failures
+	p.mu.Unlock()
+	p.signal()
+	if !current {
+		return
+	}
+	switch {
+	case logIt && res == OK:
+		p.log.Info("relay health probe passes", "id", t.id, "url", j.url, "routable", now, "suppressed", suppressed)
+	case logIt:
+		p.log.Warn("relay health probe failed", "id", t.id, "url", j.url, "result", res, "failures", failures, "routable", now,
+			"suppressed", suppressed, "err", err)
+	case res != OK:
+		p.log.Debug("relay health probe failed", "id", t.id, "url", j.url, "result", res, "failures", failures, "err", err)
+	}
+	if was != now && p.opts.OnChange != nil {
+		p.opts.OnChange(t.id)
+	}
+}
+
+// check makes one probe: GET url+Path must answer 200 within the timeout.
+func (p *Prober) check(ctx context.Context, url string) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+p.opts.Path, nil)
+	if err != nil {
+		return Error, err
+	}
+	req.Header.Set("User-Agent", "castd-probe")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return classify(ctx, err), err
+	}
+	defer resp.Body.Close()
+	// A short look at the body, so that a relay answering its headers but
+	// not its body is not taken for healthy; never more than maxBody.
+	if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody)); err != nil {
+		return classify(ctx, err), fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Status, fmt.Errorf("health endpoint answered %s", resp.Status)
+	}
+	return OK, nil
+}
+
+func classify(ctx context.Context, err error) Result {
+	switch {
+	case errors.Is(err, netguard.ErrForbidden):
+		return Refused
+	case ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		return Timeout
+	}
+	return Error
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// queue is a min-heap of targets by next due time.
+type queue []*target
+
+func (q queue) Len() int           { return len(q) }
+func (q queue) Less(i, j int) bool { return q[i].next.Before(q[j].next) }
+func (q queue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *queue) Push(x any) {
+	t := x.(*target)
+	t.index = len(*q)
+	*q = append(*q, t)
+}
+func (q *queue) Pop() any {
+	old := *q
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	t.index = -1
+	return t
+}
