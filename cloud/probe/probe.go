@@ -10,9 +10,11 @@
 package probe
 
 import (
+	"bufio"
 	"container/heap"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -65,32 +67,38 @@ type Options struct {
 	// result may have changed the target's Healthy verdict.
 	OnChange func(id string)
 	Logger   *slog.Logger
+	RootCAs  *x509.CertPool // for https relays; nil: the system's roots
 }
 
 // Prober probes a set of targets until its Run ends.
 type Prober struct {
 	opts     Options
 	log      *slog.Logger
-	client   *http.Client
-	maxOther int // in-flight probes of targets that are not healthy
+	dialer   *net.Dialer
+	maxOther int // in-flight probes of targets that are not healthy, at most
 
 	wake chan struct{}
 
 	mu       sync.Mutex
 	targets  map[string]*target
-	queues   [2]queue // by class
-	inFlight [2]int
+	queues   [nClasses]queue
+	inFlight [nClasses]int
 	counts   map[Result]uint64
 
 	logBucket  *ratelimit.Bucket
 	suppressed int // warnings not logged since the last one that was
 }
 
-// A target is in one of two classes: healthy ones (being routed to) and
-// the rest, which may hold at most maxOther of the pool's slots.
+// A target is in one of three classes: healthy ones (being routed to), new
+// ones (not probed yet at this URL) and failing ones. New and failing
+// targets together may hold at most maxOther of the pool's slots, new ones
+// first: neither a crowd of tarpits nor one of relays that never answer
+// delays the probes of routed relays or the first probe of a new one.
 const (
-	classHealthy = 0
-	classOther   = 1
+	classHealthy = iota
+	classNew
+	classFailing
+	nClasses
 )
 
 type target struct {
@@ -108,10 +116,13 @@ type target struct {
 func (t *target) healthy() bool { return t.passed && t.failures < 2 }
 
 func (t *target) classOf() int {
-	if t.healthy() {
+	switch {
+	case t.healthy():
 		return classHealthy
+	case t.last == "":
+		return classNew
 	}
-	return classOther
+	return classFailing
 }
 
 // New returns a Prober with no targets.
@@ -143,28 +154,11 @@ func New(opts Options) (*Prober, error) {
 	if opts.MaxInFlight == 1 {
 		p.maxOther = 1
 	}
-	p.client = p.newClient()
+	p.dialer = &net.Dialer{Timeout: opts.Timeout}
+	if !opts.AllowPrivate {
+		p.dialer.Control = netguard.Control // judged on the address dialed
+	}
 	return p, nil
-}
-
-func (p *Prober) newClient() *http.Client {
-	d := &net.Dialer{Timeout: p.opts.Timeout}
-	if !p.opts.AllowPrivate {
-		d.Control = netguard.Control
-	}
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:                  nil, // never through a proxy from the environment
-			DialContext:            d.DialContext,
-			DisableKeepAlives:      true,
-			TLSHandshakeTimeout:    p.opts.Timeout,
-			ResponseHeaderTimeout:  p.opts.Timeout,
-			MaxResponseHeaderBytes: maxHeaderBytes,
-			TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       p.opts.Timeout,
-	}
 }
 
 // Set adds a target or changes its URL. A new URL starts unproven: the
@@ -219,7 +213,7 @@ func (p *Prober) Counts() map[Result]uint64 {
 func (p *Prober) InFlight() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.inFlight[0] + p.inFlight[1]
+	return p.inFlight[classHealthy] + p.inFlight[classNew] + p.inFlight[classFailing]
 }
 
 func (p *Prober) signal() {
@@ -266,13 +260,15 @@ func (p *Prober) Run(ctx context.Context) {
 }
 
 func (p *Prober) slotFree(class int) bool {
-	if p.inFlight[0]+p.inFlight[1] >= p.opts.MaxInFlight {
+	other := p.inFlight[classNew] + p.inFlight[classFailing]
+	if p.inFlight[classHealthy]+other >= p.opts.MaxInFlight {
 		return false
 	}
-	return class == classHealthy || p.inFlight[classOther] < p.maxOther
+	return class == classHealthy || other < p.maxOther
 }
 
-// dueLocked takes every due target that a slot is free for off its queue.
+// dueLocked takes every due target that a slot is free for off its queue,
+// healthy ones first, then new ones.
 func (p *Prober) dueLocked(now time.Time) []job {
 	var jobs []job
 	for class := range p.queues {
@@ -376,17 +372,55 @@ func (p *Prober) probe(ctx context.Context, j job) {
 }
 
 // check makes one probe: GET url+Path must answer 200 within the timeout.
-func (p *Prober) check(ctx context.Context, url string) (Result, error) {
+// It speaks HTTP/1.1 on a connection of its own rather than through an
+// http.Transport: everything happens in this goroutine under one deadline,
+// nothing is pooled or dialed in the background to outlive the probe,
+// there are no redirects and no proxy, and a relay that answers before it
+// is asked cannot make net/http write to the process's log.
+func (p *Prober) check(ctx context.Context, rawURL string) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+p.opts.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(rawURL, "/")+p.opts.Path, nil)
 	if err != nil {
 		return Error, err
 	}
+	u := req.URL
+	port := u.Port()
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return Error, fmt.Errorf("scheme %q: want http or https", u.Scheme)
+	case port == "" && u.Scheme == "https":
+		port = "443"
+	case port == "":
+		port = "80"
+	}
+	req.Close = true
 	req.Header.Set("User-Agent", "castd-probe")
-	resp, err := p.client.Do(req)
+	conn, err := p.dialer.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
 	if err != nil {
 		return classify(ctx, err), err
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	// Shutdown (ctx's parent ending) interrupts the probe at once.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if u.Scheme == "https" {
+		tc := tls.Client(conn, &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname(), RootCAs: p.opts.RootCAs})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return classify(ctx, err), fmt.Errorf("TLS: %w", err)
+		}
+		conn = tc
+	}
+	if err := req.Write(conn); err != nil {
+		return classify(ctx, err), fmt.Errorf("sending the request: %w", err)
+	}
+	// Headers and the look at the body are bounded together.
+	br := bufio.NewReader(io.LimitReader(conn, maxHeaderBytes+maxBody))
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return classify(ctx, err), fmt.Errorf("reading the answer: %w", err)
 	}
 	defer resp.Body.Close()
 	// A short look at the body, so that a relay answering its headers but
