@@ -97,9 +97,9 @@ func (c *control) registered(n registry.Node) {
 }
 
 // checkRelayURL refuses a relay whose LAN URL names a loopback, private,
-// link-local or otherwise non-public address literally (or "localhost"):
-// castd would be asked to probe it and to send end users there. Names are
-// judged when the probe dials them. Beacons' LAN URLs are private by
+// link-local or otherwise non-public address literally: castd would be
+// asked to probe it and to send end users there. Names are judged when the
+// probe dials them. Beacons' LAN URLs are private by
 // nature, are never probed, and are not checked.
 func (s *Server) checkRelayURL(reg protocol.Registration) error {
 	if reg.Role != protocol.RoleRelay || s.opts.AllowPrivateNodes {

@@ -34,7 +34,6 @@ const (
 	Multicast   Kind = "multicast"
 	Broadcast   Kind = "broadcast"
 	Reserved    Kind = "reserved" // other special-purpose ranges that are not globally reachable
-	LocalName   Kind = "localhost"
 )
 
 // Error is a refusal: the address (or name) and why.
@@ -155,15 +154,11 @@ func embedded(a netip.Addr) []netip.Addr {
 	return nil
 }
 
-// CheckHost judges the host part of a URL as a node registered it: a
-// literal address by Check, "localhost" and names under it (RFC 6761) as
-// loopback. Other names pass: they are judged when dialed.
+// CheckHost judges the host part of a URL (brackets optional) when it is
+// a literal address. Names pass: they are judged when dialed, on every
+// address they resolve to then.
 func CheckHost(host string) error {
-	h := strings.TrimSuffix(strings.ToLower(host), ".")
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return &Error{Dest: host, Kind: LocalName}
-	}
-	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	h := strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	if a, err := netip.ParseAddr(h); err == nil {
 		return Check(a)
 	}

@@ -88,13 +88,11 @@ func TestCheckHost(t *testing.T) {
 		"relay.example.net":    false,
 		"8.8.8.8":              false,
 		"[2606:4700::1]":       false,
-		"localhost":            true,
-		"LOCALHOST.":           true,
-		"a.b.localhost":        true,
+		"localhost":            false, // judged when dialed
 		"127.0.0.1":            true,
 		"[::1]":                true,
 		"[::ffff:127.0.0.1]":   true,
-		"[fe80::1%25eth0]":     true,
+		"[fe80::1%eth0]":       true,
 		"10.0.0.1":             true,
 		"notlocalhost.example": false,
 	} {
