@@ -11,8 +11,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blockcast/beacon/cloud/netguard"
 )
 
 const testInterval = 300 * time.Millisecond
@@ -224,12 +227,21 @@ func TestTarpitsDelayNobody(t *testing.T) {
 	if c := p.Counts(); c[Timeout] == 0 {
 		t.Fatalf("tarpits did not time out: %v", c)
 	}
+	// Fail just after a probe passed, the worst moment: the next probe is
+	// an interval away, and its failure is confirmed a quarter interval
+	// later (not a whole one), well within two intervals.
+	hits := good.hits.Load()
+	waitFor(2*testInterval, func() bool { return good.hits.Load() > hits })
 	good.ok.Store(false)
 	failed := time.Now()
 	if !waitFor(2*testInterval, func() bool { return !healthy(p, "good") }) {
 		t.Fatalf("failing relay still healthy after %s (interval %s)", time.Since(failed), testInterval)
 	}
-	t.Logf("failing relay unhealthy after %s (interval %s)", time.Since(failed).Round(time.Millisecond), testInterval)
+	took := time.Since(failed)
+	t.Logf("failing relay unhealthy after %s (interval %s)", took.Round(time.Millisecond), testInterval)
+	if took > testInterval*8/5 {
+		t.Fatalf("failure confirmed after %s, want about 1.25 intervals (%s)", took.Round(time.Millisecond), testInterval*5/4)
+	}
 }
 
 // TestOneLostProbeIsNoise: one failed probe keeps a healthy target; two in
@@ -421,5 +433,70 @@ func TestHTTPS(t *testing.T) {
 	q.Set("tls", srv.URL)
 	if !waitFor(2*testInterval, func() bool { return q.Counts()[Error] >= 1 }) || healthy(q, "tls") {
 		t.Fatalf("unverified certificate accepted: %v", q.Counts())
+	}
+}
+
+// TestOldURLNotProbedAfterChange: a probe of the old URL in flight when
+// the URL changes neither counts for the new URL nor keeps the old URL in
+// the schedule.
+func TestOldURLNotProbedAfterChange(t *testing.T) {
+	release := make(chan struct{})
+	var oldHits atomic.Int64
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		oldHits.Add(1)
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	defer old.Close()
+	defer close(release)
+	pit := newTarpit(t, false, nil)
+	p, err := New(Options{Interval: testInterval, Timeout: testInterval * 9 / 10, AllowPrivate: true, Path: "/healthz",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	p.Set("r", old.URL)
+	if !waitFor(testInterval, func() bool { return oldHits.Load() == 1 }) {
+		t.Fatal("old URL not probed")
+	}
+	p.Set("r", pit.URL())
+	release <- struct{}{} // the old URL's probe passes now
+	time.Sleep(3 * testInterval)
+	if healthy(p, "r") {
+		t.Fatal("the old URL's passing probe made the new URL healthy")
+	}
+	if n := oldHits.Load(); n != 1 {
+		t.Fatalf("old URL probed %d times after the change, want none", n-1)
+	}
+}
+
+// TestRebindIsNotNoise: a name that starts resolving to a forbidden
+// address loses its verdict on the first refused probe, not the second.
+func TestRebindIsNotNoise(t *testing.T) {
+	h := newHealth(t)
+	p := start(t, Options{AllowPrivate: true})
+	var rebound atomic.Bool
+	// The test's stand-in for DNS rebinding: the same address, allowed
+	// until rebound, then judged by netguard.
+	p.dialer.Control = func(network, address string, c syscall.RawConn) error {
+		if rebound.Load() {
+			return netguard.Control(network, address, c)
+		}
+		return nil
+	}
+	p.Set("r", h.URL)
+	if !waitFor(2*testInterval, func() bool { return healthy(p, "r") }) {
+		t.Fatal("not healthy")
+	}
+	rebound.Store(true)
+	if !waitFor(2*testInterval, func() bool { return p.Counts()[Refused] >= 1 }) {
+		t.Fatalf("no refused probe: %v", p.Counts())
+	}
+	if healthy(p, "r") {
+		t.Fatal("still healthy after a probe was refused")
 	}
 }
