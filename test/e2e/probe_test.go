@@ -206,7 +206,7 @@ func TestProbeSSRF(t *testing.T) {
 
 // TestProbeNotRoutedBeforeFirstPass: a relay online on the control plane
 // is not routed to while its first probe has not passed (here: hangs), and
-// is once it passes.
+// is once it passes; a new URL has to pass again.
 func TestProbeNotRoutedBeforeFirstPass(t *testing.T) {
 	sys := startCastd(t, "--probe-interval", "300ms")
 	release := make(chan struct{})
@@ -230,6 +230,17 @@ func TestProbeNotRoutedBeforeFirstPass(t *testing.T) {
 	close(release)
 	if !harness.WaitFor(5*time.Second, func() bool { return routeFor(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
 		t.Fatal("relay not routed to after its probe passed")
+	}
+	// Re-registering at a new URL starts over: the old URL's verdict does
+	// not carry over, not even for the first request after the reply.
+	newURL := tarpit(t, false)
+	if _, err := registerRelay(sys, kp, newURL, "198.51.100.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if d := routeFor(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
+			t.Fatalf("relay routed to at its new URL before a probe of it passed: %+v", d)
+		}
 	}
 }
 
