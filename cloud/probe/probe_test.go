@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -498,5 +499,46 @@ func TestRebindIsNotNoise(t *testing.T) {
 	}
 	if healthy(p, "r") {
 		t.Fatal("still healthy after a probe was refused")
+	}
+}
+
+// countHandler counts log records by level.
+type countHandler struct {
+	mu     sync.Mutex
+	counts map[slog.Level]int
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.counts[r.Level]++
+	h.mu.Unlock()
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *countHandler) count(l slog.Level) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.counts[l]
+}
+
+// TestWarningsRateLimited: a hundred hostile relays failing their probes
+// make a bounded number of warnings, however many probes fail.
+func TestWarningsRateLimited(t *testing.T) {
+	h := &countHandler{counts: map[slog.Level]int{}}
+	p := start(t, Options{Logger: slog.New(h), Interval: 100 * time.Millisecond})
+	for i := range 100 {
+		p.Set(strconv.Itoa(i), "http://127.0.0.1:9/"+strconv.Itoa(i))
+	}
+	if !waitFor(5*time.Second, func() bool { return p.Counts()[Refused] >= 300 }) {
+		t.Fatalf("probes: %v", p.Counts())
+	}
+	if n := h.count(slog.LevelWarn) + h.count(slog.LevelInfo); n > 25 {
+		t.Fatalf("%d warnings for %d refused probes, want at most the burst of 20 and 1 a second", n, p.Counts()[Refused])
+	}
+	if h.count(slog.LevelDebug) == 0 {
+		t.Fatal("failures not logged at debug")
 	}
 }
