@@ -1,12 +1,18 @@
 // Package probe checks relays' health endpoints from castd on a schedule
 // that no relay can stretch: every target is probed every Interval on its
 // own clock, at most MaxInFlight probes run at once, each under a deadline
-// shorter than the interval (connect, TLS, headers and a bounded body all
-// inside it), no redirect is followed and no proxy is used. Targets that
-// have not proven themselves (never passed, or failing) may hold only part
-// of the pool, so a crowd of tarpits cannot delay the probes of relays that
-// are being routed to. Destinations are judged by package netguard on the
-// address actually dialed.
+// shorter than the interval (connect, TLS, request, headers and a bounded
+// look at the body all inside it), on a connection of its own, with no
+// redirect followed and no proxy used. Targets that are not healthy (new,
+// or failing) share half of the pool, new ones first, so that a crowd of
+// tarpits can delay neither the probes of relays being routed to nor the
+// first probe of a new one. Destinations are judged by package netguard on
+// the address actually dialed. A target is healthy once a probe of its
+// current URL has passed, and stays so while at most one probe in a row
+// fails (one lost probe is noise); a first failure is re-checked after a
+// quarter interval, so a relay that turns unhealthy leaves routing within
+// 1.25 intervals when it refuses or errs, and within two (two deadlines of
+// half an interval after the next probe) when it hangs.
 package probe
 
 import (
