@@ -32,7 +32,9 @@ type control struct {
 	monitor *monitor.Monitor
 
 	prober *probe.Prober // relays' health probes (probes.go)
-	eligMu sync.Mutex    // serialises the router's health gate updates
+	eligMu sync.Mutex    // serialises refresh
+	mu     sync.Mutex
+	relays map[string]string // relay ID → LAN URL
 }
 
 func (s *Server) controlEnabled() bool {

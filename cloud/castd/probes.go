@@ -30,10 +30,11 @@ func (c *control) initProbes() error {
 		return fmt.Errorf("castd: %w", err)
 	}
 	c.prober = p
-	// Relays are targets before the monitor can report one online.
+	// Relays are known before the monitor can report one online.
+	c.relays = map[string]string{}
 	s.reg.ForEach(func(n registry.Node) error {
 		if n.Role == protocol.RoleRelay {
-			p.Set(n.ID, n.LANURL)
+			c.relays[n.ID] = n.LANURL
 		}
 		return nil
 	})
@@ -69,31 +70,58 @@ func (c *control) routable(id string) bool {
 	if st.Health != nil && st.Health.StorageFullSince != 0 {
 		return false
 	}
-	// Every relay is a target from startControl or its registration on
-	// (both before the router can route to it); other nodes are not probed.
-	healthy, relay := c.prober.Healthy(id)
-	return healthy || !relay
+	c.mu.Lock()
+	_, relay := c.relays[id]
+	c.mu.Unlock()
+	if !relay {
+		return true
+	}
+	healthy, _ := c.prober.Healthy(id)
+	return healthy
 }
 
-// refresh brings the router's health gate for id up to date. Updates are
-// serialised and each reads the state afresh, so a late update can never
-// restore a verdict that a newer change (a new URL, a failed probe) undid.
+// refresh brings the probes and the router's health gate for id up to
+// date. Only relays heard online are probed: those are the only ones that
+// can be routed to, and a registration alone (no control-plane session)
+// cannot make castd send requests anywhere. A relay that goes offline
+// loses its verdict and passes a probe again before it is routed to.
+// Updates are serialised and each reads the state afresh, so a late update
+// can never restore a verdict that a newer change (a new URL, a failed
+// probe, going offline) undid.
 func (c *control) refresh(id string) {
 	c.eligMu.Lock()
 	defer c.eligMu.Unlock()
+	c.mu.Lock()
+	url, relay := c.relays[id]
+	c.mu.Unlock()
+	if st, ok := c.monitor.Get(id); relay && ok && st.State == monitor.StateOnline {
+		c.prober.Set(id, url)
+	} else {
+		c.prober.Remove(id)
+	}
 	c.s.router.SetEligible(id, c.routable(id))
 }
 
-// registered tells the prober about a node that is (re-)registering, before
-// the router sees its new record: a relay's new URL must not inherit the
-// old URL's verdict even for a moment.
+// registered is told of a node that is (re-)registering, before the router
+// sees its new record: a relay's new URL must not inherit the old URL's
+// verdict even for a moment.
 func (c *control) registered(n registry.Node) {
+	c.mu.Lock()
 	if n.Role == protocol.RoleRelay {
-		c.prober.Set(n.ID, n.LANURL)
+		c.relays[n.ID] = n.LANURL
 	} else {
-		c.prober.Remove(n.ID)
+		delete(c.relays, n.ID)
 	}
+	c.mu.Unlock()
 	c.refresh(n.ID)
+}
+
+// forget drops a node whose registration is gone.
+func (c *control) forget(id string) {
+	c.mu.Lock()
+	delete(c.relays, id)
+	c.mu.Unlock()
+	c.refresh(id)
 }
 
 // checkRelayURL refuses a relay whose LAN URL names a loopback, private,

@@ -80,6 +80,14 @@ func addRelay(t *testing.T, sys *harness.System, lanURL, cidr string) *identity.
 	if err != nil {
 		t.Fatal(err)
 	}
+	runAgent(t, kp, reply)
+	return kp
+}
+
+// runAgent runs a node's control-plane agent until the test ends or stop
+// is called.
+func runAgent(t *testing.T, kp *identity.Keypair, reply protocol.RegistrationReply) (stop func()) {
+	t.Helper()
 	castKey, err := identity.ParsePublicKey(reply.CastKey)
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +99,10 @@ func addRelay(t *testing.T, sys *harness.System, lanURL, cidr string) *identity.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return kp
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 // routeFor is castd's routing decision for a client address.
@@ -296,10 +306,7 @@ func TestProbeTarpits(t *testing.T) {
 	const interval = 500 * time.Millisecond
 	sys := startCastd(t, "--probe-interval", interval.String())
 	for i := range 20 {
-		kp, _ := identity.Generate()
-		if _, err := registerRelay(sys, kp, tarpit(t, i%2 == 1), fmt.Sprintf("203.0.113.%d/32", i)); err != nil {
-			t.Fatal(err)
-		}
+		addRelay(t, sys, tarpit(t, i%2 == 1), fmt.Sprintf("203.0.113.%d/32", i))
 	}
 	var healthy atomic.Bool
 	healthy.Store(true)
@@ -328,5 +335,40 @@ func TestProbeTarpits(t *testing.T) {
 	}
 	if n := probeCount(t, sys, "timeout"); n < 20 {
 		t.Fatalf("castd_relay_probes_total{result=\"timeout\"} = %v, want the tarpits' probes counted", n)
+	}
+}
+
+// TestProbeOnlyOnlineRelays: castd probes only relays heard online on the
+// control plane (the only ones it could route to): a registration alone
+// makes it send no request, and a relay that goes offline is no longer
+// probed.
+func TestProbeOnlyOnlineRelays(t *testing.T) {
+	sys := startCastd(t, "--probe-interval", "200ms")
+	srv, hits := countingServer(t)
+	kp, _ := identity.Generate()
+	reply, err := registerRelay(sys, kp, srv.URL, "198.51.100.0/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("relay never online got %d probes", n)
+	}
+	stop := runAgent(t, kp, reply)
+	if !harness.WaitFor(10*time.Second, func() bool { return routeFor(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
+		t.Fatal("online relay with a healthy endpoint not routed to")
+	}
+	stop()
+	if !harness.WaitFor(10*time.Second, func() bool { st, _ := nodeState(t, sys, kp.ID()); return st != "online" }) {
+		t.Fatal("relay still online after its agent stopped")
+	}
+	time.Sleep(300 * time.Millisecond) // a probe in flight may end
+	before := hits.Load()
+	time.Sleep(time.Second)
+	if n := hits.Load() - before; n != 0 {
+		t.Fatalf("offline relay got %d probes", n)
+	}
+	if d := routeFor(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
+		t.Fatalf("offline relay routed to: %+v", d)
 	}
 }
