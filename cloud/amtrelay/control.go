@@ -39,7 +39,7 @@ func (r *Relay) serve(c *conn) error {
 			continue
 		}
 		if err := c.reply(reply, src, dst); err != nil {
-			r.stats.sendErrors.Add(1)
+			r.refuse(reasonSendError, src)
 			r.log.Debug("reply failed", "gateway", src, "err", err)
 		}
 	}
@@ -52,31 +52,31 @@ func (r *Relay) serve(c *conn) error {
 func (r *Relay) handle(c *conn, b, out []byte, src netip.AddrPort, dst netip.Addr, ifIndex int, now time.Time) []byte {
 	r.stats.controlIn.Add(1)
 	if !src.IsValid() || src.Port() == 0 || src.Addr().IsUnspecified() || src.Addr().IsMulticast() {
-		r.stats.malformed.Add(1)
+		r.refuse(reasonMalformed, netip.AddrPort{})
 		return nil
 	}
 	if len(b) > maxDatagram {
-		r.stats.malformed.Add(1)
+		r.refuse(reasonMalformed, src)
 		return nil
 	}
 	// Lenient decoding: reserved bits, a 9-byte Request (VLC) and reports
 	// without Router Alert or to the group address are accepted.
 	msg, err := amt.Parse(b)
 	if err != nil {
-		r.stats.malformed.Add(1)
+		r.refuse(reasonMalformed, src)
 		r.log.Debug("malformed message", "gateway", src, "err", err)
 		return nil
 	}
 	switch m := msg.(type) {
 	case *amt.RelayDiscovery:
 		if !r.limiter.Allow(src.Addr(), now) {
-			r.stats.rateLimited.Add(1)
+			r.refuse(reasonRateLimited, src)
 			return nil
 		}
-		return r.advertise(c, out, m, dst, ifIndex)
+		return r.advertise(c, out, m, src, dst, ifIndex)
 	case *amt.Request:
 		if !r.limiter.Allow(src.Addr(), now) {
-			r.stats.rateLimited.Add(1)
+			r.refuse(reasonRateLimited, src)
 			return nil
 		}
 		return r.query(out, m, src, dst)
@@ -85,23 +85,23 @@ func (r *Relay) handle(c *conn, b, out []byte, src netip.AddrPort, dst netip.Add
 	case *amt.Teardown:
 		r.teardown(m, src)
 	default:
-		r.stats.unexpected.Add(1)
+		r.refuse(reasonUnexpected, src)
 	}
 	return nil
 }
 
 // advertise answers a Relay Discovery (RFC 7450 §5.3).
-func (r *Relay) advertise(c *conn, out []byte, m *amt.RelayDiscovery, dst netip.Addr, ifIndex int) []byte {
+func (r *Relay) advertise(c *conn, out []byte, m *amt.RelayDiscovery, src netip.AddrPort, dst netip.Addr, ifIndex int) []byte {
 	addr := r.opts.Advertise
 	if !addr.IsValid() || addr.Is6() != c.is6 {
 		addr = c.localAddrFor(dst, ifIndex)
 	}
 	out, err := amt.RelayAdvertisement{Nonce: m.Nonce, Relay: addr}.AppendTo(out)
 	if err != nil {
-		// Warn once: discoveries are unauthenticated and may be many.
-		if r.stats.noAddress.Add(1) == 1 {
-			r.log.Warn("no relay address to advertise; set Options.Advertise", "local", dst, "err", err)
-		}
+		// Summarised like every refusal: discoveries are unauthenticated
+		// and may be many.
+		r.refuse(reasonNoAddress, src)
+		r.log.Debug("no relay address to advertise; set Options.Advertise", "local", dst, "err", err)
 		return nil
 	}
 	r.stats.advertisements.Add(1)
@@ -178,24 +178,30 @@ func (r *Relay) update(c *conn, m *amt.MembershipUpdate, src netip.AddrPort, dst
 	defer r.mu.Unlock()
 	t := r.tab.tunnels[src]
 	if !r.authentic(t, src, m.Nonce, m.MAC) {
-		r.stats.badMAC.Add(1)
+		r.refuse(reasonBadMAC, src)
 		r.log.Debug("update with bad MAC or nonce dropped", "gateway", src)
 		return
 	}
 	rp, err := amt.ParseReportPacket(m.Report)
 	if err != nil {
-		r.stats.malformed.Add(1)
+		r.refuse(reasonMalformed, src)
 		r.log.Debug("malformed report", "gateway", src, "err", err)
 		return
 	}
 	if t == nil {
-		if len(r.tab.tunnels) >= r.opts.MaxGateways {
-			r.stats.gatewayLimit.Add(1)
-			return
-		}
+		// A tunnel exists only while it has channels: an Update that joins
+		// nothing (a leave, a report of non-SSM groups, one sent after a
+		// Teardown) is processed against a tunnel that is never stored, so
+		// it holds no gateway slot and no memory.
 		t = &tunnel{key: src, c: c, created: now, chans: make(map[amt.Channel]time.Time)}
-		r.tab.tunnels[src] = t
-		r.log.Debug("tunnel created", "gateway", src)
+		if joinsAny(rp.Records) {
+			if len(r.tab.tunnels) >= r.opts.MaxGateways {
+				r.refuse(reasonGatewayLimit, src)
+				return
+			}
+			r.tab.tunnels[src] = t
+			r.log.Debug("tunnel created", "gateway", src)
+		}
 	}
 	if t.dst.addr == nil || t.local != dst {
 		// Data leaves from the address the gateway now talks to.
@@ -208,7 +214,45 @@ func (r *Relay) update(c *conn, m *amt.MembershipUpdate, src netip.AddrPort, dst
 	t.nonce, t.mac, t.lastUpdate = m.Nonce, m.MAC, now
 	r.stats.updates.Add(1)
 	r.applyRecords(t, rp.Records, now)
+	if len(t.chans) == 0 && r.tab.tunnels[src] == t {
+		// Left everything (or every join was refused): in RFC 7450 a
+		// gateway leaves with an Update that removes its sources, and the
+		// tunnel only carries its memberships, so release the slot now
+		// rather than after the membership interval. A gateway that joins
+		// again gets a new tunnel from its next authenticated Update.
+		r.removeTunnel(t)
+		r.log.Debug("tunnel released: no channels left", "gateway", src)
+	}
 	r.publish()
+}
+
+// joinsAny reports whether recs ask for at least one (S,G) that
+// applyRecords would try to join: an INCLUDE, ALLOW or TO_IN record of an
+// SSM group with a usable source. It decides whether a new gateway needs a
+// tunnel, so it must not be narrower than applyRecords.
+func joinsAny(recs []amt.GroupRecord) bool {
+	for _, rec := range recs {
+		g := rec.Group.Unmap()
+		switch rec.Type {
+		case amt.ModeIsInclude, amt.AllowNewSources, amt.ChangeToInclude:
+		default:
+			continue
+		}
+		if !amt.IsSSM(g) {
+			continue
+		}
+		for _, s := range rec.Sources {
+			if usableSource(s.Unmap(), g) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// usableSource: s can be the source of an SSM channel of group g.
+func usableSource(s, g netip.Addr) bool {
+	return s.IsValid() && !s.IsUnspecified() && !s.IsMulticast() && s.Is4() == g.Is4()
 }
 
 // applyRecords applies a report's records to t. r.mu is held.
@@ -223,17 +267,17 @@ func (r *Relay) applyRecords(t *tunnel, recs []amt.GroupRecord, now time.Time) {
 		case rec.Type == amt.ModeIsExclude || rec.Type == amt.ChangeToExclude:
 			// EXCLUDE mode is any-source multicast; on an SSM group it
 			// means nothing (RFC 4604). Either way: not served.
-			r.stats.notSSM.Add(1)
+			r.refuse(reasonNotSSM, t.key)
 			continue
 		case !amt.IsSSM(g):
-			r.stats.notSSM.Add(1)
+			r.refuse(reasonNotSSM, t.key)
 			continue
 		}
 		srcs := rec.Sources[:0:0]
 		for _, s := range rec.Sources {
 			s = s.Unmap()
-			if !s.IsValid() || s.IsUnspecified() || s.IsMulticast() || s.Is4() != g.Is4() {
-				r.stats.malformed.Add(1)
+			if !usableSource(s, g) {
+				r.refuse(reasonMalformed, t.key)
 				continue
 			}
 			srcs = append(srcs, s)
@@ -293,7 +337,7 @@ func (r *Relay) teardown(m *amt.Teardown, src netip.AddrPort) {
 	defer r.mu.Unlock()
 	t := r.tab.tunnels[gw]
 	if !r.authentic(t, gw, m.Nonce, m.MAC) {
-		r.stats.badMAC.Add(1)
+		r.refuse(reasonBadMAC, src)
 		r.log.Debug("teardown with bad MAC or nonce dropped", "gateway", gw, "from", src)
 		return
 	}

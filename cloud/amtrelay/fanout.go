@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 
 	"github.com/blockcast/beacon/shared/amt"
@@ -70,7 +71,7 @@ func (r *Relay) Inject(inner []byte) error {
 func (r *Relay) forwardNative(inner []byte) {
 	d, err := amt.ParseInnerUDP(inner)
 	if err != nil {
-		r.stats.badDatagram.Add(1)
+		r.refuse(reasonBadDatagram, netip.AddrPort{})
 		return
 	}
 	if err := r.forward(inner, d.Channel()); err != nil && !errors.Is(err, ErrClosed) {
@@ -125,9 +126,9 @@ func (r *Relay) sendGroup(g fanGroup, s *fanScratch) error {
 			}
 			// sendmmsg failed on message done: count it, skip it.
 			if errors.Is(err, syscall.EMSGSIZE) {
-				r.stats.tooBig.Add(1)
+				r.refuse(reasonTooBig, ds[done].addr.AddrPort())
 			} else {
-				r.stats.sendErrors.Add(1)
+				r.refuse(reasonSendError, ds[done].addr.AddrPort())
 			}
 			if failed++; failed == 1 {
 				r.log.Debug("send failed", "gateway", ds[done].addr, "err", err)

@@ -17,6 +17,14 @@
 // limiter, but never memory. A tunnel is keyed by the gateway's address and
 // port as the relay sees them, so a gateway whose NAT binding changes makes a
 // new tunnel and the old one expires or is ended by a Teardown (§5.3.3.7).
+// A tunnel exists only while it has at least one (S,G): an authenticated
+// Update that joins nothing creates none, one that leaves everything ends
+// its tunnel at once, and a tunnel whose channels all time out expires with
+// them, so a gateway slot (MaxGateways) is never held by an empty tunnel.
+//
+// Every message refused and every copy dropped is counted under one reason
+// (Stats.Drops, RefusalReasons) and summarised in one warning per reason
+// per minute at most, never logged per packet.
 //
 // # Group membership
 //
@@ -163,6 +171,7 @@ type Options struct {
 	minRotation time.Duration // replaces MinSecretRotation
 	randSource  io.Reader     // secrets; nil = crypto/rand
 	batchSize   int           // messages per sendmmsg; 0 = 64
+	refusalLog  time.Duration // DefaultRefusalLogInterval if 0
 }
 
 // withDefaults fills in defaults and checks ranges.
@@ -202,6 +211,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.batchSize == 0 {
 		o.batchSize = 64
+	}
+	if o.refusalLog == 0 {
+		o.refusalLog = DefaultRefusalLogInterval
 	}
 	minRot := MinSecretRotation
 	if o.minRotation != 0 {
@@ -379,7 +391,7 @@ func (r *Relay) closeConns() {
 	}
 }
 
-// maintain expires state and rotates the secret.
+// maintain expires state, rotates the secret and summarises refusals.
 func (r *Relay) maintain(ctx context.Context) {
 	tick := min(max(r.gmi/16, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(tick)
@@ -387,9 +399,11 @@ func (r *Relay) maintain(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			r.logRefusals(time.Now(), true)
 			return
 		case now := <-t.C:
 			r.expire(now)
+			r.logRefusals(now, false)
 			if kr := r.keys.Load(); !now.Before(kr.next) {
 				if err := r.rotate(now); err != nil {
 					r.log.Error("secret rotation failed", "err", err)

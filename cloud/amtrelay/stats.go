@@ -23,7 +23,8 @@ type Stats struct {
 	Drops Drops
 }
 
-// Drops counts what the relay refused, by reason.
+// Drops counts what the relay refused, by reason (ByReason lists them with
+// their metric labels).
 type Drops struct {
 	Malformed    uint64 // undecodable AMT message or encapsulated report
 	Unexpected   uint64 // a relay-to-gateway message type sent to the relay
@@ -42,8 +43,7 @@ type counters struct {
 	controlIn, advertisements, queries, updates, teardowns, expired atomic.Uint64
 	packetsIn, bytesIn, noReceiver, packetsOut, bytesOut            atomic.Uint64
 
-	malformed, unexpected, badMAC, rateLimited, gatewayLimit, channelLimit atomic.Uint64
-	notSSM, badDatagram, tooBig, sendErrors, noAddress                     atomic.Uint64
+	refused refusals
 }
 
 // Stats returns a snapshot of the counters.
@@ -59,12 +59,6 @@ func (r *Relay) Stats() Stats {
 		Teardowns: c.teardowns.Load(), Expired: c.expired.Load(),
 		PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(), NoReceiver: c.noReceiver.Load(),
 		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
-		Drops: Drops{
-			Malformed: c.malformed.Load(), Unexpected: c.unexpected.Load(),
-			BadMAC: c.badMAC.Load(), RateLimited: c.rateLimited.Load(),
-			GatewayLimit: c.gatewayLimit.Load(), ChannelLimit: c.channelLimit.Load(),
-			NotSSM: c.notSSM.Load(), BadDatagram: c.badDatagram.Load(),
-			TooBig: c.tooBig.Load(), SendErrors: c.sendErrors.Load(), NoAddress: c.noAddress.Load(),
-		},
+		Drops: dropsFrom(&c.refused.n),
 	}
 }

@@ -57,7 +57,7 @@ func (r *Relay) join(t *tunnel, ch amt.Channel, expires time.Time) joinResult {
 	}
 	m := r.tab.members[ch]
 	if len(t.chans) >= r.opts.MaxChannelsPerGateway || (m == nil && len(r.tab.members) >= r.opts.MaxChannels) {
-		r.stats.channelLimit.Add(1)
+		r.refuse(reasonChannelLimit, t.key)
 		return refusedLimit
 	}
 	if m == nil {
@@ -117,6 +117,13 @@ func (r *Relay) expire(now time.Time) {
 			if !now.Before(exp) {
 				r.leave(t, ch)
 			}
+		}
+		if len(t.chans) == 0 {
+			// Every channel timed out while the gateway kept refreshing
+			// nothing: no state worth a slot.
+			r.log.Debug("tunnel expired: no channels left", "gateway", t.key)
+			r.removeTunnel(t)
+			r.stats.expired.Add(1)
 		}
 	}
 	r.publish()

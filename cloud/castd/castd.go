@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,12 @@ type Options struct {
 	// RouteToken lets upstream CDNs ask GET /v1/route for clients other
 	// than themselves ("" = only the admin token may).
 	RouteToken string
+
+	// Relay coverage: an Apache Traffic Control coverage-zone file that
+	// assigns prefixes to relays, checked for changes every
+	// CoverageZoneInterval (default DefaultCoverageZoneInterval).
+	CoverageZone         string
+	CoverageZoneInterval time.Duration
 
 	// Relay health probes. ProbeConcurrency bounds the probes in flight
 	// (default probe.DefaultMaxInFlight). AllowPrivateNodes lets relays
@@ -144,6 +151,7 @@ type Server struct {
 	metrics  *metrics.Registry
 	refused  atomic.Int64 // requests answered 4xx
 	admin    adminGate
+	relays   relayCoverage // operator-approved relay prefixes (relays.go)
 
 	dashboard *web.Dashboard
 	control   *control        // nil until started, and without a control plane
@@ -186,9 +194,15 @@ func New(opts Options) (*Server, error) {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: %w", err)
 	}
+	// Damaged records are skipped (and logged) by ForEach: one of them
+	// must not keep every other node from being served.
 	if err := s.reg.ForEach(func(n registry.Node) error { s.router.Upsert(n); return nil }); err != nil {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: loading registry: %w", err)
+	}
+	if err := s.initRelays(); err != nil {
+		s.reg.Close()
+		return nil, err
 	}
 	s.store, err = objstore.Open(filepath.Join(opts.StateDir, "midcache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
 	if err != nil {
@@ -219,6 +233,9 @@ func New(opts Options) (*Server, error) {
 	}
 	b, r, p := s.router.Len()
 	log.Info("castd state loaded", "id", key.ID(), "beacons", b, "relays", r, "prefixes", p, "origin", opts.Origin)
+	if d := s.reg.Damaged(); d > 0 {
+		log.Error("registry has damaged records: they are not routed to (castd_registry_damaged_records)", "count", d)
+	}
 	return s, nil
 }
 
@@ -264,23 +281,45 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// However Serve ends, the context is cancelled first and then the AMT
+	// relay and the control plane are waited for: nothing they run may
+	// outlive Serve and race Close.
+	var relayDone <-chan struct{}
+	var bg sync.WaitGroup // castd's own loops (coverage-zone watcher)
+	defer func() {
+		cancel()
+		bg.Wait()
+		if relayDone != nil {
+			<-relayDone
+		}
+		if s.control != nil {
+			s.control.wait()
+		}
+	}()
 	if err := s.startControl(ctx); err != nil {
 		return err
 	}
 	if err := s.startExpiry(ctx); err != nil {
 		return err
 	}
-	relayDone, err := s.startRelay(ctx)
-	if err != nil {
+	var err error
+	if relayDone, err = s.startRelay(ctx); err != nil {
 		return err
 	}
-	defer func() { <-relayDone }()
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		s.watchCoverageZone(ctx)
+	}()
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()
 	select {
 	case err := <-errc:
+		// The listener failed under us: drop the connections it
+		// accepted too, then stop the rest (deferred above).
+		srv.Close()
+		s.log.Error("castd: HTTP serving failed; shutting down", "err", err)
 		return fmt.Errorf("castd: serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -306,6 +345,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 		}
 	})
 	m.Func("castd_registered_nodes", "Nodes in the registry.", metrics.Gauge, func() float64 { return float64(s.reg.Len()) })
+	m.Func("castd_registry_damaged_records", "Registry records that cannot be decoded: skipped (not routed to), logged, left in the file.", metrics.Gauge, func() float64 { return float64(s.reg.Damaged()) })
 	m.Collect("castd_nodes", "Registered nodes by control-plane state.", metrics.Gauge, func() []metrics.Sample {
 		if s.control == nil {
 			return nil
@@ -359,8 +399,19 @@ func (s *Server) newMetrics() *metrics.Registry {
 	relayStat("packets_in_total", "Multicast datagrams to relay.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsIn) })
 	relayStat("packets_out_total", "Multicast Data messages sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsOut) })
 	relayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
-	relayStat("bad_mac_total", "Membership Updates and Teardowns refused for a wrong MAC or nonce.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.Drops.BadMAC) })
+	m.Collect("castd_amt_refused_total", "AMT messages the relay refused and copies it dropped, by reason (see amtrelay.RefusalReasons).", metrics.Counter, func() []metrics.Sample {
+		if s.relay == nil {
+			return nil
+		}
+		rs := s.relay.Stats().Drops.ByReason()
+		out := make([]metrics.Sample, len(rs))
+		for i, rf := range rs {
+			out[i] = metrics.Sample{Labels: []string{"reason", rf.Reason}, Value: float64(rf.Count)}
+		}
+		return out
+	})
 	s.registerGuardMetrics(m)
+	s.relayMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
 }

@@ -35,6 +35,8 @@ type control struct {
 	eligMu sync.Mutex    // serialises refresh
 	mu     sync.Mutex
 	relays map[string]string // relay ID → LAN URL
+
+	wg sync.WaitGroup // the probe loop, the bus closer, registration expiry
 }
 
 func (s *Server) controlEnabled() bool {
@@ -42,7 +44,8 @@ func (s *Server) controlEnabled() bool {
 }
 
 // startControl brings the control plane up; it runs until ctx ends.
-func (s *Server) startControl(ctx context.Context) error {
+// On error nothing it started is left running.
+func (s *Server) startControl(ctx context.Context) (rerr error) {
 	if !s.controlEnabled() {
 		s.log.Info("control plane off: every registered node is routed to (set --mqtt-listen or --mqtt-broker)")
 		return nil
@@ -69,6 +72,11 @@ func (s *Server) startControl(ctx context.Context) error {
 			return fmt.Errorf("castd: external broker: %w", err)
 		}
 		c.bus = ext
+		defer func() {
+			if rerr != nil {
+				ext.Close()
+			}
+		}()
 	} else {
 		coalesce := s.opts.MQTTCoalesce
 		if coalesce <= 0 {
@@ -88,6 +96,11 @@ func (s *Server) startControl(ctx context.Context) error {
 			return fmt.Errorf("castd: %w", err)
 		}
 		c.broker, c.bus = b, b.Bus()
+		defer func() {
+			if rerr != nil {
+				b.Close() // not left to ctx: Serve returns now
+			}
+		}()
 	}
 	m, err := monitor.New(monitor.Options{
 		Bus: c.bus, CastKey: s.key, Known: known, Logger: s.log.With("component", "monitor"),
@@ -114,8 +127,13 @@ func (s *Server) startControl(ctx context.Context) error {
 		c.refresh(n.ID)
 		return nil
 	})
-	go c.probeRelays(ctx)
+	c.wg.Add(2)
 	go func() {
+		defer c.wg.Done()
+		c.probeRelays(ctx)
+	}()
+	go func() {
+		defer c.wg.Done()
 		<-ctx.Done()
 		if c.broker != nil {
 			c.broker.Close()
@@ -124,6 +142,14 @@ func (s *Server) startControl(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// wait returns when the control plane's goroutines have ended, after the
+// ctx startControl was given is done: Serve calls it before returning so
+// that nothing here runs into Close.
+func (c *control) wait() {
+	c.wg.Wait()
+	c.monitor.Wait()
 }
 
 // mqttURL is the broker address a registering node is told to use.
@@ -196,7 +222,7 @@ func (s *Server) nodeViews() []web.Node {
 }
 
 // handleNodes serves GET /v1/nodes and /v1/nodes/{id}, and the operator's
-// POST /v1/nodes/{id}/commands. Node records say where homes are (public
+// POST /v1/nodes/{id}/commands and DELETE /v1/nodes/{id}. Node records say where homes are (public
 // IP, LAN URL, owner wallet), so only the operator gets them; anyone else
 // gets the fleet totals, and a filter (?q=<wallet> finds a home) is a
 // question about nodes, so it needs the token too.
@@ -204,6 +230,10 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(r.URL.Path, protocol.PathNodes)
 	if strings.HasSuffix(rest, protocol.PathCommandsSuffix) {
 		s.handleCommand(w, r, strings.TrimSuffix(strings.TrimPrefix(rest, "/"), protocol.PathCommandsSuffix))
+		return
+	}
+	if r.Method == http.MethodDelete && rest != "" && rest != "/" {
+		s.handleNodeDelete(w, r, strings.TrimPrefix(rest, "/"))
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

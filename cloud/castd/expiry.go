@@ -72,9 +72,20 @@ func (s *Server) startExpiry(ctx context.Context) error {
 	for _, id := range ids {
 		e.checkOnline(id)
 	}
-	go e.writeLoop(ctx)
+	// Both write to the registry: Serve joins them (control.wait) before
+	// castd closes it.
+	wg := &s.control.wg
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.writeLoop(ctx)
+	}()
 	if ttl > 0 {
-		go e.sweepLoop(ctx, time.Now().Add(min(ttl, expiryGrace)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.sweepLoop(ctx, time.Now().Add(min(ttl, expiryGrace)))
+		}()
 	}
 	s.log.Info("registration expiry", "ttl", ttl, "never_online", len(ids), "tracked_since", since)
 	return nil

@@ -36,6 +36,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(protocol.PathMetrics, s.metrics)
 	mux.HandleFunc(protocol.PathNodes, s.handleNodes)
 	mux.HandleFunc(protocol.PathNodes+"/", s.handleNodes)
+	mux.HandleFunc(protocol.PathRelays, s.handleRelays)
+	mux.HandleFunc(protocol.PathRelays+"/", s.handleRelays)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
@@ -161,6 +163,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.control.registered(stored) // before the router sees a new URL
 	}
 	s.router.Upsert(stored)
+	s.relayRegistered(stored)
 	if s.control != nil {
 		s.control.refresh(stored.ID)
 	}
@@ -190,6 +193,9 @@ func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 		if pub, err := s.verifier.Verify(r, nil); err == nil {
 			known := s.router.Has(pub.String())
 			reply.Registered = &known
+			if known {
+				reply.State, reply.Routable = s.nodeState(pub.String())
+			}
 		}
 	}
 	writeJSON(w, reply)

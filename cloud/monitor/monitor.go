@@ -200,6 +200,7 @@ type Monitor struct {
 
 	done   <-chan struct{}
 	queues []chan job
+	wg     sync.WaitGroup // the goroutines Start began
 
 	mu      sync.Mutex
 	nodes   map[string]*node
@@ -307,7 +308,9 @@ func (m *Monitor) Start(ctx context.Context) error {
 	for i := range m.queues {
 		q := make(chan job, workerQueue)
 		m.queues[i] = q
+		m.wg.Add(1)
 		go func() {
+			defer m.wg.Done()
 			for {
 				select {
 				case j := <-q:
@@ -324,7 +327,9 @@ func (m *Monitor) Start(ctx context.Context) error {
 			return fmt.Errorf("monitor: %w", err)
 		}
 	}
+	m.wg.Add(1)
 	go func() {
+		defer m.wg.Done()
 		var tick <-chan time.Time
 		if m.opts.SweepEvery > 0 {
 			t := time.NewTicker(m.opts.SweepEvery)
@@ -343,6 +348,10 @@ func (m *Monitor) Start(ctx context.Context) error {
 	}()
 	return nil
 }
+
+// Wait returns when the goroutines Start began have ended, which they do
+// once Start's ctx is done (at once if Start was never called).
+func (m *Monitor) Wait() { m.wg.Wait() }
 
 // dispatch hands a message from the bus to its node's worker. When the
 // workers are busy it waits, which slows the publishers down: the broker

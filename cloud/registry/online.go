@@ -53,7 +53,8 @@ func (r *Registry) MarkOnline(at time.Time, ids ...string) (int, error) {
 			}
 			n, err := decode(id, v)
 			if err != nil {
-				return err
+				r.noteDamaged(id, v, err) // left as it is, like ForEach does
+				continue
 			}
 			if !n.SeenOnline.IsZero() {
 				continue
@@ -86,12 +87,16 @@ func (r *Registry) ExpireUnseen(cutoff time.Time, ids ...string) ([]string, erro
 			}
 			n, err := decode(id, v)
 			if err != nil {
-				return err
+				r.noteDamaged(id, v, err) // left as it is, like ForEach does
+				continue
 			}
 			if !n.SeenOnline.IsZero() || !n.FirstSeen.Before(cutoff) {
 				continue
 			}
 			if err := b.Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := dropApprovals(tx, id); err != nil {
 				return err
 			}
 			gone = append(gone, id)

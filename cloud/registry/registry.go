@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blockcast/beacon/shared/protocol"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -81,6 +82,8 @@ type Registry struct {
 	log   *slog.Logger
 	count atomic.Int64
 	now   func() time.Time // tests replace it
+
+	damaged damaged // records that cannot be decoded (damaged.go)
 }
 
 // Open opens or creates the registry file at path. A file held by another
@@ -150,6 +153,10 @@ func (r *Registry) init() error {
 		}
 		if nodes == nil {
 			return fmt.Errorf("%w: no %q bucket", ErrCorrupt, bucketNodes)
+		}
+		// Files from before relay approvals existed get the bucket now.
+		if _, err := tx.CreateBucketIfNotExists(bucketApprovals); err != nil {
+			return err
 		}
 		n, err := strconv.ParseInt(string(meta.Get(keyCount)), 10, 64)
 		if err != nil || n < 0 {
@@ -224,6 +231,7 @@ func (r *Registry) Upsert(n Node, verifiedDelegation bool) (Node, error) {
 	if created {
 		r.count.Add(1)
 	}
+	r.noteReplaced(stored.ID)
 	return stored, nil
 }
 
@@ -275,6 +283,9 @@ func (r *Registry) UpsertBatch(nodes []Node, verifiedDelegation bool) error {
 		return err
 	}
 	r.count.Add(created)
+	for _, n := range norm {
+		r.noteReplaced(n.ID)
+	}
 	return nil
 }
 
@@ -283,10 +294,22 @@ func (r *Registry) put(b *bolt.Bucket, n Node, verifiedDelegation bool) (stored 
 	key := []byte(n.ID)
 	if old := b.Get(key); old != nil {
 		prev, err := decode(n.ID, old)
-		if err != nil {
-			// Overwriting would also erase the owner binding; leave it to
-			// the operator.
-			return Node{}, false, err
+		switch {
+		case err != nil && !verifiedDelegation:
+			// The damaged record may bind the node to an owner that this
+			// registration, naming none or an unverified one, must not
+			// erase: refuse, and leave the record to the operator.
+			r.noteDamaged(n.ID, old, err)
+			return Node{}, false, fmt.Errorf("%w; refused: the record may hold an owner binding (register with the owner's delegation, or have the operator delete the record)", err)
+		case err != nil:
+			// The owner's verified delegation would replace a readable
+			// record's owner too, so nothing it could bind is lost.
+			r.log.Warn("registry: damaged record replaced by a registration with a verified owner delegation",
+				"id", n.ID, "owner", n.Owner, "old_bytes", len(old), "old", clip(string(old)), "err", clip(err.Error()))
+			if n.FirstSeen.IsZero() || n.FirstSeen.After(n.LastSeen) {
+				n.FirstSeen = n.LastSeen
+			}
+			prev = Node{Owner: n.Owner, FirstSeen: n.FirstSeen}
 		}
 		switch {
 		case n.Owner == "":
@@ -300,6 +323,13 @@ func (r *Registry) put(b *bolt.Bucket, n Node, verifiedDelegation bool) (stored 
 		n.FirstSeen = prev.FirstSeen
 		if n.SeenOnline.IsZero() {
 			n.SeenOnline = prev.SeenOnline
+		}
+		if prev.Role == protocol.RoleRelay && n.Role != protocol.RoleRelay {
+			// Approvals are for a relay; a node that stops being one
+			// loses them rather than regaining them if it comes back.
+			if err := dropApprovals(b.Tx(), n.ID); err != nil {
+				return Node{}, false, err
+			}
 		}
 	} else {
 		created = true
@@ -326,13 +356,19 @@ func (r *Registry) Get(id string) (Node, error) {
 			return fmt.Errorf("%w: %q", ErrNotFound, id)
 		}
 		var err error
-		n, err = decode(id, v)
+		if n, err = decode(id, v); err != nil {
+			r.noteDamaged(id, v, err)
+		}
 		return err
 	})
+	if errors.Is(err, ErrCorrupt) {
+		r.reportUnlisted()
+	}
 	return n, err
 }
 
-// Delete removes the node with the ID, or returns ErrNotFound.
+// Delete removes the node with the ID, and any relay approvals it had, or
+// returns ErrNotFound.
 func (r *Registry) Delete(id string) error {
 	err := r.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNodes)
@@ -342,10 +378,14 @@ func (r *Registry) Delete(id string) error {
 		if err := b.Delete([]byte(id)); err != nil {
 			return err
 		}
+		if err := dropApprovals(tx, id); err != nil {
+			return err
+		}
 		return addCount(tx, -1)
 	})
 	if err == nil {
 		r.count.Add(-1)
+		r.noteReplaced(id)
 	}
 	return err
 }
@@ -353,14 +393,21 @@ func (r *Registry) Delete(id string) error {
 // ForEach calls fn for every node in ID order, stopping at the first error,
 // which it returns as is. It runs inside one read transaction: fn must not
 // write to the registry (a write may wait for the read to end).
+//
+// A record that cannot be decoded is skipped, not returned as an error: it
+// is reported once (an error log naming its key, and Damaged) and left as
+// it is in the file, and every other node is still served. Damage bbolt
+// itself reports still ends ForEach with ErrCorrupt.
 func (r *Registry) ForEach(fn func(Node) error) error {
 	var fnPanic any
+	defer r.reportUnlisted()
 	err := r.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketNodes).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			n, err := decode(string(k), v)
 			if err != nil {
-				return err
+				r.noteDamaged(string(k), v, err)
+				continue
 			}
 			if err := callFn(fn, n, &fnPanic); err != nil {
 				return err
@@ -392,10 +439,10 @@ func callFn(fn func(Node) error, n Node, p *any) (err error) {
 func decode(key string, v []byte) (Node, error) {
 	var n Node
 	if err := json.Unmarshal(v, &n); err != nil {
-		return Node{}, fmt.Errorf("%w: record %q: %v", ErrCorrupt, key, err)
+		return Node{}, fmt.Errorf("%w: record %q: %s", ErrCorrupt, clip(key), clip(err.Error()))
 	}
 	if n.ID != key {
-		return Node{}, fmt.Errorf("%w: record %q holds node %q", ErrCorrupt, key, n.ID)
+		return Node{}, fmt.Errorf("%w: record %q holds node %q", ErrCorrupt, clip(key), clip(n.ID))
 	}
 	return n, nil
 }

@@ -125,17 +125,9 @@ func canonicalCIDRs(in []string) ([]string, error) {
 	out := make([]string, len(in))
 	seen := make(map[netip.Prefix]bool, len(in))
 	for i, s := range in {
-		p, err := netip.ParsePrefix(s)
+		p, err := ParseCIDR(s)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR prefix", clip(s))
-		}
-		if m := p.Masked(); m != p {
-			return nil, fmt.Errorf("%q has host bits set: did you mean %s (or %s/%d)?", s, m, p.Addr(), p.Addr().BitLen())
-		}
-		if p.Addr().Is4In6() {
-			// Clients are matched by their unmapped address, so such a
-			// prefix could never match.
-			return nil, fmt.Errorf("%q is an IPv4-mapped IPv6 prefix: write the IPv4 prefix", s)
+			return nil, err
 		}
 		if seen[p] {
 			return nil, fmt.Errorf("%s listed twice", p)
@@ -145,6 +137,30 @@ func canonicalCIDRs(in []string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// ParseCIDR parses one relay prefix by the rules every source of relay
+// coverage shares (registrations, operator approvals, the coverage-zone
+// file): a prefix in CIDR notation, without host bits set, and not an
+// IPv4-mapped IPv6 prefix.
+func ParseCIDR(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix", clip(s))
+	}
+	if m := p.Masked(); m != p {
+		return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s (or %s/%d)?", s, m, p.Addr(), p.Addr().BitLen())
+	}
+	if p.Addr().Is4In6() {
+		// Clients are matched by their unmapped address, so such a
+		// prefix could never match.
+		return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped IPv6 prefix: write the IPv4 prefix", s)
+	}
+	return p, nil
+}
+
+// CanonicalCIDRs checks a list of relay prefixes by ParseCIDR's rules, at
+// most MaxCIDRs and none twice, and returns them in canonical text.
+func CanonicalCIDRs(in []string) ([]string, error) { return canonicalCIDRs(in) }
 
 // clip shortens hostile input before it goes into an error message.
 func clip(s string) string {

@@ -107,7 +107,7 @@ func buildFleet(b *testing.B) {
 		for i := range f.beaconIPs {
 			ip := randPublicV4(rng, 1, 224)
 			f.beaconIPs[i] = ip
-			f.r.Upsert(registry.Node{
+			upsert(f.r, registry.Node{
 				ID:       randID(rng),
 				Role:     protocol.RoleBeacon,
 				LANURL:   fmt.Sprintf("http://192.168.%d.%d:8080", rng.Intn(256), 1+rng.Intn(254)),
@@ -125,7 +125,7 @@ func buildFleet(b *testing.B) {
 				f.prefixes = append(f.prefixes, p)
 				cidrs[j] = p.String()
 			}
-			f.r.Upsert(registry.Node{
+			upsert(f.r, registry.Node{
 				ID: randID(rng), Role: protocol.RoleRelay, CIDRs: cidrs,
 				LANURL:   fmt.Sprintf("https://relay%d.example.net", i),
 				PublicIP: randPublicV4(rng, 1, 224),
@@ -261,7 +261,7 @@ func BenchmarkUpsert(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := range nodes {
-			r.Upsert(nodes[i])
+			upsert(r, nodes[i])
 		}
 		b.StopTimer()
 		for i := range nodes {
@@ -269,11 +269,11 @@ func BenchmarkUpsert(b *testing.B) {
 		}
 	})
 	n := registry.Node{ID: randID(rng), Role: protocol.RoleBeacon, LANURL: "http://192.168.1.1:8080", PublicIP: randPublicV4(rng, 1, 224)}
-	r.Upsert(n)
+	upsert(r, n)
 	b.Run("refresh-beacon", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			r.Upsert(n)
+			upsert(r, n)
 		}
 	})
 	b.Run("move-beacon", func(b *testing.B) {
@@ -281,7 +281,7 @@ func BenchmarkUpsert(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			n.PublicIP = ips[i%2]
-			r.Upsert(n)
+			upsert(r, n)
 		}
 	})
 	r.Remove(n.ID)
@@ -297,7 +297,7 @@ func BenchmarkUpsert(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			rl.CIDRs = sets[i%2]
-			r.Upsert(rl)
+			upsert(r, rl)
 		}
 		b.StopTimer()
 		r.Remove(rl.ID)

@@ -26,12 +26,12 @@ func FuzzDecide(f *testing.F) {
 		"r6": "http://[2001:db8::1]:8080/edge",
 	}
 	r := newRouter(f)
-	r.Upsert(beacon("b1", "203.0.113.7", bases["b1"]+"/"))
-	r.Upsert(beacon("b2", "203.0.113.7", bases["b2"]))
-	r.Upsert(beacon("b3", "198.51.100.1", "http://b3"))
+	upsert(r, beacon("b1", "203.0.113.7", bases["b1"]+"/"))
+	upsert(r, beacon("b2", "203.0.113.7", bases["b2"]))
+	upsert(r, beacon("b3", "198.51.100.1", "http://b3"))
 	r.SetEligible("b3", false)
-	r.Upsert(relay("r8", bases["r8"], "10.0.0.0/8", "0.0.0.0/0"))
-	r.Upsert(relay("r6", bases["r6"], "2001:db8::/32", "2001:db8:1::/48"))
+	upsert(r, relay("r8", bases["r8"], "10.0.0.0/8", "0.0.0.0/0"))
+	upsert(r, relay("r6", bases["r6"], "2001:db8::/32", "2001:db8:1::/48"))
 	f.Fuzz(func(t *testing.T, client, path string) {
 		ip, _ := netip.ParseAddr(client)
 		d := r.Decide(ip, path)

@@ -1,7 +1,8 @@
 // Package router decides where castd's request router sends an end user:
 // to a beacon on the user's own public IP (self-IP unicast distribution), to
-// a relay whose CIDRs cover the user (subnet CIDR unicast distribution, the
-// longest prefix winning), or to the origin (traditional delivery).
+// a relay whose operator-approved prefixes cover the user (subnet CIDR
+// unicast distribution, the longest prefix winning), or to the origin
+// (traditional delivery).
 //
 // The index is built for a large fleet: beacons by exact public IP in a hash
 // map (behind a cache-resident filter), relay prefixes in a multibit trie,
@@ -157,11 +158,12 @@ func baseURL(u *url.URL) (string, error) {
 }
 
 // Upsert adds a node, or replaces what the router knows of it: a beacon is
-// indexed by its public IP, a relay by its CIDRs, and whatever the node was
-// indexed by before is dropped. Eligibility and load of a known node are
-// kept; a new node has load 0 and is eligible unless NewIneligible. A node
-// the router cannot use (which the registry would not have stored) is
-// logged and removed.
+// indexed by its public IP, and whatever the node was indexed by before is
+// dropped. A relay keeps the prefixes SetRelayPrefixes gave it (a new one
+// has none); the CIDRs it registered with are not used. Eligibility and
+// load of a known node are kept; a new node has load 0 and is eligible
+// unless NewIneligible. A node the router cannot use (which the registry
+// would not have stored) is logged and removed.
 func (r *Router) Upsert(n registry.Node) {
 	var role uint8
 	switch n.Role {
@@ -188,27 +190,6 @@ func (r *Router) Upsert(n registry.Node) {
 		r.refuse(n, errors.New("beacon without a public IP"))
 		return
 	}
-	var prefixes []netip.Prefix
-	if role == roleRelay {
-		prefixes = make([]netip.Prefix, 0, len(n.CIDRs))
-		seen := newPrefixSet(nil)
-		for _, s := range n.CIDRs {
-			p, err := netip.ParsePrefix(s)
-			if err != nil {
-				r.log.Warn("router: skipping relay CIDR", "id", n.ID, "cidr", s, "err", err)
-				continue
-			}
-			p = p.Masked()
-			if p.Addr().Is4In6() && p.Bits() >= 96 {
-				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-			}
-			if !seen.has(p) {
-				seen.add(p)
-				prefixes = append(prefixes, p)
-			}
-		}
-	}
-
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	idx, known := r.byID[n.ID]
@@ -237,10 +218,50 @@ func (r *Router) Upsert(n registry.Node) {
 	case e.role == roleFree && role == roleRelay:
 		e.role = role
 		r.nRelays++
-		r.setCIDRs(idx, prefixes)
-	case role == roleRelay:
-		r.setCIDRs(idx, prefixes)
 	}
+}
+
+// SetRelayPrefixes sets the prefixes relay id is routed for, replacing what
+// it had; nil routes it for none. These are the prefixes the operator
+// approved, never the CIDRs a relay registered with: Upsert ignores those,
+// so nothing a relay says about itself can draw clients to it. Prefixes
+// are masked and IPv4-mapped ones unmapped. It reports false, changing
+// nothing, when id is not a known relay.
+func (r *Router) SetRelayPrefixes(id string, prefixes []netip.Prefix) bool {
+	norm := make([]netip.Prefix, 0, len(prefixes))
+	seen := newPrefixSet(nil)
+	for _, p := range prefixes {
+		if !p.IsValid() {
+			continue
+		}
+		p = p.Masked()
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if !seen.has(p) {
+			seen.add(p)
+			norm = append(norm, p)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	idx, ok := r.byID[id]
+	if !ok || r.nodes.at(idx).role != roleRelay {
+		return false
+	}
+	r.setCIDRs(idx, norm)
+	return true
+}
+
+// RelayPrefixes returns the prefixes relay id is routed for.
+func (r *Router) RelayPrefixes(id string) []netip.Prefix {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	idx, ok := r.byID[id]
+	if !ok {
+		return nil
+	}
+	return append([]netip.Prefix(nil), r.cidrs[idx]...)
 }
 
 // setBase stores a base URL from baseURL in the entry.

@@ -40,10 +40,10 @@ func relay(id, lan string, cidrs ...string) registry.Node {
 
 func TestDecide(t *testing.T) {
 	nested := func(r *Router) {
-		r.Upsert(relay("r8", "http://r8.example", "10.0.0.0/8"))
-		r.Upsert(relay("r16", "http://r16.example/", "10.1.0.0/16"))
-		r.Upsert(relay("r24", "https://r24.example:8443/cache", "10.1.2.0/24", "2001:db8:1::/48"))
-		r.Upsert(relay("r32v6", "http://[2001:db8::1]:8080", "2001:db8::/32"))
+		upsert(r, relay("r8", "http://r8.example", "10.0.0.0/8"))
+		upsert(r, relay("r16", "http://r16.example/", "10.1.0.0/16"))
+		upsert(r, relay("r24", "https://r24.example:8443/cache", "10.1.2.0/24", "2001:db8:1::/48"))
+		upsert(r, relay("r32v6", "http://[2001:db8::1]:8080", "2001:db8::/32"))
 	}
 	tests := []struct {
 		name   string
@@ -54,31 +54,31 @@ func TestDecide(t *testing.T) {
 	}{
 		{
 			name:   "exact IPv4",
-			setup:  func(r *Router) { r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080")) },
+			setup:  func(r *Router) { upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080")) },
 			client: "203.0.113.7", path: "/a/b.mp4?x=1",
 			want: protocol.RouteDecision{Decision: "beacon", Location: "http://192.168.1.10:8080/a/b.mp4?x=1", NodeID: "b1", Client: "203.0.113.7"},
 		},
 		{
 			name:   "IPv4-mapped client",
-			setup:  func(r *Router) { r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080")) },
+			setup:  func(r *Router) { upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080")) },
 			client: "::ffff:203.0.113.7", path: "/a",
 			want: protocol.RouteDecision{Decision: "beacon", Location: "http://192.168.1.10:8080/a", NodeID: "b1", Client: "203.0.113.7"},
 		},
 		{
 			name:   "IPv4-mapped beacon IP",
-			setup:  func(r *Router) { r.Upsert(beacon("b1", "::ffff:203.0.113.7", "http://192.168.1.10:8080")) },
+			setup:  func(r *Router) { upsert(r, beacon("b1", "::ffff:203.0.113.7", "http://192.168.1.10:8080")) },
 			client: "203.0.113.7", path: "/a",
 			want: protocol.RouteDecision{Decision: "beacon", Location: "http://192.168.1.10:8080/a", NodeID: "b1", Client: "203.0.113.7"},
 		},
 		{
 			name:   "exact IPv6 with zone dropped",
-			setup:  func(r *Router) { r.Upsert(beacon("b6", "2001:db8::7", "http://[fd00::1]:8080/")) },
+			setup:  func(r *Router) { upsert(r, beacon("b6", "2001:db8::7", "http://[fd00::1]:8080/")) },
 			client: "2001:db8::7%eth0", path: "/v",
 			want: protocol.RouteDecision{Decision: "beacon", Location: "http://[fd00::1]:8080/v", NodeID: "b6", Client: "2001:db8::7"},
 		},
 		{
 			name:   "other IP of the beacon's network is not the beacon",
-			setup:  func(r *Router) { r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080")) },
+			setup:  func(r *Router) { upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080")) },
 			client: "203.0.113.8", path: "/a",
 			want: protocol.RouteDecision{Decision: "origin", Location: "http://origin.example:8080/cdn/a", Client: "203.0.113.8"},
 		},
@@ -86,7 +86,7 @@ func TestDecide(t *testing.T) {
 			name: "beacon before relay",
 			setup: func(r *Router) {
 				nested(r)
-				r.Upsert(beacon("b1", "10.1.2.3", "http://192.168.1.10"))
+				upsert(r, beacon("b1", "10.1.2.3", "http://192.168.1.10"))
 			},
 			client: "10.1.2.3", path: "/a",
 			want: protocol.RouteDecision{Decision: "beacon", Location: "http://192.168.1.10/a", NodeID: "b1", Client: "10.1.2.3"},
@@ -131,7 +131,7 @@ func TestDecide(t *testing.T) {
 			name: "ineligible beacon skipped for the relay",
 			setup: func(r *Router) {
 				nested(r)
-				r.Upsert(beacon("b1", "10.1.2.3", "http://192.168.1.10"))
+				upsert(r, beacon("b1", "10.1.2.3", "http://192.168.1.10"))
 				r.SetEligible("b1", false)
 			},
 			client: "10.1.2.3", path: "/a",
@@ -159,9 +159,9 @@ func TestDecide(t *testing.T) {
 		{
 			name: "eligibility survives re-registration",
 			setup: func(r *Router) {
-				r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
+				upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
 				r.SetEligible("b1", false)
-				r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
+				upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
 			},
 			client: "203.0.113.7", path: "/a",
 			want: protocol.RouteDecision{Decision: "origin", Location: "http://origin.example:8080/cdn/a", Client: "203.0.113.7"},
@@ -180,7 +180,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "removed beacon",
 			setup: func(r *Router) {
-				r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
+				upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
 				r.Remove("b1")
 			},
 			client: "203.0.113.7", path: "/a",
@@ -189,8 +189,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "moved beacon is gone from its old IP",
 			setup: func(r *Router) {
-				r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
-				r.Upsert(beacon("b1", "198.51.100.9", "http://192.168.1.10:8080"))
+				upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
+				upsert(r, beacon("b1", "198.51.100.9", "http://192.168.1.10:8080"))
 			},
 			client: "203.0.113.7", path: "/a",
 			want: protocol.RouteDecision{Decision: "origin", Location: "http://origin.example:8080/cdn/a", Client: "203.0.113.7"},
@@ -198,8 +198,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "moved beacon is at its new IP with its new URL",
 			setup: func(r *Router) {
-				r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
-				r.Upsert(beacon("b1", "2001:db8::9", "http://192.168.1.11:8080"))
+				upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
+				upsert(r, beacon("b1", "2001:db8::9", "http://192.168.1.11:8080"))
 			},
 			client: "2001:db8::9", path: "/a",
 			want: protocol.RouteDecision{Decision: "beacon", Location: "http://192.168.1.11:8080/a", NodeID: "b1", Client: "2001:db8::9"},
@@ -207,8 +207,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "relay's old prefix is replaced",
 			setup: func(r *Router) {
-				r.Upsert(relay("r", "http://r.example", "10.0.0.0/8", "192.0.2.0/24"))
-				r.Upsert(relay("r", "http://r.example", "172.16.0.0/12", "192.0.2.0/24"))
+				upsert(r, relay("r", "http://r.example", "10.0.0.0/8", "192.0.2.0/24"))
+				upsert(r, relay("r", "http://r.example", "172.16.0.0/12", "192.0.2.0/24"))
 			},
 			client: "10.1.2.3", path: "/a",
 			want: protocol.RouteDecision{Decision: "origin", Location: "http://origin.example:8080/cdn/a", Client: "10.1.2.3"},
@@ -216,8 +216,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "relay's new prefix is served",
 			setup: func(r *Router) {
-				r.Upsert(relay("r", "http://r.example", "10.0.0.0/8", "192.0.2.0/24"))
-				r.Upsert(relay("r", "http://r.example", "172.16.0.0/12", "192.0.2.0/24"))
+				upsert(r, relay("r", "http://r.example", "10.0.0.0/8", "192.0.2.0/24"))
+				upsert(r, relay("r", "http://r.example", "172.16.0.0/12", "192.0.2.0/24"))
 			},
 			client: "172.20.0.1", path: "/a",
 			want: protocol.RouteDecision{Decision: "relay", Location: "http://r.example/a", NodeID: "r", Client: "172.20.0.1", Prefix: "172.16.0.0/12"},
@@ -225,8 +225,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "beacon that became a relay",
 			setup: func(r *Router) {
-				r.Upsert(beacon("n", "203.0.113.7", "http://192.168.1.10:8080"))
-				r.Upsert(relay("n", "http://n.example", "203.0.113.0/24"))
+				upsert(r, beacon("n", "203.0.113.7", "http://192.168.1.10:8080"))
+				upsert(r, relay("n", "http://n.example", "203.0.113.0/24"))
 			},
 			client: "203.0.113.7", path: "/a",
 			want: protocol.RouteDecision{Decision: "relay", Location: "http://n.example/a", NodeID: "n", Client: "203.0.113.7", Prefix: "203.0.113.0/24"},
@@ -234,8 +234,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "shared prefix survives one relay leaving",
 			setup: func(r *Router) {
-				r.Upsert(relay("r1", "http://r1.example", "10.0.0.0/8"))
-				r.Upsert(relay("r2", "http://r2.example", "10.0.0.0/8"))
+				upsert(r, relay("r1", "http://r1.example", "10.0.0.0/8"))
+				upsert(r, relay("r2", "http://r2.example", "10.0.0.0/8"))
 				r.Remove("r1")
 			},
 			client: "10.1.2.3", path: "/a",
@@ -244,9 +244,9 @@ func TestDecide(t *testing.T) {
 		{
 			name: "ineligible relay of a shared prefix leaves it to the others",
 			setup: func(r *Router) {
-				r.Upsert(relay("r0", "http://r0.example", "10.0.0.0/8"))
+				upsert(r, relay("r0", "http://r0.example", "10.0.0.0/8"))
 				for _, id := range []string{"r1", "r2", "r3"} {
-					r.Upsert(relay(id, "http://"+id+".example", "10.1.0.0/16"))
+					upsert(r, relay(id, "http://"+id+".example", "10.1.0.0/16"))
 				}
 				r.SetEligible("r1", false)
 				r.Remove("r3")
@@ -257,9 +257,9 @@ func TestDecide(t *testing.T) {
 		{
 			name: "all relays of a prefix ineligible",
 			setup: func(r *Router) {
-				r.Upsert(relay("r0", "http://r0.example", "10.0.0.0/8"))
+				upsert(r, relay("r0", "http://r0.example", "10.0.0.0/8"))
 				for _, id := range []string{"r1", "r2"} {
-					r.Upsert(relay(id, "http://"+id+".example", "10.1.0.0/16"))
+					upsert(r, relay(id, "http://"+id+".example", "10.1.0.0/16"))
 					r.SetEligible(id, false)
 				}
 			},
@@ -270,7 +270,7 @@ func TestDecide(t *testing.T) {
 			name: "several beacons on the IP, all but one ineligible",
 			setup: func(r *Router) {
 				for _, id := range []string{"b1", "b2", "b3"} {
-					r.Upsert(beacon(id, "203.0.113.7", "http://"+id))
+					upsert(r, beacon(id, "203.0.113.7", "http://"+id))
 				}
 				r.SetEligible("b1", false)
 				r.SetEligible("b3", false)
@@ -282,9 +282,9 @@ func TestDecide(t *testing.T) {
 			name: "middle beacon of an IP's list moved away",
 			setup: func(r *Router) {
 				for _, id := range []string{"b1", "b2", "b3"} {
-					r.Upsert(beacon(id, "203.0.113.7", "http://"+id))
+					upsert(r, beacon(id, "203.0.113.7", "http://"+id))
 				}
-				r.Upsert(beacon("b2", "203.0.113.8", "http://b2"))
+				upsert(r, beacon("b2", "203.0.113.8", "http://b2"))
 				r.Remove("b3")
 			},
 			client: "203.0.113.7", path: "/a",
@@ -293,7 +293,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "mapped relay prefix matches IPv4 clients",
 			setup: func(r *Router) {
-				r.Upsert(relay("r", "http://r.example", "::ffff:10.0.0.0/104"))
+				upsert(r, relay("r", "http://r.example", "::ffff:10.0.0.0/104"))
 			},
 			client: "10.1.2.3", path: "/a",
 			want: protocol.RouteDecision{Decision: "relay", Location: "http://r.example/a", NodeID: "r", Client: "10.1.2.3", Prefix: "10.0.0.0/8"},
@@ -301,8 +301,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "unusable node is dropped",
 			setup: func(r *Router) {
-				r.Upsert(beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
-				r.Upsert(beacon("b1", "203.0.113.7", "ftp://192.168.1.10"))
+				upsert(r, beacon("b1", "203.0.113.7", "http://192.168.1.10:8080"))
+				upsert(r, beacon("b1", "203.0.113.7", "ftp://192.168.1.10"))
 			},
 			client: "203.0.113.7", path: "/a",
 			want: protocol.RouteDecision{Decision: "origin", Location: "http://origin.example:8080/cdn/a", Client: "203.0.113.7"},
@@ -332,18 +332,18 @@ func TestLen(t *testing.T) {
 		}
 	}
 	check(0, 0, 0)
-	r.Upsert(beacon("b1", "203.0.113.7", "http://a"))
-	r.Upsert(beacon("b2", "203.0.113.7", "http://b"))
-	r.Upsert(beacon("b2", "203.0.113.8", "http://b"))
+	upsert(r, beacon("b1", "203.0.113.7", "http://a"))
+	upsert(r, beacon("b2", "203.0.113.7", "http://b"))
+	upsert(r, beacon("b2", "203.0.113.8", "http://b"))
 	check(2, 0, 0)
-	r.Upsert(relay("r1", "http://r", "10.0.0.0/8", "10.0.0.0/8", "2001:db8::/32"))
-	r.Upsert(relay("r2", "http://r", "10.0.0.0/8", "192.0.2.0/24"))
+	upsert(r, relay("r1", "http://r", "10.0.0.0/8", "10.0.0.0/8", "2001:db8::/32"))
+	upsert(r, relay("r2", "http://r", "10.0.0.0/8", "192.0.2.0/24"))
 	check(2, 2, 3)
-	r.Upsert(relay("r1", "http://r", "2001:db8::/32"))
+	upsert(r, relay("r1", "http://r", "2001:db8::/32"))
 	check(2, 2, 3)
 	r.Remove("r2")
 	check(2, 1, 1)
-	r.Upsert(beacon("r1", "203.0.113.9", "http://r"))
+	upsert(r, beacon("r1", "203.0.113.9", "http://r"))
 	check(3, 0, 0)
 	r.Remove("b1")
 	r.Remove("b2")
@@ -415,7 +415,7 @@ func TestRendezvousSpread(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRouter(t)
 			for _, id := range []string{"b1", "b2", "b3"} {
-				r.Upsert(beacon(id, ip.String(), "http://"+id))
+				upsert(r, beacon(id, ip.String(), "http://"+id))
 			}
 			for id, l := range tt.loads {
 				r.SetLoad(id, l)
@@ -433,7 +433,7 @@ func TestRendezvousSpread(t *testing.T) {
 func TestRendezvousRelaysShareAPrefix(t *testing.T) {
 	r := newRouter(t)
 	for _, id := range []string{"r1", "r2"} {
-		r.Upsert(relay(id, "http://"+id, "2001:db8::/32"))
+		upsert(r, relay(id, "http://"+id, "2001:db8::/32"))
 	}
 	counts, _ := spread(r, netip.MustParseAddr("2001:db8::5"), 10000)
 	for _, id := range []string{"r1", "r2"} {
@@ -449,7 +449,7 @@ func TestRendezvousAffinity(t *testing.T) {
 	ids := []string{"b1", "b2", "b3"}
 	r := newRouter(t)
 	for _, id := range ids {
-		r.Upsert(beacon(id, ip.String(), "http://"+id))
+		upsert(r, beacon(id, ip.String(), "http://"+id))
 	}
 	_, base := spread(r, ip, paths)
 
@@ -469,7 +469,7 @@ func TestRendezvousAffinity(t *testing.T) {
 
 	// A new beacon takes about a quarter of the paths, all from the
 	// others; nothing else moves.
-	r.Upsert(beacon("b4", ip.String(), "http://b4"))
+	upsert(r, beacon("b4", ip.String(), "http://b4"))
 	_, w = spread(r, ip, paths)
 	moved := 0
 	for i := range base {
@@ -533,9 +533,9 @@ func TestConcurrentUpdatesAndDecisions(t *testing.T) {
 				id := fmt.Sprintf("n%d", i%50)
 				switch i % 6 {
 				case 0, 1:
-					r.Upsert(beacon(id, ips[(i+w)%len(ips)], "http://"+id))
+					upsert(r, beacon(id, ips[(i+w)%len(ips)], "http://"+id))
 				case 2:
-					r.Upsert(relay(id, "http://"+id, fmt.Sprintf("10.%d.0.0/16", i%7), "2001:db8::/32"))
+					upsert(r, relay(id, "http://"+id, fmt.Sprintf("10.%d.0.0/16", i%7), "2001:db8::/32"))
 				case 3:
 					r.SetEligible(id, i%4 != 0)
 				case 4:
@@ -568,8 +568,8 @@ func TestEntryFitsACacheLine(t *testing.T) {
 func TestLongBaseURL(t *testing.T) {
 	r := newRouter(t)
 	long := "https://a-rather-long-host-name.beacons.example.net:8443/cache/prefix"
-	r.Upsert(beacon("b1", "203.0.113.7", long+"/"))
-	r.Upsert(beacon("b2", "203.0.113.8", "http://exactly-32-bytes-long-host.example"[:7+32]))
+	upsert(r, beacon("b1", "203.0.113.7", long+"/"))
+	upsert(r, beacon("b2", "203.0.113.8", "http://exactly-32-bytes-long-host.example"[:7+32]))
 	for _, tt := range []struct{ ip, want string }{
 		{"203.0.113.7", long + "/a?b"},
 		{"203.0.113.8", "http://exactly-32-bytes-long-host.example"[:7+32] + "/a?b"},
@@ -579,11 +579,11 @@ func TestLongBaseURL(t *testing.T) {
 		}
 	}
 	// Shortened again: the long form must be gone.
-	r.Upsert(beacon("b1", "203.0.113.7", "http://h"))
+	upsert(r, beacon("b1", "203.0.113.7", "http://h"))
 	if d := r.Decide(netip.MustParseAddr("203.0.113.7"), "/a"); d.Location != "http://h/a" {
 		t.Errorf("Location %q after the URL got short", d.Location)
 	}
-	r.Upsert(beacon("b1", "203.0.113.7", long))
+	upsert(r, beacon("b1", "203.0.113.7", long))
 	r.Remove("b1")
 	if len(r.longBase) != 0 {
 		t.Errorf("%d long base URLs left after removal", len(r.longBase))
@@ -592,8 +592,8 @@ func TestLongBaseURL(t *testing.T) {
 
 func TestRelayFor(t *testing.T) {
 	r := newRouter(t)
-	r.Upsert(registry.Node{ID: "relayWide", Role: protocol.RoleRelay, LANURL: "http://w.example", CIDRs: []string{"10.0.0.0/8"}})
-	r.Upsert(registry.Node{ID: "relayNarrow", Role: protocol.RoleRelay, LANURL: "http://n.example", CIDRs: []string{"10.1.0.0/16"}})
+	upsert(r, registry.Node{ID: "relayWide", Role: protocol.RoleRelay, LANURL: "http://w.example", CIDRs: []string{"10.0.0.0/8"}})
+	upsert(r, registry.Node{ID: "relayNarrow", Role: protocol.RoleRelay, LANURL: "http://n.example", CIDRs: []string{"10.1.0.0/16"}})
 	if !r.Has("relayWide") || r.Has("nobody") {
 		t.Error("Has")
 	}
@@ -606,5 +606,67 @@ func TestRelayFor(t *testing.T) {
 	r.SetEligible("relayNarrow", false)
 	if got, _ := r.RelayFor(netip.MustParseAddr("10.1.2.3")); got != "relayWide" {
 		t.Errorf("ineligible relay still chosen: %q", got)
+	}
+}
+
+// upsert is Upsert followed, for a relay, by the operator approving every
+// CIDR it registered with (castd does that through its approvals).
+func upsert(r *Router, n registry.Node) {
+	r.Upsert(n)
+	if n.Role != protocol.RoleRelay {
+		return
+	}
+	var ps []netip.Prefix
+	for _, s := range n.CIDRs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			ps = append(ps, p)
+		}
+	}
+	r.SetRelayPrefixes(n.ID, ps)
+}
+
+// A relay's registered CIDRs route nothing: a fresh key claiming the whole
+// address space, or a /32 inside another relay's approved /24, draws no
+// client until SetRelayPrefixes (the operator's approval) says so.
+func TestRegisteredCIDRsAreNotRouted(t *testing.T) {
+	r := newRouter(t)
+	r.Upsert(relay("legit", "http://legit.example", "198.51.100.0/24"))
+	r.SetRelayPrefixes("legit", []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")})
+	r.Upsert(relay("hijack", "http://evil.example", "0.0.0.0/0", "::/0"))
+	r.Upsert(relay("sniper", "http://evil.example", "198.51.100.7/32"))
+	for client, want := range map[string]string{
+		"198.51.100.7": "legit", "198.51.100.200": "legit", "203.0.113.5": "", "2001:db8::1": "",
+	} {
+		d := r.Decide(netip.MustParseAddr(client), "/x")
+		if d.NodeID != want {
+			t.Errorf("client %s routed to %q (%s), want %q", client, d.NodeID, d.Decision, want)
+		}
+	}
+	// Re-registering keeps what was set; approval is what routes.
+	r.Upsert(relay("legit", "http://legit.example", "0.0.0.0/0"))
+	if d := r.Decide(netip.MustParseAddr("203.0.113.5"), "/x"); d.NodeID != "" {
+		t.Errorf("re-registration widened the relay to %s", d.Prefix)
+	}
+	if d := r.Decide(netip.MustParseAddr("198.51.100.9"), "/x"); d.NodeID != "legit" {
+		t.Errorf("re-registration dropped the approved prefix: %+v", d)
+	}
+	if !r.SetRelayPrefixes("sniper", []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}) {
+		t.Fatal("SetRelayPrefixes refused a known relay")
+	}
+	if d := r.Decide(netip.MustParseAddr("198.51.100.7"), "/x"); d.NodeID != "sniper" {
+		t.Errorf("approved /32 not routed: %+v", d)
+	}
+	if got := r.RelayPrefixes("sniper"); len(got) != 1 || got[0].String() != "198.51.100.7/32" {
+		t.Errorf("RelayPrefixes = %v", got)
+	}
+	r.Upsert(beacon("b", "203.0.113.9", "http://b"))
+	if r.SetRelayPrefixes("b", []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}) || r.SetRelayPrefixes("nobody", nil) {
+		t.Error("SetRelayPrefixes accepted a beacon or an unknown ID")
+	}
+	if !r.SetRelayPrefixes("sniper", nil) {
+		t.Fatal("clearing refused")
+	}
+	if d := r.Decide(netip.MustParseAddr("198.51.100.7"), "/x"); d.NodeID != "legit" {
+		t.Errorf("after clearing: %+v", d)
 	}
 }

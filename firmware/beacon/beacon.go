@@ -61,6 +61,10 @@ type Options struct {
 	AMTReemitTTL uint8    // TTL of re-emitted datagrams (0: received TTL - 1)
 	Version      string
 	Logger       *slog.Logger
+
+	// The owner's status page, and the names the beacon answers to.
+	StatusPage bool     // serve the read-only status page (GET / and /v1/status) on Listen
+	AllowHosts []string // Host names the status page and the local API answer to besides IP literals, localhost and --lan-url's host
 }
 
 func (o *Options) check() error {
@@ -98,6 +102,9 @@ func (o *Options) check() error {
 			return fmt.Errorf("beacon: --lan-url (e.g. http://192.168.1.1:8081): %w", err)
 		}
 	}
+	if err := checkAllowHosts(o.AllowHosts); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -121,6 +128,8 @@ type Beacon struct {
 
 	started    time.Time
 	reregister chan struct{}
+	hosts      *hostGuard   // the Host names the status page and local API answer to
+	problems   *problemRing // recent warnings and errors, for the status
 
 	// Registrations: one at a time (regSem); forceRegister's rate limit.
 	regSem  chan struct{}
@@ -133,6 +142,8 @@ type Beacon struct {
 	agentURL   string
 	stopAgent  func()
 	registered bool
+	regAt      time.Time // last successful registration
+	view       *CastdView
 	reply      protocol.RegistrationReply
 	lanURL     string
 	lastErr    string
@@ -153,20 +164,25 @@ func New(opts Options) (*Beacon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("beacon: node key: %w", err)
 	}
+	var deleg *protocol.Delegation
+	if opts.DelegationFile != "" {
+		if deleg, err = LoadDelegation(opts.DelegationFile); err != nil {
+			return nil, err
+		}
+	}
+	// Everything logged from here on is also kept for the status page,
+	// with the wallet's secret and the delegation signature cut out.
+	pl := newProblemLog(log.Handler(), secretStrings(key, deleg))
+	log = slog.New(pl)
+	opts.Logger = log
 	if created {
 		log.Info("created node wallet; back it up", "path", opts.KeyFile, "id", key.ID())
 	} else if err := identity.CheckPermissions(opts.KeyFile); err != nil {
 		log.Warn("node key file permissions", "err", err)
 	}
-	b := &Beacon{opts: opts, log: log, key: key, started: time.Now(), reregister: make(chan struct{}, 1),
-		regSem: make(chan struct{}, 1), regWait: minReregister}
-	if opts.DelegationFile != "" {
-		d, err := LoadDelegation(opts.DelegationFile)
-		if err != nil {
-			return nil, err
-		}
-		b.deleg = d
-	}
+	b := &Beacon{opts: opts, log: log, key: key, deleg: deleg, started: time.Now(), reregister: make(chan struct{}, 1),
+		regSem: make(chan struct{}, 1), regWait: minReregister,
+		hosts: newHostGuard(log, opts.allowHosts()), problems: pl.ring}
 	if b.cast, err = castclient.New(opts.CastURL, key); err != nil {
 		return nil, fmt.Errorf("beacon: %w", err)
 	}
@@ -234,7 +250,7 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b.log.Info("beacon serving", "id", b.key.ID(), "addr", ln.Addr().String(), "castd", b.opts.CastURL, "version", b.opts.Version)
-	servers := []*http.Server{b.newServer(b.cache)}
+	servers := []*http.Server{b.newServer(b.publicHandler())}
 	// Each listener has its own cap, so that end users holding every
 	// public slot cannot starve the local status and API.
 	lns := []net.Listener{connguard.Listener(ln, b.opts.WriteStall, b.opts.MaxConns)}
@@ -298,7 +314,8 @@ func (b *Beacon) newServer(h http.Handler) *http.Server {
 	}
 }
 
-// Status is what the local status endpoint reports.
+// Status is what the local status endpoint and the owner's status page
+// report. It holds no secret: it is served to the LAN.
 type Status struct {
 	NodeID     string          `json:"node_id"`
 	Version    string          `json:"version"`
@@ -310,6 +327,17 @@ type Status struct {
 	LastError  string          `json:"last_error,omitempty"`
 	Cache      httpcache.Stats `json:"cache"`
 	Control    *ControlStatus  `json:"control,omitempty"`
+
+	Started      time.Time  `json:"started"`
+	UptimeS      int64      `json:"uptime_s"`
+	RegisteredAt time.Time  `json:"registered_at,omitzero"` // last successful registration
+	CastdView    *CastdView `json:"castd_view,omitempty"`   // castd's answer to the last check
+	CheckEvery   string     `json:"check_every"`            // how often castd is asked
+	CacheMax     int64      `json:"cache_max_bytes"`        // --cache-size
+	HitRatio     float64    `json:"hit_ratio"`              // hits / (hits + misses)
+	AMT          AMTStatus  `json:"amt"`
+	Problems     []Problem  `json:"problems,omitempty"` // recent warnings and errors, newest first
+	Wallet       string     `json:"wallet"`             // the wallet file's path (never its contents)
 }
 
 // ControlStatus is the MQTT agent's side of Status.
@@ -320,13 +348,27 @@ type ControlStatus struct {
 
 // Status reports the beacon's state.
 func (b *Beacon) Status() Status {
+	amt := b.amtStatus()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return Status{
+	st := Status{
 		NodeID: b.key.ID(), Version: b.opts.Version, Registered: b.registered,
 		PublicIP: b.reply.PublicIP, Owner: b.reply.Owner, LANURL: b.lanURL, CastURL: b.opts.CastURL,
 		LastError: b.lastErr, Cache: b.cache.Stats(), Control: b.controlStatus(),
+		Started: b.started, UptimeS: int64(time.Since(b.started).Seconds()), RegisteredAt: b.regAt,
+		CheckEvery: b.opts.CheckInterval.String(), CacheMax: b.opts.CacheSize, AMT: amt, Wallet: b.opts.KeyFile,
 	}
+	if b.view != nil {
+		v := *b.view
+		st.CastdView = &v
+	}
+	if n := st.Cache.Hits + st.Cache.Misses; n > 0 {
+		st.HitRatio = float64(st.Cache.Hits) / float64(n)
+	}
+	if b.problems != nil {
+		st.Problems = b.problems.recent()
+	}
+	return st
 }
 
 // controlStatus must be called with b.mu held.
@@ -334,7 +376,7 @@ func (b *Beacon) controlStatus() *ControlStatus {
 	if b.agent == nil {
 		return nil
 	}
-	return &ControlStatus{Broker: b.agentURL, AgentStatus: b.agent.Status()}
+	return &ControlStatus{Broker: redactURL(b.agentURL), AgentStatus: b.agent.Status()}
 }
 
 // WriteText prints the status for people on the router's shell.
@@ -349,13 +391,16 @@ func (st Status) WriteText(w io.Writer) {
 	if st.Cache.Hits+st.Cache.Misses > 0 {
 		ratio = float64(st.Cache.Hits) / float64(st.Cache.Hits+st.Cache.Misses)
 	}
-	fmt.Fprintf(w, "node        %s (version %s)\n", st.NodeID, st.Version)
+	fmt.Fprintf(w, "node        %s (version %s, up %s)\n", st.NodeID, st.Version, time.Duration(st.UptimeS)*time.Second)
 	fmt.Fprintf(w, "castd       %s\n", st.CastURL)
 	fmt.Fprintf(w, "registered  %s", yesno(st.Registered))
 	if st.Registered {
 		fmt.Fprintf(w, " (public IP %s, LAN URL %s)", st.PublicIP, st.LANURL)
 	}
 	fmt.Fprintln(w)
+	if v := st.CastdView; v != nil {
+		fmt.Fprintf(w, "castd says  %s\n", v.describe())
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(w, "last error  %s\n", st.LastError)
 	}
@@ -379,6 +424,8 @@ func (st Status) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "hit ratio   %.1f%% (%d hits, %d misses)\n", 100*ratio, c.Hits, c.Misses)
 	fmt.Fprintf(w, "served      %s to users, %s from upstream\n", cli.FormatBytes(c.BytesServed), cli.FormatBytes(c.UpstreamBytes))
+	fmt.Fprintf(w, "AMT         %d tunnels, %d channels\n", len(st.AMT.Tunnels), len(st.AMT.Channels))
+	fmt.Fprintf(w, "wallet      %s (back it up)\n", st.Wallet)
 }
 
 func (b *Beacon) adminHandler() http.Handler {
@@ -410,13 +457,8 @@ func (b *Beacon) adminHandler() http.Handler {
 	mux.Handle(protocol.PathMetrics, m)
 	mux.HandleFunc("/v1/amt", b.handleAMT)
 	mux.HandleFunc("/v1/amt/", b.handleAMT)
-	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(b.Status())
-	})
-	return jsonOnly(b.log, mux)
+	mux.HandleFunc(protocol.PathStatus, b.serveStatusJSON)
+	return b.hosts.wrap(jsonOnly(b.log, mux))
 }
 
 // registerLoop registers at start (retrying with backoff) and again whenever
@@ -480,6 +522,7 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 		if err != nil {
 			return err
 		}
+		b.noteCastdView(who)
 		switch {
 		case who.Registered != nil && !*who.Registered:
 			// castd's registry lost this node (restored from an old
@@ -511,6 +554,7 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 	}
 	b.mu.Lock()
 	b.registered, b.reply, b.lanURL, b.lastErr = true, reply, lan, ""
+	b.regAt = time.Now()
 	b.mu.Unlock()
 	b.ensureAgent(ctx, reply.MQTT, castKey)
 	b.log.Info("registered with castd", "id", reply.NodeID, "public_ip", reply.PublicIP, "lan_url", lan, "cast_key", reply.CastKey)

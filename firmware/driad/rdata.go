@@ -150,7 +150,10 @@ func (r Relay) AppendRDATA(dst []byte) ([]byte, error) {
 		b := a.As4()
 		return append(dst, b[:]...), nil
 	case RelayIPv6:
-		if !r.Addr.Is6() || r.Addr.Is4In6() {
+		// RFC 8777 §4.2.3: 16 octets of IPv6 address. An IPv4-mapped one is
+		// kept as it was published, so that parsing and encoding agree; the
+		// gateway unmaps it when it dials.
+		if !r.Addr.Is6() {
 			return dst[:start], fmt.Errorf("driad: type 2 relay %v is not IPv6: %w", r.Addr, ErrMalformed)
 		}
 		b := r.Addr.As16()

@@ -135,7 +135,6 @@ func TestAppendRDATARefuses(t *testing.T) {
 		{Type: RelayIPv4, Addr: netip.MustParseAddr("2001:db8::1")},
 		{Type: RelayIPv4},
 		{Type: RelayIPv6, Addr: netip.MustParseAddr("192.0.2.1")},
-		{Type: RelayIPv6, Addr: netip.MustParseAddr("::ffff:192.0.2.1")},
 		{Type: RelayName},
 		{Type: RelayName, Name: "."},
 		{Type: RelayName, Name: "a..b."},
@@ -147,5 +146,30 @@ func TestAppendRDATARefuses(t *testing.T) {
 		if b, err := r.AppendRDATA([]byte{0xee}); err == nil || !bytes.Equal(b, []byte{0xee}) {
 			t.Errorf("AppendRDATA(%+v) = %x, %v; want an error and dst unchanged", r, b, err)
 		}
+	}
+}
+
+// A type 2 record holding an IPv4-mapped address (found by FuzzParseRDATA)
+// is a 16-octet IPv6 address as RFC 8777 says: parsing keeps it as
+// published and encoding writes it back unchanged.
+func TestRDATAMappedIPv6(t *testing.T) {
+	in := []byte{0x30, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0x30, 0x30, 0x30, 0x30}
+	r, err := ParseRDATA(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Type != RelayIPv6 || r.Addr != netip.MustParseAddr("::ffff:48.48.48.48") {
+		t.Fatalf("parsed %+v", r)
+	}
+	out, err := r.AppendRDATA(nil)
+	if err != nil {
+		t.Fatalf("encoding what was parsed: %v", err)
+	}
+	if !bytes.Equal(out, in) {
+		t.Fatalf("re-encoded %x, want %x", out, in)
+	}
+	// An IPv4 address is still not a type 2 relay.
+	if _, err := (Relay{Type: RelayIPv6, Addr: netip.MustParseAddr("48.48.48.48")}).AppendRDATA(nil); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("IPv4 address as type 2: %v", err)
 	}
 }

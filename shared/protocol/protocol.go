@@ -90,6 +90,12 @@ type Whoami struct {
 	// Registered answers a signed whoami: whether castd knows the signer.
 	// Absent on an unsigned one.
 	Registered *bool `json:"registered,omitempty"`
+	// State and Routable answer a signed whoami from a node castd knows:
+	// its control-plane state as castd's monitor has it ("online",
+	// "offline", "unknown"; empty when castd runs without a control
+	// plane), and whether the request router sends users to it now.
+	State    string `json:"state,omitempty"`
+	Routable *bool  `json:"routable,omitempty"`
 }
 
 // Decision kinds returned by the router.

@@ -97,7 +97,7 @@ func TestSpoofedUpdate(t *testing.T) {
 		}
 	}
 
-	badBefore, err := l.castdMetric("castd_amt_bad_mac_total")
+	badBefore, err := l.castdMetric(`castd_amt_refused_total{reason="bad_mac"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestSpoofedUpdate(t *testing.T) {
 	if data != 0 {
 		t.Errorf("%d Multicast Data messages reached the attacker's interface", data)
 	}
-	badAfter, err := l.castdMetric("castd_amt_bad_mac_total")
+	badAfter, err := l.castdMetric(`castd_amt_refused_total{reason="bad_mac"}`)
 	if err != nil {
 		t.Fatal(err)
 	}

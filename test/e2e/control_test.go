@@ -260,7 +260,7 @@ func TestRelayProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sys.CastdArgs = []string{"--probe-interval", "300ms"}
+	sys.CastdArgs = []string{"--probe-interval", "300ms", "--admin-token", e2eAdminToken}
 	t.Cleanup(func() { sys.Close() })
 	if err := sys.Start(); err != nil {
 		t.Fatal(err)
@@ -280,6 +280,7 @@ func TestRelayProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	approveRelay(t, sys.CastdURL(), kp.ID())
 	castKey, _ := identity.ParsePublicKey(reply.CastKey)
 	a, err := agent.New(agent.Options{BrokerURL: reply.MQTT, Key: kp, CastKey: castKey, Interval: time.Second, Version: "relay-test"})
 	if err != nil {

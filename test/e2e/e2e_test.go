@@ -127,7 +127,7 @@ func TestDeliveryFlowMissThenHit(t *testing.T) {
 func TestRouterDecisions(t *testing.T) {
 	// Without a control plane every registered node is routed to, so a
 	// relay registered by hand is enough to see the decision order.
-	sys := startSystem(t, "--mqtt-listen", "")
+	sys := startSystem(t, "--mqtt-listen", "", "--admin-token", e2eAdminToken)
 	// Register a relay covering a documentation subnet, with a node key of its own.
 	kp, err := identity.Generate()
 	if err != nil {
@@ -142,6 +142,7 @@ func TestRouterDecisions(t *testing.T) {
 		CIDRs: []string{"198.51.100.0/24", "198.51.0.0/16", "2001:db8:aa::/48"}}); err != nil {
 		t.Fatal(err)
 	}
+	approveRelay(t, sys.CastdURL(), kp.ID()) // a relay's CIDRs are routed once approved
 	beaconID := mustStatus(t, sys)["node_id"]
 	tests := []struct {
 		client, decision, node, location, prefix string

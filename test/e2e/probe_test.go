@@ -23,8 +23,6 @@ import (
 	"github.com/blockcast/beacon/test/harness"
 )
 
-const probeAdminToken = "probe-test-operator"
-
 // startCastd starts castd alone (no beacon), with a control plane, the
 // operator token and args.
 func startCastd(t *testing.T, args ...string) *harness.System {
@@ -33,7 +31,7 @@ func startCastd(t *testing.T, args ...string) *harness.System {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sys.CastdArgs = append([]string{"--admin-token", probeAdminToken}, args...)
+	sys.CastdArgs = append([]string{"--admin-token", e2eAdminToken}, args...)
 	t.Cleanup(func() {
 		if err := sys.Close(); err != nil {
 			t.Errorf("shutdown: %v", err)
@@ -54,7 +52,7 @@ func operatorGet(sys *harness.System, path string) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+probeAdminToken)
+	req.Header.Set("Authorization", "Bearer "+e2eAdminToken)
 	return http.DefaultClient.Do(req)
 }
 
@@ -80,6 +78,7 @@ func addRelay(t *testing.T, sys *harness.System, lanURL, cidr string) *identity.
 	if err != nil {
 		t.Fatal(err)
 	}
+	approveRelay(t, sys.CastdURL(), kp.ID())
 	runAgent(t, kp, reply)
 	return kp
 }
@@ -105,8 +104,8 @@ func runAgent(t *testing.T, kp *identity.Keypair, reply protocol.RegistrationRep
 	return stop
 }
 
-// routeFor is castd's routing decision for a client address.
-func routeFor(t *testing.T, sys *harness.System, client string) protocol.RouteDecision {
+// routeDecision is castd's routing decision for a client address.
+func routeDecision(t *testing.T, sys *harness.System, client string) protocol.RouteDecision {
 	t.Helper()
 	resp, err := operatorGet(sys, "/v1/route?path=/x&client="+client)
 	if err != nil {
@@ -199,7 +198,7 @@ func TestProbeSSRF(t *testing.T) {
 	}
 	// Watch for ten probe intervals: never routed, never a request.
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if d := routeFor(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
+		if d := routeDecision(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
 			t.Fatalf("relay at localhost routed to: %+v", d)
 		}
 	}
@@ -233,12 +232,12 @@ func TestProbeNotRoutedBeforeFirstPass(t *testing.T) {
 		t.Fatal("relay never online on the control plane")
 	}
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if d := routeFor(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
+		if d := routeDecision(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
 			t.Fatalf("relay routed to before a probe passed: %+v", d)
 		}
 	}
 	close(release)
-	if !harness.WaitFor(5*time.Second, func() bool { return routeFor(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
+	if !harness.WaitFor(5*time.Second, func() bool { return routeDecision(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
 		t.Fatal("relay not routed to after its probe passed")
 	}
 	// Re-registering at a new URL starts over: the old URL's verdict does
@@ -248,7 +247,7 @@ func TestProbeNotRoutedBeforeFirstPass(t *testing.T) {
 		t.Fatal(err)
 	}
 	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if d := routeFor(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
+		if d := routeDecision(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
 			t.Fatalf("relay routed to at its new URL before a probe of it passed: %+v", d)
 		}
 	}
@@ -319,13 +318,13 @@ func TestProbeTarpits(t *testing.T) {
 	}))
 	defer srv.Close()
 	addRelay(t, sys, srv.URL, "198.51.100.0/24")
-	if !harness.WaitFor(10*time.Second, func() bool { return routeFor(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
+	if !harness.WaitFor(10*time.Second, func() bool { return routeDecision(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
 		t.Fatal("healthy relay among tarpits never routed to")
 	}
 	time.Sleep(2 * interval) // tarpits busy
 	healthy.Store(false)
 	failed := time.Now()
-	if !harness.WaitFor(10*time.Second, func() bool { return routeFor(t, sys, "198.51.100.9").Decision != protocol.DecisionRelay }) {
+	if !harness.WaitFor(10*time.Second, func() bool { return routeDecision(t, sys, "198.51.100.9").Decision != protocol.DecisionRelay }) {
 		t.Fatalf("failing relay still routed to %s after it failed", time.Since(failed).Round(time.Millisecond))
 	}
 	took := time.Since(failed)
@@ -350,12 +349,13 @@ func TestProbeOnlyOnlineRelays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	approveRelay(t, sys.CastdURL(), kp.ID())
 	time.Sleep(time.Second)
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("relay never online got %d probes", n)
 	}
 	stop := runAgent(t, kp, reply)
-	if !harness.WaitFor(10*time.Second, func() bool { return routeFor(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
+	if !harness.WaitFor(10*time.Second, func() bool { return routeDecision(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
 		t.Fatal("online relay with a healthy endpoint not routed to")
 	}
 	stop()
@@ -368,7 +368,7 @@ func TestProbeOnlyOnlineRelays(t *testing.T) {
 	if n := hits.Load() - before; n != 0 {
 		t.Fatalf("offline relay got %d probes", n)
 	}
-	if d := routeFor(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
+	if d := routeDecision(t, sys, "198.51.100.9"); d.Decision != protocol.DecisionOrigin {
 		t.Fatalf("offline relay routed to: %+v", d)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/blockcast/beacon/cloud/castd"
 	"github.com/blockcast/beacon/cloud/clientip"
 	"github.com/blockcast/beacon/cloud/probe"
+	"github.com/blockcast/beacon/cloud/relayadmin"
 	"github.com/blockcast/beacon/shared/cli"
 )
 
@@ -35,6 +36,10 @@ nodes; without it, fleet totals only) and the node API at /v1/nodes; nodes
 report health over MQTT to the embedded broker (--mqtt-listen) or to an
 external one (--mqtt-broker); only nodes heard online are routed to.
 
+Relays are routed to only for the prefixes the operator approves
+(castd relays list|approve|revoke, see castd relays --help) or assigns in
+the --coverage-zone file.
+
 Content URLs: GET http://CASTD/<path> answers 302 to where the user should
 fetch <path>. Upstream CDNs that redirect themselves ask
 GET /v1/route?path=/<path>&client=<ip> for the same decision as JSON.
@@ -45,6 +50,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "relays" {
+		return relayadmin.Run(args[1:], stdout, stderr, nil)
+	}
 	fs := flag.NewFlagSet("castd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -73,13 +81,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
 	fs.IntVar(&opts.ProbeConcurrency, "probe-concurrency", probe.DefaultMaxInFlight, "relay health probes in flight at most (each has a deadline of half the interval, at most 5s)")
 	fs.BoolVar(&opts.AllowPrivateNodes, "allow-private-nodes", false, "let relays register and be probed at loopback, private, link-local and other non-public addresses (labs and tests only)")
-	fs.StringVar(&opts.AdminToken, "admin-token", "", "operator's bearer token: the dashboard's node list, GET /v1/nodes/{id}, POST /v1/nodes/{id}/commands (empty: operator API off, totals only)")
+	fs.StringVar(&opts.AdminToken, "admin-token", "", "operator's bearer token: the dashboard's node list, GET /v1/nodes/{id}, POST /v1/nodes/{id}/commands, relay approvals (empty: operator API off, totals only)")
 	fs.StringVar(&opts.RouteToken, "route-token", "", "bearer token upstream CDNs send to ask GET /v1/route?client=<ip> about addresses other than their own (the admin token works too)")
 	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", 30*time.Second, "drop a client that accepts no response byte for this long")
 	fs.DurationVar(&opts.BodyTimeout, "body-timeout", 30*time.Second, "drop a request whose body takes longer than this to arrive")
 	fs.Float64Var(&opts.RegistrationRate, "registration-rate", castd.DefaultRegistrationRate, "new nodes one source address may register a minute once --registration-burst is spent (negative: no limit)")
 	fs.IntVar(&opts.RegistrationBurst, "registration-burst", castd.DefaultRegistrationBurst, "new nodes one source address (IPv6: /64) may register at once")
 	fs.DurationVar(&opts.RegistrationTTL, "registration-ttl", castd.DefaultRegistrationTTL, "remove a registration the control plane has not seen online this long after it was made (0: never)")
+	fs.StringVar(&opts.CoverageZone, "coverage-zone", "", "Apache Traffic Control coverage-zone JSON file assigning client prefixes to relays (reloaded when it changes)")
+	fs.DurationVar(&opts.CoverageZoneInterval, "coverage-zone-interval", castd.DefaultCoverageZoneInterval, "how often the --coverage-zone file is checked for changes")
 	fs.StringVar(&opts.AMTListen, "amt-listen", ":2268", "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
 	fs.StringVar(&amtAdvertise, "amt-advertise", "", "address the relay advertises to gateways (behind cloud NAT; default: the address discovery reached)")
 	fs.StringVar(&opts.AMTNativeInterface, "amt-native-iface", "", "interface where native SSM is received for joined channels (relays third-party streams)")

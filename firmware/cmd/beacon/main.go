@@ -111,6 +111,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		opts.AMTReemitTTL = uint8(n)
 		return err
 	})
+	fs.BoolVar(&opts.StatusPage, "status-page", true, "serve the owner's read-only status page at / on --listen (its JSON at /v1/status)")
+	fs.Func("allow-host", "host name the status page and the local API answer to besides IP addresses, localhost and --lan-url's host (repeatable, or ','-separated)", func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				opts.AllowHosts = append(opts.AllowHosts, s)
+			}
+		}
+		return nil
+	})
 	fs.Var(&memLimit, "memory-limit", "soft memory limit for the Go runtime, e.g. 24MiB (0: GOMEMLIMIT or none)")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)

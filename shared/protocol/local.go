@@ -1,0 +1,13 @@
+package protocol
+
+// Paths the beacon serves itself: its local API (loopback by default) and,
+// on the listener end users reach, the owner's read-only status page.
+const (
+	// PathStatus answers the beacon's state as JSON (no secrets): on the
+	// local API and beside the status page.
+	PathStatus = "/v1/status"
+	// PathStatusPage is the owner's status page on the beacon's LAN
+	// listener. "/" is never a content URL: castd serves its dashboard
+	// there, so no user is ever redirected to a beacon's "/".
+	PathStatusPage = "/"
+)
