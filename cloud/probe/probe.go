@@ -39,6 +39,7 @@ import (
 const (
 	DefaultMaxInFlight = 32
 	maxTimeout         = 5 * time.Second
+	minInterval        = 10 * time.Millisecond
 	maxBody            = 4 << 10 // read of a health answer's body
 	maxHeaderBytes     = 16 << 10
 )
@@ -133,8 +134,8 @@ func (t *target) classOf() int {
 
 // New returns a Prober with no targets.
 func New(opts Options) (*Prober, error) {
-	if opts.Interval <= 0 {
-		return nil, errors.New("probe: interval must be positive")
+	if opts.Interval < minInterval {
+		return nil, fmt.Errorf("probe: interval %s is too short (at least %s)", opts.Interval, minInterval)
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = min(opts.Interval/2, maxTimeout)

@@ -405,7 +405,7 @@ func TestRunJoins(t *testing.T) {
 }
 
 func TestOptionsRefused(t *testing.T) {
-	for _, o := range []Options{{}, {Interval: time.Second, Timeout: time.Second}, {Interval: -1}} {
+	for _, o := range []Options{{}, {Interval: time.Second, Timeout: time.Second}, {Interval: -1}, {Interval: time.Nanosecond}} {
 		if _, err := New(o); err == nil {
 			t.Errorf("%+v accepted", o)
 		}
