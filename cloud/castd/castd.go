@@ -75,6 +75,13 @@ type Options struct {
 	CoverageZone         string
 	CoverageZoneInterval time.Duration
 
+	// Relay health probes. ProbeConcurrency bounds the probes in flight
+	// (default probe.DefaultMaxInFlight). AllowPrivateNodes lets relays
+	// register and be probed at loopback, private, link-local and other
+	// non-public addresses: for labs and tests, never on the internet.
+	ProbeConcurrency  int
+	AllowPrivateNodes bool
+
 	// AMT relay (RFC 7450). AMTListen "" turns it off.
 	AMTListen          string
 	AMTAdvertise       netip.Addr    // address in Relay Advertisements (default: the one discovery reached)
@@ -182,7 +189,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("castd: %w", err)
 	}
-	s.router, err = router.New(router.Options{Origin: s.origin, Logger: log})
+	s.router, err = router.New(router.Options{Origin: s.origin, Logger: log, NewIneligible: s.controlEnabled()})
 	if err != nil {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: %w", err)

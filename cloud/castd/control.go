@@ -14,6 +14,7 @@ import (
 
 	"github.com/blockcast/beacon/cloud/broker"
 	"github.com/blockcast/beacon/cloud/monitor"
+	"github.com/blockcast/beacon/cloud/probe"
 	"github.com/blockcast/beacon/cloud/registry"
 	"github.com/blockcast/beacon/cloud/web"
 	"github.com/blockcast/beacon/shared/ctrlmsg"
@@ -30,17 +31,12 @@ type control struct {
 	bus     broker.Bus
 	monitor *monitor.Monitor
 
+	prober *probe.Prober // relays' health probes (probes.go)
+	eligMu sync.Mutex    // serialises refresh
 	mu     sync.Mutex
-	probes map[string]probeState // relay ID → last probe outcome
+	relays map[string]string // relay ID → LAN URL
 
 	wg sync.WaitGroup // the probe loop, the bus closer, registration expiry
-}
-
-type probeState struct {
-	ok       bool
-	failures int
-	at       time.Time
-	err      string
 }
 
 func (s *Server) controlEnabled() bool {
@@ -54,7 +50,10 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 		s.log.Info("control plane off: every registered node is routed to (set --mqtt-listen or --mqtt-broker)")
 		return nil
 	}
-	c := &control{s: s, probes: map[string]probeState{}}
+	c := &control{s: s}
+	if err := c.initProbes(); err != nil {
+		return err
+	}
 	// Every registered node is in the router (loaded at start, added at
 	// registration): asking it keeps the per-message check off the disk.
 	known := s.router.Has
@@ -107,7 +106,7 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 		Bus: c.bus, CastKey: s.key, Known: known, Logger: s.log.With("component", "monitor"),
 		OnChange: func(id string, st monitor.State, load float64) {
 			s.router.SetLoad(id, load)
-			s.router.SetEligible(id, c.routable(id))
+			c.refresh(id)
 			s.noteOnline(id, st)
 			s.log.Debug("node state", "id", id, "state", st, "load", load)
 		},
@@ -125,7 +124,7 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 	s.control = c
 	// Until a node is heard from on the control plane it is not routed to.
 	s.reg.ForEach(func(n registry.Node) error {
-		s.router.SetEligible(n.ID, c.routable(n.ID))
+		c.refresh(n.ID)
 		return nil
 	})
 	c.wg.Add(2)
@@ -151,82 +150,6 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 func (c *control) wait() {
 	c.wg.Wait()
 	c.monitor.Wait()
-}
-
-// routable: heard online on the control plane, not reporting a full cache
-// file system (it would fetch every miss through without storing it), and,
-// for a relay, answering its health probe.
-func (c *control) routable(id string) bool {
-	st, ok := c.monitor.Get(id)
-	if !ok || st.State != monitor.StateOnline {
-		return false
-	}
-	if st.Health != nil && st.Health.StorageFullSince != 0 {
-		return false
-	}
-	c.mu.Lock()
-	p, probed := c.probes[id]
-	c.mu.Unlock()
-	return !probed || p.ok
-}
-
-// probeRelays checks every relay's health endpoint: relays are reachable
-// from castd, so their serving path is checked directly, not only their word.
-func (c *control) probeRelays(ctx context.Context) {
-	interval := c.s.opts.ProbeInterval
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
-		DialContext: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		var relays []registry.Node
-		c.s.reg.ForEach(func(n registry.Node) error {
-			if n.Role == protocol.RoleRelay {
-				relays = append(relays, n)
-			}
-			return nil
-		})
-		for _, n := range relays {
-			err := probe(ctx, client, n.LANURL)
-			c.mu.Lock()
-			p := c.probes[n.ID]
-			p.at = time.Now()
-			if err != nil {
-				p.failures++
-				p.err = err.Error()
-				p.ok = p.failures < 2 // one lost probe is noise
-			} else {
-				p = probeState{ok: true, at: p.at}
-			}
-			c.probes[n.ID] = p
-			c.mu.Unlock()
-			if err != nil {
-				c.s.log.Warn("relay health probe failed", "id", n.ID, "url", n.LANURL, "failures", p.failures, "err", err)
-			}
-			c.s.router.SetEligible(n.ID, c.routable(n.ID))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func probe(ctx context.Context, client *http.Client, lanURL string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(lanURL, "/")+protocol.PathHealthz, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("health endpoint answered %s", resp.Status)
-	}
-	return nil
 }
 
 // mqttURL is the broker address a registering node is told to use.

@@ -229,6 +229,7 @@ func (e *expiry) sweep(now time.Time) {
 	for _, id := range gone {
 		e.s.router.Remove(id)
 		e.s.control.monitor.Forget(id)
+		e.s.control.forget(id) // no more probes
 		e.s.log.Info("registration expired: never seen online on the control plane", "id", id, "ttl", e.ttl)
 	}
 	e.expired.Add(uint64(len(gone)))

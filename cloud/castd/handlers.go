@@ -120,6 +120,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
+	if err := s.checkRelayURL(reg); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
 	var owner string
 	if reg.Delegation != nil {
 		o, err := offchain.VerifyDelegation(*reg.Delegation, pub)
@@ -155,10 +159,13 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusInternalServerError, "registry: "+err.Error())
 		return
 	}
+	if s.control != nil {
+		s.control.registered(stored) // before the router sees a new URL
+	}
 	s.router.Upsert(stored)
 	s.relayRegistered(stored)
 	if s.control != nil {
-		s.router.SetEligible(stored.ID, s.control.routable(stored.ID))
+		s.control.refresh(stored.ID)
 	}
 	s.notePending(stored)
 	s.log.Info("node registered", "id", stored.ID, "role", stored.Role, "public_ip", stored.PublicIP, "lan_url", stored.LANURL, "owner", stored.Owner, "cidrs", len(stored.CIDRs))

@@ -29,6 +29,7 @@ func (s *Server) handleNodeDelete(w http.ResponseWriter, r *http.Request, id str
 	s.router.Remove(id)
 	if s.control != nil {
 		s.control.monitor.Forget(id)
+		s.control.forget(id) // no more probes
 	}
 	s.log.Warn("node deleted by the operator", "id", truncate(id, 64), "remote", r.RemoteAddr)
 	w.WriteHeader(http.StatusNoContent)

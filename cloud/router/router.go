@@ -36,6 +36,10 @@ type Options struct {
 	Origin *url.URL
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// NewIneligible makes a node the router has not seen start ineligible
+	// (castd with a control plane: nothing is routed to before its health
+	// is known, not even between Upsert and SetEligible).
+	NewIneligible bool
 }
 
 // MinWeight is the rendezvous weight of a node reporting a load of 1 or
@@ -48,6 +52,7 @@ const MinWeight = 0.01
 type Router struct {
 	log    *slog.Logger
 	origin string // base without trailing slash
+	newOK  bool   // eligibility of a node the router has not seen
 
 	mu       sync.RWMutex
 	nodes    nodeStore
@@ -133,6 +138,7 @@ func New(opts Options) (*Router, error) {
 	return &Router{
 		log:      log,
 		origin:   origin,
+		newOK:    !opts.NewIneligible,
 		byID:     make(map[string]uint32),
 		ip4:      make(map[uint32]uint32),
 		ip6:      make(map[[16]byte]uint32),
@@ -154,9 +160,10 @@ func baseURL(u *url.URL) (string, error) {
 // Upsert adds a node, or replaces what the router knows of it: a beacon is
 // indexed by its public IP, and whatever the node was indexed by before is
 // dropped. A relay keeps the prefixes SetRelayPrefixes gave it (a new one
-// has none); the CIDRs it registered with are not used. Eligibility and load of a known node are
-// kept; a new node is eligible with load 0. A node the router cannot use
-// (which the registry would not have stored) is logged and removed.
+// has none); the CIDRs it registered with are not used. Eligibility and
+// load of a known node are kept; a new node has load 0 and is eligible
+// unless NewIneligible. A node the router cannot use (which the registry
+// would not have stored) is logged and removed.
 func (r *Router) Upsert(n registry.Node) {
 	var role uint8
 	switch n.Role {
@@ -197,7 +204,7 @@ func (r *Router) Upsert(n registry.Node) {
 		e = r.nodes.at(idx)
 		e.id = n.ID
 		e.next = none
-		e.eligible.Store(true)
+		e.eligible.Store(r.newOK)
 		e.weight.Store(math.Float32bits(1))
 		r.nodes.cold(idx).seed = hashString(n.ID)
 		r.byID[n.ID] = idx

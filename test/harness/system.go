@@ -125,6 +125,7 @@ func (s *System) StartCastd() error {
 		"--amt-listen", "",
 		"--log-level", "debug",
 		"--route-token", RouteToken,
+		"--allow-private-nodes", // relays in tests listen on loopback; "--allow-private-nodes=false" in CastdArgs undoes it
 	}, s.CastdArgs...)
 	p, err := Start("castd", filepath.Join(s.Dir, "castd.log"), s.Bin.Castd, args...)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/blockcast/beacon/cloud/castd"
 	"github.com/blockcast/beacon/cloud/clientip"
+	"github.com/blockcast/beacon/cloud/probe"
 	"github.com/blockcast/beacon/cloud/relayadmin"
 	"github.com/blockcast/beacon/shared/cli"
 )
@@ -78,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MQTTTLSKey, "mqtt-tls-key", "", "PEM key for the embedded broker")
 	fs.DurationVar(&opts.MQTTCoalesce, "mqtt-coalesce", castd.DefaultMQTTCoalesce, "how long nodes' packets may wait so that the embedded broker reads many per wake-up (Linux; 0: read each at once)")
 	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
+	fs.IntVar(&opts.ProbeConcurrency, "probe-concurrency", probe.DefaultMaxInFlight, "relay health probes in flight at most (each has a deadline of half the interval, at most 5s)")
+	fs.BoolVar(&opts.AllowPrivateNodes, "allow-private-nodes", false, "let relays register and be probed at loopback, private, link-local and other non-public addresses (labs and tests only)")
 	fs.StringVar(&opts.AdminToken, "admin-token", "", "operator's bearer token: the dashboard's node list, GET /v1/nodes/{id}, POST /v1/nodes/{id}/commands, relay approvals (empty: operator API off, totals only)")
 	fs.StringVar(&opts.RouteToken, "route-token", "", "bearer token upstream CDNs send to ask GET /v1/route?client=<ip> about addresses other than their own (the admin token works too)")
 	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", 30*time.Second, "drop a client that accepts no response byte for this long")
