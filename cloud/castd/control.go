@@ -187,7 +187,14 @@ func (s *Server) nodeViews() []web.Node {
 	var out []web.Node
 	s.reg.ForEach(func(n registry.Node) error {
 		v := web.Node{ID: n.ID, Role: n.Role, State: "unknown", Version: n.Version, Owner: n.Owner,
-			PublicIP: n.PublicIP.String(), LANURL: n.LANURL, CIDRs: n.CIDRs, FirstSeen: n.FirstSeen, LastSeen: n.LastSeen}
+			PublicIP: n.PublicIP.String(), LANURL: n.LANURL, RequestedCIDRs: n.CIDRs, FirstSeen: n.FirstSeen, LastSeen: n.LastSeen}
+		if n.Role == protocol.RoleRelay {
+			// What clients are sent there for: the operator's approvals and the
+			// coverage zone, not what the relay asked for.
+			for _, p := range s.router.RelayPrefixes(n.ID) {
+				v.CIDRs = append(v.CIDRs, p.String())
+			}
+		}
 		if s.control == nil {
 			v.State, v.Routable = "online", true
 		} else {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockcast/beacon/cloud/web"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
@@ -324,4 +325,28 @@ func FuzzDecodeRelayChange(f *testing.F) {
 			t.Fatalf("%q accepted as %+v, re-encoded %s gives %+v, %v", body, ch, b, again, err)
 		}
 	})
+}
+
+// The node view shows what a relay is routed for, not what it asked for:
+// an operator reading the dashboard must not take a request for coverage.
+func TestRelayNodeViewShowsRouted(t *testing.T) {
+	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayToken })
+	kp := registerRelay(t, srv.URL, "198.51.100.0/24", "203.0.113.0/24")
+	view := func() web.Node {
+		t.Helper()
+		for _, n := range s.nodeViews() {
+			if n.ID == kp.ID() {
+				return n
+			}
+		}
+		t.Fatal("relay not in the node views")
+		return web.Node{}
+	}
+	if v := view(); v.CIDRs != nil || !reflect.DeepEqual(v.RequestedCIDRs, []string{"198.51.100.0/24", "203.0.113.0/24"}) {
+		t.Fatalf("pending relay: routed %v, requested %v", v.CIDRs, v.RequestedCIDRs)
+	}
+	approve(t, srv.URL, kp.ID(), "198.51.100.0/24")
+	if v := view(); !reflect.DeepEqual(v.CIDRs, []string{"198.51.100.0/24"}) {
+		t.Fatalf("approved relay: routed %v", v.CIDRs)
+	}
 }

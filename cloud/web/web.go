@@ -26,23 +26,26 @@ import (
 // Node is one node as the dashboard shows it: registry facts merged with
 // what the topology monitor last heard.
 type Node struct {
-	ID            string    `json:"id"`
-	Role          string    `json:"role"`
-	State         string    `json:"state"` // online, stale, offline, unknown
-	Version       string    `json:"version,omitempty"`
-	Owner         string    `json:"owner,omitempty"`
-	PublicIP      string    `json:"public_ip"`
-	LANURL        string    `json:"lan_url,omitempty"`
-	CIDRs         []string  `json:"cidrs,omitempty"`
-	FirstSeen     time.Time `json:"first_seen"`
-	LastSeen      time.Time `json:"last_seen"` // last registration or report
-	Load          float64   `json:"load"`
-	HitRatio      float64   `json:"hit_ratio"`
-	BytesServed   uint64    `json:"bytes_served"`
-	UpstreamBytes uint64    `json:"upstream_bytes"`
-	CacheObjects  uint64    `json:"cache_objects"`
-	CacheBytes    uint64    `json:"cache_bytes"`
-	AMT           string    `json:"amt,omitempty"` // tunnel state, once reported
+	ID       string   `json:"id"`
+	Role     string   `json:"role"`
+	State    string   `json:"state"` // online, stale, offline, unknown
+	Version  string   `json:"version,omitempty"`
+	Owner    string   `json:"owner,omitempty"`
+	PublicIP string   `json:"public_ip"`
+	LANURL   string   `json:"lan_url,omitempty"`
+	CIDRs    []string `json:"cidrs,omitempty"` // relays: the prefixes clients are routed there for
+	// RequestedCIDRs are what a relay registered; only the operator's
+	// approval (or the coverage zone) makes them routed.
+	RequestedCIDRs []string  `json:"requested_cidrs,omitempty"`
+	FirstSeen      time.Time `json:"first_seen"`
+	LastSeen       time.Time `json:"last_seen"` // last registration or report
+	Load           float64   `json:"load"`
+	HitRatio       float64   `json:"hit_ratio"`
+	BytesServed    uint64    `json:"bytes_served"`
+	UpstreamBytes  uint64    `json:"upstream_bytes"`
+	CacheObjects   uint64    `json:"cache_objects"`
+	CacheBytes     uint64    `json:"cache_bytes"`
+	AMT            string    `json:"amt,omitempty"` // tunnel state, once reported
 	// Parent is the relay whose CIDRs cover a beacon's public IP, or ""
 	// when the beacon hangs directly off the CAST node.
 	Parent string `json:"parent,omitempty"`
