@@ -39,6 +39,14 @@ import (
 // DefaultMQTTCoalesce is the castd command's --mqtt-coalesce.
 const DefaultMQTTCoalesce = broker.DefaultReadCoalesce
 
+// Refusals are logged at most refusalLogRate lines a second after a burst
+// of refusalLogBurst; the rest are counted (castd_requests_refused_total)
+// and the next line says how many it left out.
+const (
+	refusalLogRate  = 20
+	refusalLogBurst = 200
+)
+
 // Options configure castd. cmd/castd fills them from flags and environment.
 type Options struct {
 	Listen            string // HTTP listen address for API, router and node fetches
@@ -150,8 +158,12 @@ type Server struct {
 	origin   *url.URL
 	metrics  *metrics.Registry
 	refused  atomic.Int64 // requests answered 4xx
-	admin    adminGate
-	relays   relayCoverage // operator-approved relay prefixes (relays.go)
+	// refusalLog bounds the lines fail writes; refusalsUnlogged counts
+	// what it left out since the last line.
+	refusalLog       *ratelimit.Bucket
+	refusalsUnlogged atomic.Int64
+	admin            adminGate
+	relays           relayCoverage // operator-approved relay prefixes (relays.go)
 
 	dashboard *web.Dashboard
 	control   *control        // nil until started, and without a control plane
@@ -173,7 +185,8 @@ func New(opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("castd: state dir: %w", err)
 	}
-	s := &Server{opts: opts, log: log, ips: clientip.New(opts.TrustedProxies), admin: newAdminGate()}
+	s := &Server{opts: opts, log: log, ips: clientip.New(opts.TrustedProxies), admin: newAdminGate(),
+		refusalLog: ratelimit.NewBucket(refusalLogRate, refusalLogBurst, time.Now())}
 	s.origin, _ = url.Parse(opts.Origin)
 	s.regLimit = opts.registrationLimit()
 	keyPath := filepath.Join(opts.StateDir, "cast-key.json")

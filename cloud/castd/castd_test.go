@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/protocol"
+	"github.com/blockcast/beacon/shared/ratelimit"
 	"github.com/blockcast/beacon/shared/signedreq"
 )
 
@@ -157,5 +159,43 @@ func TestQueryResponseInterval(t *testing.T) {
 		if got := queryResponseInterval(qi); got != want {
 			t.Errorf("queryResponseInterval(%s) = %s, want %s", qi, got, want)
 		}
+	}
+}
+
+// A stranger's flood of bad requests is answered in full but cannot flood
+// castd's log: refusals past the burst are counted, and the next line
+// that is written says how many were left out.
+func TestRefusalLogBounded(t *testing.T) {
+	var logs syncBuffer
+	s, srv := newTestServer(t, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	const flood = 3 * refusalLogBurst
+	c := srv.Client()
+	for i := 0; i < flood; i++ {
+		resp, err := c.Get(srv.URL + "/v1/route?path=relative")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+	if got := s.refused.Load(); got != flood {
+		t.Fatalf("counted %d refusals, want %d", got, flood)
+	}
+	lines := strings.Count(logs.String(), "request refused")
+	if lines >= flood || lines < refusalLogBurst {
+		t.Fatalf("%d refusal lines for %d refusals (burst %d)", lines, flood, refusalLogBurst)
+	}
+	// Once the bucket refills, a line says what was left out.
+	s.refusalLog = ratelimit.NewBucket(refusalLogRate, refusalLogBurst, time.Now())
+	resp, err := c.Get(srv.URL + "/v1/route?path=relative")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !regexp.MustCompile(`unlogged_before=\d+`).MatchString(logs.String()) {
+		t.Fatalf("no line says how many refusals were not logged")
 	}
 }

@@ -62,7 +62,17 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, msg st
 	} else {
 		s.refused.Add(1)
 	}
-	lvl("request refused", "status", status, "method", r.Method, "path", truncate(r.URL.RequestURI(), 200), "remote", r.RemoteAddr, "reason", msg)
+	// A stranger can make refusals as fast as it can send requests: log
+	// them at a bounded rate, and say how many were not logged.
+	if now := time.Now(); s.refusalLog.Allow(now) {
+		args := []any{"status", status, "method", r.Method, "path", truncate(r.URL.RequestURI(), 200), "remote", r.RemoteAddr, "reason", msg}
+		if n := s.refusalsUnlogged.Swap(0); n > 0 {
+			args = append(args, "unlogged_before", n)
+		}
+		lvl("request refused", args...)
+	} else {
+		s.refusalsUnlogged.Add(1)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
