@@ -1,0 +1,16 @@
+// Package dtlschan is the unicast channel between a beacon and castd: DTLS
+// 1.2 (pion/dtls) over UDP, mutually authenticated by the nodes' wallet keys.
+//
+// Each side presents a self-signed Ed25519 certificate made from its
+// identity.Keypair and checks the other's by its key alone, with no CA and no
+// names: castd (Listen) accepts a node only if its Accept callback says the
+// node ID is registered and hands each session over with that node ID; the
+// beacon (Dial) pins the CAST key. Sessions carry whole datagrams no larger
+// than MaxPayload, so that one datagram sent is one UDP datagram on the path
+// and one read on the other side, the shape the ALC packets of the multicast
+// channel have.
+//
+// The listener keeps one address from taking the handshake capacity meant
+// for all: a token bucket per source address for new handshakes, a bound on
+// handshakes held at once per address and in total, and a timeout on each.
+package dtlschan
