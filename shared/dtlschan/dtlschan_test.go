@@ -171,8 +171,11 @@ func TestSessionDatagrams(t *testing.T) {
 	// Clean close: the peer's read ends.
 	c.Close()
 	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := sc.Read(make([]byte, 2000)); err == nil {
-		t.Fatal("read after the peer closed did not fail")
+	if _, err := sc.Read(make([]byte, 2000)); !errors.Is(err, ErrPeerClosed) {
+		t.Fatalf("read after the peer closed: %v, want ErrPeerClosed", err)
+	}
+	if !errors.Is(sc.Err(), ErrPeerClosed) || s.Sessions() != 0 {
+		t.Fatalf("session not ended by the peer's close: %v, %d open", sc.Err(), s.Sessions())
 	}
 }
 
@@ -200,6 +203,10 @@ func TestUnregisteredRefused(t *testing.T) {
 
 // forgedCert makes a certificate naming cn, holding pub, signed by signer.
 func forgedCert(t *testing.T, cn string, pub ed25519.PublicKey, signer ed25519.PrivateKey) []byte {
+	return forgedCertTB(t, cn, pub, signer)
+}
+
+func forgedCertTB(t testing.TB, cn string, pub ed25519.PublicKey, signer ed25519.PrivateKey) []byte {
 	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),

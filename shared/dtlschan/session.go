@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -30,6 +31,8 @@ var (
 	ErrReplaced = errors.New("dtlschan: session replaced by a newer one of the same node")
 	// ErrClosed: the session or its listener was closed.
 	ErrClosed = errors.New("dtlschan: closed")
+	// ErrPeerClosed: the peer ended the session.
+	ErrPeerClosed = errors.New("dtlschan: peer closed the session")
 	// ErrWrongAddr: WriteTo named an address that is not the peer's.
 	ErrWrongAddr = errors.New("dtlschan: not this session's peer")
 )
@@ -128,11 +131,12 @@ func (s *Session) PeerKey() identity.PublicKey { return s.peer }
 // record's overhead.
 func (s *Session) MaxPayload() int { return s.maxPayload }
 
-// Done is closed when the session ends; Err then says why.
+// Done is closed when the session ends (Close, idle, replaced, listener
+// closed, or a Read that found the peer gone); Err then says why.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
-// Err is why the session ended (ErrIdle, ErrReplaced, ErrClosed or the
-// transport's error), or nil while it is open.
+// Err is why the session ended (ErrIdle, ErrReplaced, ErrClosed,
+// ErrPeerClosed), or nil while it is open.
 func (s *Session) Err() error {
 	select {
 	case <-s.done:
@@ -164,6 +168,11 @@ func (s *Session) checkIdle() {
 func (s *Session) Read(p []byte) (int, error) {
 	n, err := s.conn.Read(p)
 	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			// The peer said close_notify, or the conn is gone: the session
+			// is over, and Done says so.
+			s.closeWith(fmt.Errorf("%w: %w", ErrPeerClosed, err))
+		}
 		return n, s.mapErr(err)
 	}
 	s.touch()
