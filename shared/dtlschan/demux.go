@@ -1,6 +1,9 @@
 package dtlschan
 
 import (
+	"bytes"
+	"container/list"
+	"context"
 	"io"
 	"net"
 	"net/netip"
@@ -30,6 +33,38 @@ type peerConn struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	onClose   func(*peerConn)
+
+	// Set up by the Server, guarded by its mu: the handshake's cancel
+	// (to evict or time out the peer), its place among the peers still to
+	// echo a cookie, and whether it holds a verified handshake slot.
+	cancel     context.CancelFunc
+	unverified *list.Element
+	slot       bool
+	evicted    bool
+
+	cookieMu sync.Mutex
+	cookie   []byte // what pion's HelloVerifyRequest sent this address
+}
+
+// sentCookie records the cookie of an outgoing HelloVerifyRequest.
+func (c *peerConn) sentCookie(p []byte) {
+	if ck, ok := helloVerifyCookie(p); ok {
+		c.cookieMu.Lock()
+		c.cookie = append(c.cookie[:0], ck...)
+		c.cookieMu.Unlock()
+	}
+}
+
+// echoes reports whether datagram b is a ClientHello carrying the cookie
+// sent to this address.
+func (c *peerConn) echoes(b []byte) bool {
+	ck, ok := clientHelloCookie(b)
+	if !ok || len(ck) == 0 {
+		return false
+	}
+	c.cookieMu.Lock()
+	defer c.cookieMu.Unlock()
+	return len(c.cookie) > 0 && bytes.Equal(ck, c.cookie)
 }
 
 func newPeerConn(sock *net.UDPConn, raddr netip.AddrPort, onClose func(*peerConn)) *peerConn {
@@ -69,6 +104,7 @@ func (c *peerConn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
+	c.sentCookie(p)
 	return c.sock.WriteToUDPAddrPort(p, c.raddr)
 }
 
@@ -97,16 +133,3 @@ type errTimeout struct{}
 func (errTimeout) Error() string   { return "dtlschan: read deadline exceeded" }
 func (errTimeout) Timeout() bool   { return true }
 func (errTimeout) Temporary() bool { return true }
-
-// isClientHello reports whether a datagram from an unknown address starts
-// with a DTLS ClientHello: a handshake record (type 22) of a DTLS version
-// (major 0xfe) in epoch 0 whose first message is a client_hello (type 1).
-// Anything else from an unknown address cannot start a session, so it is
-// dropped before any state is made for it.
-func isClientHello(b []byte) bool {
-	const recordHeader = 13
-	if len(b) < recordHeader+12 {
-		return false
-	}
-	return b[0] == 22 && b[1] == 0xfe && b[3] == 0 && b[4] == 0 && b[recordHeader] == 1
-}

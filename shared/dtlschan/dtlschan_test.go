@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -329,13 +330,93 @@ func TestWrongCASTPinRefused(t *testing.T) {
 	}
 }
 
-// clientHello is a datagram that passes isClientHello: enough to make the
-// server start a handshake, which then waits for a real hello.
+// stallConn is a client's UDP conn that records what the client sends and,
+// past the first max datagrams, sends nothing more: a handshake that stalls
+// where the test wants it.
+type stallConn struct {
+	net.Conn
+	max  int
+	mu   sync.Mutex
+	sent [][]byte
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.sent = append(c.sent, append([]byte(nil), p...))
+	n := len(c.sent)
+	c.mu.Unlock()
+	if n > c.max {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *stallConn) datagram(i int) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i < len(c.sent) {
+		return c.sent[i]
+	}
+	return nil
+}
+
+// stallDial starts a pion client from local to addr that sends only its
+// first max datagrams; it gives up after timeout.
+func stallDial(t *testing.T, local, addr string, max int, timeout time.Duration) *stallConn {
+	t.Helper()
+	la, _ := net.ResolveUDPAddr("udp", local)
+	ra, _ := net.ResolveUDPAddr("udp", addr)
+	udp, err := net.DialUDP("udp", la, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	cert, err := Certificate(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &stallConn{Conn: udp, max: max}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer cancel()
+		cfg := dtlsConfig(cert, DefaultMTU, slog.New(slog.NewTextHandler(io.Discard, nil)),
+			func([][]byte) error { return nil }, nil)
+		if c, err := dtls.ClientWithContext(ctx, sc, cfg); err == nil {
+			c.Close()
+		}
+		udp.Close()
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return sc
+}
+
+var (
+	helloOnce sync.Once
+	hello     []byte
+)
+
+// clientHello is a first ClientHello (no cookie) as pion's client sends it.
 func clientHello() []byte {
-	b := make([]byte, 60)
-	b[0], b[1], b[2] = 22, 0xfe, 0xfd
-	b[13] = 1
-	return b
+	helloOnce.Do(func() {
+		l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			panic(err)
+		}
+		defer l.Close()
+		t := &testing.T{}
+		sc := stallDial(t, "127.0.0.1:0", l.LocalAddr().String(), 1, 200*time.Millisecond)
+		buf := make([]byte, 2048)
+		l.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := l.ReadFrom(buf)
+		if err != nil {
+			panic(err)
+		}
+		hello = buf[:n]
+		_ = sc
+	})
+	return hello
 }
 
 // TestHandshakeFlood: one address sending ClientHellos from many ports gets
@@ -375,26 +456,89 @@ func TestHandshakeFlood(t *testing.T) {
 	accept(t, s)
 }
 
-// TestGlobalHandshakeBound: many addresses at once get MaxHandshakes.
-func TestGlobalHandshakeBound(t *testing.T) {
-	lc := ListenConfig{MaxHandshakes: 3, HandshakeTimeout: 3 * time.Second}
-	s := startServer(t, lc, registry())
-	ua, _ := net.ResolveUDPAddr("udp", s.addr())
-	const hosts = 20
+// TestVerifiedHandshakeBound: peers that echo their cookie (real
+// addresses) get at most MaxHandshakes slots for the public-key work.
+func TestVerifiedHandshakeBound(t *testing.T) {
+	s := startServer(t, ListenConfig{MaxHandshakes: 3, HandshakeTimeout: 3 * time.Second}, registry())
+	const hosts = 6
 	for i := 0; i < hosts; i++ {
-		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 1, byte(10+i))}, ua)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write(clientHello())
+		// Hello, cookie echo, then silence: each stalls holding a slot.
+		stallDial(t, net.IPv4(127, 0, 1, byte(10+i)).String()+":0", s.addr(), 2, 3*time.Second)
 	}
-	waitFor(t, "the hellos to be read", func() bool {
-		st := s.Stats()
-		return st.Handshakes+st.Busy >= hosts
-	})
-	if st := s.Stats(); st.Handshakes != 3 || st.Busy != hosts-3 {
-		t.Fatalf("want 3 handshakes and %d busy: %+v", hosts-3, st)
+	waitFor(t, "the cookie echoes", func() bool { return s.Stats().Busy == hosts-3 })
+	if st := s.Stats(); st.Handshakes != hosts || st.Unverified != 0 {
+		t.Fatalf("want %d handshakes, 3 in slots and %d busy: %+v", hosts, hosts-3, st)
+	}
+}
+
+// TestForgedHelloFlood: ClientHellos from addresses that never answer (as
+// from forged sources) fill only the cheap waiting pool, and do not keep an
+// honest node out: it echoes its cookie before the flood pushes it out.
+func TestForgedHelloFlood(t *testing.T) {
+	node := newKey(t)
+	lc := ListenConfig{MaxUnverified: 64, HelloTimeout: 10 * time.Second, HandshakeTimeout: 10 * time.Second,
+		HandshakeRate: 1000, HandshakeBurst: 1000}
+	s := startServer(t, lc, registry(node.ID()))
+	ua, _ := net.ResolveUDPAddr("udp", s.addr())
+	stop := make(chan struct{})
+	flooded := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ch := clientHello()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 2, byte(1+i%250))}, ua)
+			if err == nil {
+				c.Write(ch)
+				c.Close()
+			}
+			if i == 2*lc.MaxUnverified {
+				close(flooded)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	<-flooded
+	waitFor(t, "the pool to fill", func() bool { return s.Stats().Unverified > 0 })
+	if _, err := dial(t, Dialer{LocalAddr: "127.0.0.3:0"}, s.addr(), node, s.key.Public()); err != nil {
+		t.Fatalf("honest node during a flood of forged hellos: %v (stats %+v)", err, s.Stats())
+	}
+	accept(t, s)
+	if st := s.Stats(); st.Busy != 0 {
+		t.Fatalf("unanswered hellos took handshake slots: %+v", st)
+	}
+}
+
+// TestBlindCookie: a hello carrying a cookie sent to another address does
+// not earn a handshake slot, and is refused.
+func TestBlindCookie(t *testing.T) {
+	s := startServer(t, ListenConfig{HandshakeTimeout: 5 * time.Second}, registry())
+	// A real exchange from .4 provides a valid-looking hello with a cookie.
+	honest := stallDial(t, "127.0.0.4:0", s.addr(), 2, 5*time.Second)
+	waitFor(t, "the second hello", func() bool { return honest.datagram(1) != nil })
+	waitFor(t, "the honest hello in a slot", func() bool { return s.Stats().InHandshake == 1 })
+	ua, _ := net.ResolveUDPAddr("udp", s.addr())
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 5)}, ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(honest.datagram(0)) // first hello: gets its own cookie, unread
+	waitFor(t, "the blind hello waiting", func() bool { return s.Stats().Waiting == 1 })
+	c.Write(honest.datagram(1)) // the cookie sent to .4, from .5
+	waitFor(t, "the blind hello refused", func() bool { return s.Stats().Failed == 1 })
+	if st := s.Stats(); st.Handshakes != 2 || st.Busy != 0 || st.InHandshake != 1 || st.Waiting != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if !strings.Contains(s.logs.String(), "127.0.0.5") {
+		t.Fatalf("refusal not logged:\n%s", s.logs)
 	}
 }
 

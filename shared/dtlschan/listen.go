@@ -1,6 +1,7 @@
 package dtlschan
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -25,6 +26,10 @@ var (
 	// errNotVerified: a handshake finished without the certificate check
 	// having run (it cannot with our config; this keeps it so).
 	errNotVerified = errors.New("dtlschan: peer certificate not verified")
+
+	// Why the listener gave up on a handshake before it finished.
+	errNoEcho  = errors.New("dtlschan: the peer did not echo the hello cookie in time")
+	errEvicted = errors.New("dtlschan: evicted by newer hellos while waiting for the cookie echo")
 )
 
 // ListenConfig holds the listener's limits; the zero value uses defaults.
@@ -32,7 +37,9 @@ type ListenConfig struct {
 	MTU              int           // largest UDP payload sent; default DefaultMTU
 	HandshakeTimeout time.Duration // default DefaultHandshakeTimeout
 	IdleTimeout      time.Duration // default DefaultIdleTimeout; <0: never
-	MaxHandshakes    int           // handshakes at once, all addresses; default 64
+	MaxHandshakes    int           // handshakes past the cookie echo at once; default 64
+	MaxUnverified    int           // handshakes waiting for the cookie echo; default 1024
+	HelloTimeout     time.Duration // to echo the cookie; default 3 s
 	MaxPerAddr       int           // handshakes at once from one address (IPv6: /64); default 4
 	HandshakeRate    float64       // new handshakes a second per address; default 1
 	HandshakeBurst   int           // ... and at once; default 4
@@ -56,6 +63,12 @@ func (lc ListenConfig) withDefaults() ListenConfig {
 	}
 	if lc.MaxHandshakes <= 0 {
 		lc.MaxHandshakes = 64
+	}
+	if lc.MaxUnverified <= 0 {
+		lc.MaxUnverified = 1024
+	}
+	if lc.HelloTimeout <= 0 {
+		lc.HelloTimeout = 3 * time.Second
 	}
 	if lc.MaxPerAddr <= 0 {
 		lc.MaxPerAddr = 4
@@ -85,15 +98,19 @@ type Stats struct {
 	Unregistered uint64 // refused: valid key, node not registered
 	BadCert      uint64 // refused: certificate not a wallet-key certificate
 	Failed       uint64 // handshakes failed otherwise (bad messages, timeouts)
+	Unverified   uint64 // handshakes dropped before the cookie echo (forged addresses)
 	RateLimited  uint64 // new handshakes dropped by the per-address limits
 	Busy         uint64 // new handshakes or sessions dropped by the global bounds
 	Dropped      uint64 // datagrams dropped: not a ClientHello from a new address, or a full queue
 	IdleClosed   uint64 // sessions closed for idleness
 	SendLimited  uint64 // WriteLimited calls refused by a node's send budget
+
+	Waiting     int // handshakes waiting for the cookie echo, now
+	InHandshake int // handshakes holding a slot, now
 }
 
 type counters struct {
-	handshakes, sessions, unregistered, badCert, failed, rateLimited,
+	handshakes, sessions, unregistered, badCert, failed, unverified, rateLimited,
 	busy, dropped, idleClosed, sendLimited atomic.Uint64
 }
 
@@ -107,10 +124,11 @@ type Server struct {
 
 	perAddr *ratelimit.PerAddr
 	slots   *ratelimit.Slots
-	hsSem   chan struct{}
+	hsSem   chan struct{} // verified handshakes
 
 	mu       sync.Mutex
 	peers    map[netip.AddrPort]*peerConn
+	waiting  *list.List          // of *peerConn still to echo the cookie, oldest first
 	sessions map[string]*Session // by node ID: one per node
 	budgets  map[string]*ratelimit.Bucket
 	closed   bool
@@ -162,6 +180,7 @@ func (lc ListenConfig) Listen(ctx context.Context, addr string, key *identity.Ke
 		slots:    ratelimit.NewSlots(lc.MaxPerAddr),
 		hsSem:    make(chan struct{}, lc.MaxHandshakes),
 		peers:    make(map[netip.AddrPort]*peerConn),
+		waiting:  list.New(),
 		sessions: make(map[string]*Session),
 		budgets:  make(map[string]*ratelimit.Bucket),
 		ready:    make(chan *Session, 64),
@@ -185,10 +204,17 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Handshakes: s.c.handshakes.Load(), Sessions: s.c.sessions.Load(),
 		Unregistered: s.c.unregistered.Load(), BadCert: s.c.badCert.Load(),
-		Failed: s.c.failed.Load(), RateLimited: s.c.rateLimited.Load(),
+		Failed: s.c.failed.Load(), Unverified: s.c.unverified.Load(), RateLimited: s.c.rateLimited.Load(),
 		Busy: s.c.busy.Load(), Dropped: s.c.dropped.Load(),
 		IdleClosed: s.c.idleClosed.Load(), SendLimited: s.c.sendLimited.Load(),
+		Waiting: s.waitingLen(), InHandshake: len(s.hsSem),
 	}
+}
+
+func (s *Server) waitingLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiting.Len()
 }
 
 // Sessions is the number of open sessions.
@@ -280,11 +306,17 @@ func (s *Server) readLoop() {
 
 // dispatch hands a datagram to its peer, or starts a handshake for a new
 // address if the limits allow. Only a ClientHello makes state, and only
-// after the per-address rate, per-address and global handshake bounds.
+// within the per-address rate and bound. A new peer first waits, cheaply, to
+// echo the cookie pion sends it; the oldest waiting peer makes room for a
+// new one, so that hellos from forged addresses cannot lock honest ones out.
+// Only an echo earns one of the MaxHandshakes slots for the public-key work.
 func (s *Server) dispatch(from netip.AddrPort, b []byte) {
 	s.mu.Lock()
 	p, ok := s.peers[from]
 	if ok {
+		if p.unverified != nil && p.echoes(b) {
+			s.promote(p)
+		}
 		s.mu.Unlock()
 		if !p.deliver(append([]byte(nil), b...)) {
 			s.c.dropped.Add(1)
@@ -301,27 +333,55 @@ func (s *Server) dispatch(from netip.AddrPort, b []byte) {
 		s.c.rateLimited.Add(1)
 		return
 	}
-	if len(s.peers) >= s.lc.MaxSessions+s.lc.MaxHandshakes {
+	if len(s.peers) >= s.lc.MaxSessions+s.lc.MaxHandshakes+s.lc.MaxUnverified {
 		s.mu.Unlock()
 		s.slots.Release(from.Addr())
 		s.c.busy.Add(1)
 		return
 	}
-	select {
-	case s.hsSem <- struct{}{}:
-	default:
-		s.mu.Unlock()
-		s.slots.Release(from.Addr())
-		s.c.busy.Add(1)
-		return
+	if s.waiting.Len() >= s.lc.MaxUnverified {
+		s.drop(s.waiting.Front().Value.(*peerConn), errEvicted)
 	}
 	p = newPeerConn(s.sock, from, s.forget)
+	var ctx context.Context
+	ctx, p.cancel = context.WithTimeout(s.ctx, s.lc.HandshakeTimeout)
+	p.unverified = s.waiting.PushBack(p)
 	s.peers[from] = p
 	s.mu.Unlock()
 	p.deliver(append([]byte(nil), b...))
 	s.c.handshakes.Add(1)
 	s.wg.Add(1)
-	go s.handshake(p)
+	go s.handshake(ctx, p)
+}
+
+// promote moves a peer that echoed its cookie to a handshake slot, or drops
+// it if there is none. Called with s.mu held.
+func (s *Server) promote(p *peerConn) {
+	s.waiting.Remove(p.unverified)
+	p.unverified = nil
+	select {
+	case s.hsSem <- struct{}{}:
+		p.slot = true
+	default:
+		p.evicted = true
+		s.c.busy.Add(1)
+		s.log.Debug("dtls channel: handshake dropped", "addr", p.raddr, "err", "all handshake slots taken")
+		p.cancel()
+	}
+}
+
+// drop ends a handshake still waiting for its cookie echo. Called with
+// s.mu held.
+func (s *Server) drop(p *peerConn, why error) {
+	if p.unverified == nil {
+		return
+	}
+	s.waiting.Remove(p.unverified)
+	p.unverified = nil
+	p.evicted = true
+	s.c.unverified.Add(1)
+	s.log.Debug("dtls channel: handshake dropped", "addr", p.raddr, "err", why)
+	p.cancel()
 }
 
 // forget drops a closed peer from the table, so the address may start over.
@@ -333,9 +393,14 @@ func (s *Server) forget(p *peerConn) {
 	s.mu.Unlock()
 }
 
-func (s *Server) handshake(p *peerConn) {
+func (s *Server) handshake(ctx context.Context, p *peerConn) {
 	defer s.wg.Done()
 	addr := p.raddr.Addr()
+	hello := time.AfterFunc(s.lc.HelloTimeout, func() {
+		s.mu.Lock()
+		s.drop(p, errNoEcho)
+		s.mu.Unlock()
+	})
 	// Set by pion's handshake goroutine, which may outlive a timed-out
 	// ServerWithContext by a moment, hence the lock.
 	var (
@@ -367,11 +432,27 @@ func (s *Server) handshake(p *peerConn) {
 		return nil
 	}
 	cfg := dtlsConfig(s.cert, s.lc.MTU, s.log, verify, done)
-	ctx, cancel := context.WithTimeout(s.ctx, s.lc.HandshakeTimeout)
 	conn, err := dtls.ServerWithContext(ctx, p, cfg)
-	cancel()
-	<-s.hsSem
+	hello.Stop()
+	p.cancel()
+	s.mu.Lock()
+	if p.unverified != nil {
+		s.waiting.Remove(p.unverified)
+		p.unverified = nil
+	}
+	slot, evicted := p.slot, p.evicted
+	p.slot = false
+	s.mu.Unlock()
+	if slot {
+		<-s.hsSem
+	}
 	s.slots.Release(addr)
+	if err == nil && !slot {
+		// Cannot happen while pion insists on the cookie exchange; if it
+		// ever did not, the handshake skipped the slot bound.
+		conn.Close()
+		err = errors.New("dtlschan: handshake finished without a cookie echo")
+	}
 	mu.Lock()
 	peer, verified, refusal := gotPeer, gotOK, gotErr
 	mu.Unlock()
@@ -381,8 +462,8 @@ func (s *Server) handshake(p *peerConn) {
 	}
 	if err != nil {
 		p.Close()
-		if s.ctx.Err() != nil {
-			return
+		if s.ctx.Err() != nil || evicted {
+			return // counted and logged by drop or promote
 		}
 		switch {
 		case errors.Is(refusal, ErrUnregistered):
