@@ -338,6 +338,7 @@ type stallConn struct {
 	max  int
 	mu   sync.Mutex
 	sent [][]byte
+	stop func() // ends the client and waits for it
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
@@ -362,7 +363,7 @@ func (c *stallConn) datagram(i int) []byte {
 
 // stallDial starts a pion client from local to addr that sends only its
 // first max datagrams; it gives up after timeout.
-func stallDial(t *testing.T, local, addr string, max int, timeout time.Duration) *stallConn {
+func stallDial(t testing.TB, local, addr string, max int, timeout time.Duration) *stallConn {
 	t.Helper()
 	la, _ := net.ResolveUDPAddr("udp", local)
 	ra, _ := net.ResolveUDPAddr("udp", addr)
@@ -388,35 +389,28 @@ func stallDial(t *testing.T, local, addr string, max int, timeout time.Duration)
 		}
 		udp.Close()
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	sc.stop = func() { cancel(); <-done }
+	t.Cleanup(sc.stop)
 	return sc
 }
 
-var (
-	helloOnce sync.Once
-	hello     []byte
-)
-
 // clientHello is a first ClientHello (no cookie) as pion's client sends it.
-func clientHello() []byte {
-	helloOnce.Do(func() {
-		l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			panic(err)
-		}
-		defer l.Close()
-		t := &testing.T{}
-		sc := stallDial(t, "127.0.0.1:0", l.LocalAddr().String(), 1, 200*time.Millisecond)
-		buf := make([]byte, 2048)
-		l.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, _, err := l.ReadFrom(buf)
-		if err != nil {
-			panic(err)
-		}
-		hello = buf[:n]
-		_ = sc
-	})
-	return hello
+func clientHello(t testing.TB) []byte {
+	t.Helper()
+	l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sc := stallDial(t, "127.0.0.1:0", l.LocalAddr().String(), 1, time.Second)
+	defer sc.stop()
+	buf := make([]byte, 2048)
+	l.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := l.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
 }
 
 // TestHandshakeFlood: one address sending ClientHellos from many ports gets
@@ -427,6 +421,7 @@ func TestHandshakeFlood(t *testing.T) {
 	s := startServer(t, lc, registry(node.ID()))
 	ua, _ := net.ResolveUDPAddr("udp", s.addr())
 	const flood = 200
+	hello := clientHello(t)
 	for i := 0; i < flood; i++ {
 		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, ua)
 		if err != nil {
@@ -434,7 +429,7 @@ func TestHandshakeFlood(t *testing.T) {
 		}
 		defer c.Close()
 		for j := 0; j < 3; j++ {
-			c.Write(clientHello())
+			c.Write(hello)
 		}
 	}
 	waitFor(t, "the flood to be read", func() bool {
@@ -480,13 +475,13 @@ func TestForgedHelloFlood(t *testing.T) {
 		HandshakeRate: 1000, HandshakeBurst: 1000}
 	s := startServer(t, lc, registry(node.ID()))
 	ua, _ := net.ResolveUDPAddr("udp", s.addr())
+	ch := clientHello(t)
 	stop := make(chan struct{})
 	flooded := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ch := clientHello()
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
@@ -656,6 +651,7 @@ func TestWriteLimited(t *testing.T) {
 // TestCloseNoLeak: closing the server ends every goroutine it and pion
 // started, with sessions open and handshakes pending.
 func TestCloseNoLeak(t *testing.T) {
+	hello := clientHello(t)
 	before := runtime.NumGoroutine()
 	node := newKey(t)
 	key := newKey(t)
@@ -677,7 +673,7 @@ func TestCloseNoLeak(t *testing.T) {
 	// A pending handshake that never completes.
 	ua, _ := net.ResolveUDPAddr("udp", s.Addr().String())
 	u, _ := net.DialUDP("udp", nil, ua)
-	u.Write(clientHello())
+	u.Write(hello)
 	waitFor(t, "the pending handshake", func() bool { return s.Stats().Handshakes == 4 })
 	s.Close()
 	for _, c := range clients {

@@ -37,18 +37,69 @@ func FuzzPeerKey(f *testing.F) {
 	})
 }
 
-// FuzzIsClientHello: the check that decides whether a datagram from a new
-// address makes state must hold to what it promises on any input.
-func FuzzIsClientHello(f *testing.F) {
-	f.Add(clientHello())
+// FuzzHelloCookies feeds the listener's hello parsers what anyone may send
+// to its port (and what pion sends back). They must never panic, and what
+// they return must be what the datagram says.
+func FuzzHelloCookies(f *testing.F) {
+	ch := clientHello(f)
+	f.Add(ch)
+	// The same hello with a 20-byte cookie, as a second hello carries.
+	f.Add(withCookie(ch, bytes.Repeat([]byte{0xc0}, 20)))
+	// A HelloVerifyRequest: record, handshake header, version, cookie.
+	hvr := []byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 35,
+		3, 0, 0, 23, 0, 0, 0, 0, 0, 0, 0, 23, 0xfe, 0xff, 20}
+	f.Add(append(hvr, bytes.Repeat([]byte{7}, 20)...))
 	f.Add([]byte{22, 0xfe, 0xfd})
-	f.Add([]byte{23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 20, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if !isClientHello(b) {
-			return
+		if ck, ok := clientHelloCookie(b); ok {
+			if len(ck) > maxCookieLen || !isClientHello(b) || b[recordHeaderLen] != typeClientHello {
+				t.Fatalf("cookie %x from % x", ck, b)
+			}
 		}
-		if len(b) < 25 || b[0] != 22 || b[1] != 0xfe || b[3]|b[4] != 0 || b[13] != 1 {
-			t.Fatalf("accepted % x", b)
+		if ck, ok := helloVerifyCookie(b); ok {
+			if len(ck) == 0 || len(ck) > maxCookieLen || b[recordHeaderLen] != typeHelloVerifyRequest {
+				t.Fatalf("cookie %x from % x", ck, b)
+			}
+			if _, ok := clientHelloCookie(b); ok {
+				t.Fatal("one datagram parsed as both hellos")
+			}
 		}
 	})
+}
+
+// withCookie returns a copy of a first ClientHello with cookie put in, its
+// lengths fixed up.
+func withCookie(ch, cookie []byte) []byte {
+	body, _ := handshakeBody(ch, typeClientHello)
+	off := recordHeaderLen + handshakeHeaderLen + clientHelloFixedBodyLen + 1 + int(body[clientHelloFixedBodyLen])
+	out := append([]byte(nil), ch[:off]...)
+	out = append(out, byte(len(cookie)))
+	out = append(out, cookie...)
+	out = append(out, ch[off+1:]...)
+	grow := func(b []byte, n int) {
+		v := int(b[0])<<16 | int(b[1])<<8 | int(b[2]) + n
+		b[0], b[1], b[2] = byte(v>>16), byte(v>>8), byte(v)
+	}
+	recLen := int(out[11])<<8 | int(out[12]) + len(cookie)
+	out[11], out[12] = byte(recLen>>8), byte(recLen)
+	grow(out[recordHeaderLen+1:], len(cookie))
+	grow(out[recordHeaderLen+9:], len(cookie))
+	return out
+}
+
+func TestHelloCookies(t *testing.T) {
+	ch := clientHello(t)
+	if ck, ok := clientHelloCookie(ch); !ok || len(ck) != 0 {
+		t.Fatalf("first hello: cookie %x, %v", ck, ok)
+	}
+	want := []byte("0123456789abcdefghij")
+	if ck, ok := clientHelloCookie(withCookie(ch, want)); !ok || !bytes.Equal(ck, want) {
+		t.Fatalf("second hello: cookie %x, %v", ck, ok)
+	}
+	for _, cut := range []int{1, 13, 30, 60, len(ch) - 1} {
+		// A record length longer than the datagram is refused.
+		if _, ok := clientHelloCookie(ch[:cut]); ok && cut < len(ch) {
+			t.Fatalf("hello cut to %d bytes accepted", cut)
+		}
+	}
 }
