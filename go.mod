@@ -8,6 +8,9 @@ require (
 	github.com/miekg/dns v1.1.66
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/mr-tron/base58 v1.2.0
+	github.com/pion/dtls/v2 v2.2.12
+	github.com/pion/logging v0.2.2
+	github.com/pion/transport/v2 v2.2.4
 	go.etcd.io/bbolt v1.4.3
 	golang.org/x/net v0.39.0
 	golang.org/x/sys v0.32.0
@@ -30,9 +33,6 @@ require (
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/mostynb/zstdpool-freelist v0.0.0-20201229113212-927304c0c3b1 // indirect
-	github.com/pion/dtls/v2 v2.2.12 // indirect
-	github.com/pion/logging v0.2.2 // indirect
-	github.com/pion/transport/v2 v2.2.4 // indirect
 	github.com/rs/xid v1.4.0 // indirect
 	github.com/streamingfast/logging v0.0.0-20230608130331-f22c91403091 // indirect
 	go.mongodb.org/mongo-driver v1.12.2 // indirect
