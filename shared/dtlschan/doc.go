@@ -11,6 +11,12 @@
 // channel have.
 //
 // The listener keeps one address from taking the handshake capacity meant
-// for all: a token bucket per source address for new handshakes, a bound on
-// handshakes held at once per address and in total, and a timeout on each.
+// for all: a token bucket per source address for new handshakes and a bound
+// on those it holds at once. A new peer then waits in a pool, evicting its
+// oldest, until it echoes the cookie of pion's HelloVerifyRequest, which
+// proves it receives at its address; only then does it get one of the
+// MaxHandshakes slots where certificates are checked, and each handshake
+// has a timeout. So ClientHellos from forged addresses cannot lock honest
+// nodes out. Each session has an idle timeout, and a node has one session:
+// a newer handshake replaces the older.
 package dtlschan
