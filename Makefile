@@ -4,6 +4,7 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+BEACON_TAGS := nethttpomithttp2# as cross.BeaconTags
 BIN     := .build/bin
 export GOTOOLCHAIN := local
 export CGO_ENABLED := 0
@@ -13,7 +14,8 @@ export CGO_ENABLED := 0
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cloud/cmd/castd ./firmware/cmd/beacon
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cloud/cmd/castd
+	$(GO) build -trimpath -tags '$(BEACON_TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/ ./firmware/cmd/beacon
 
 demo: build
 	$(GO) run ./test/demo --bin $(BIN)

@@ -8,6 +8,9 @@ require (
 	github.com/miekg/dns v1.1.66
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/mr-tron/base58 v1.2.0
+	github.com/pion/dtls/v2 v2.2.12
+	github.com/pion/logging v0.2.2
+	github.com/pion/transport/v2 v2.2.4
 	go.etcd.io/bbolt v1.4.3
 	golang.org/x/net v0.39.0
 	golang.org/x/sys v0.32.0

@@ -256,6 +256,13 @@ func checkELF(t *testing.T, a Artifact) {
 			t.Errorf("%s: has %s: not stripped", a.Target.Name, sec)
 		}
 	}
+	// mips: linked for 4 KiB pages (MIPSPageRound); others keep Go's default.
+	for _, p := range f.Progs {
+		mips := a.Target.GOARCH == "mips" || a.Target.GOARCH == "mipsle"
+		if p.Type == elf.PT_LOAD && mips && p.Align != MIPSPageRound {
+			t.Errorf("%s: segment aligned to %#x, want %#x", a.Target.Name, p.Align, MIPSPageRound)
+		}
+	}
 	// CGO off: static, so it runs on musl (OpenWrt) and glibc alike.
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
@@ -272,7 +279,8 @@ func checkELF(t *testing.T, a Artifact) {
 	for _, s := range bi.Settings {
 		settings[s.Key] = s.Value
 	}
-	want2 := map[string]string{"GOOS": "linux", "GOARCH": a.Target.GOARCH, "CGO_ENABLED": "0", "-trimpath": "true"}
+	want2 := map[string]string{"GOOS": "linux", "GOARCH": a.Target.GOARCH, "CGO_ENABLED": "0", "-trimpath": "true",
+		"-tags": BeaconTags}
 	if a.Target.GOARM != "" {
 		want2["GOARM"] = a.Target.GOARM
 	}
@@ -325,5 +333,29 @@ func TestFeedBuildHasEveryFile(t *testing.T) {
 				t.Errorf("%s embeds %s, which the feed build does not copy: add %s to GO_PKG_INSTALL_EXTRA", pkg, f, rel)
 			}
 		}
+	}
+}
+
+// TestFeedBuildFlags keeps the OpenWrt feed build on the flags make cross
+// uses, so that the flash budget holds for what routers actually install.
+func TestFeedBuildFlags(t *testing.T) {
+	mk, err := os.ReadFile(filepath.Join(root(t), "openwrt/net/blockcast-beacon/Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"GO_PKG_TAGS:=" + BeaconTags + "\n",
+		"ifneq ($(filter mips mipsel,$(ARCH)),)\n  GO_PKG_LDFLAGS:=-R " + fmt.Sprintf("%#x", MIPSPageRound) + "\n",
+	} {
+		if !bytes.Contains(mk, []byte(want)) {
+			t.Errorf("the feed Makefile lacks %q", want)
+		}
+	}
+	top, err := os.ReadFile(filepath.Join(root(t), "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(top, []byte("BEACON_TAGS := "+BeaconTags+"#")) {
+		t.Errorf("the Makefile's BEACON_TAGS is not %q", BeaconTags)
 	}
 }

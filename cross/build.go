@@ -49,6 +49,29 @@ func LDFlags(version string) string {
 	return "-s -w -X main.version=" + version
 }
 
+// BeaconTags are the build tags of every beacon build. nethttpomithttp2
+// leaves net/http's bundled HTTP/2 out (~590 KB of the mipsle binary), which
+// the beacon never speaks: it serves end users over plain HTTP/1.1, and
+// castclient's Transport has its own DialContext without ForceAttemptHTTP2,
+// so it negotiates HTTP/1.1 with castd even over TLS. A beacon feature that
+// needs HTTP/2 must drop this tag (and pay for it in the flash budget).
+const BeaconTags = "nethttpomithttp2"
+
+// MIPSPageRound is the segment alignment the mips and mipsle beacons are
+// linked with (-ldflags -R): the 4 KiB pages of OpenWrt's MIPS kernels,
+// instead of Go's default of 64 KiB, which pads each of the three segments in
+// the file (~100 KB in all).
+const MIPSPageRound = 0x1000
+
+// ldflags are t's linker flags: LDFlags, and MIPSPageRound on mips.
+func ldflags(t Target, version string) string {
+	f := LDFlags(version)
+	if t.GOARCH == "mips" || t.GOARCH == "mipsle" {
+		f += fmt.Sprintf(" -R %#x", MIPSPageRound)
+	}
+	return f
+}
+
 // Build cross-compiles the beacon for t: CGO off, -trimpath, stripped.
 func Build(ctx context.Context, opts BuildOptions, t Target) (Artifact, error) {
 	log := opts.Log
@@ -63,8 +86,8 @@ func Build(ctx context.Context, opts BuildOptions, t Target) (Artifact, error) {
 	if err != nil {
 		return Artifact{}, err
 	}
-	cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-buildvcs=false",
-		"-ldflags", LDFlags(opts.Version), "-o", out, BeaconPkg)
+	cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-buildvcs=false", "-tags", BeaconTags,
+		"-ldflags", ldflags(t, opts.Version), "-o", out, BeaconPkg)
 	cmd.Dir = opts.Root
 	// GOFLAGS from the caller could add -race or cgo-only tags; a release
 	// build must not inherit them.

@@ -63,6 +63,32 @@ func (b *Bucket) Allow(now time.Time) bool {
 	return true
 }
 
+// AllowN takes n tokens and reports whether there were n; on false it takes
+// none. With rate in bytes a second and burst in bytes it is a byte-rate
+// limit (a datagram of n bytes costs n tokens), so burst must be at least
+// the largest datagram or that datagram is never allowed.
+func (b *Bucket) AllowN(now time.Time, n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.burst, b.tokens+d.Seconds()*b.rate)
+		b.last = now
+	}
+	if n < 0 || b.tokens < float64(n) {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
+}
+
+// Full reports whether the bucket has refilled to its burst by now, that is
+// whether forgetting it would give its owner nothing it does not already have.
+func (b *Bucket) Full(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tokens+max(now.Sub(b.last), 0).Seconds()*b.rate >= b.burst
+}
+
 // PerAddr is a token bucket per source address.
 type PerAddr struct {
 	t       table

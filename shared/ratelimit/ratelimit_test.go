@@ -71,3 +71,35 @@ func TestBucket(t *testing.T) {
 		t.Fatal("a token did not come back after a second")
 	}
 }
+
+func TestBucketAllowN(t *testing.T) {
+	now := time.Now()
+	// 1000 bytes a second, 1500 saved: one full datagram, then a wait.
+	b := NewBucket(1000, 1500, now)
+	tests := []struct {
+		at   time.Duration
+		n    int
+		want bool
+	}{
+		{0, 1400, true},
+		{0, 200, false}, // 100 left: refused, and nothing taken
+		{0, 100, true},
+		{0, 1, false},
+		{500 * time.Millisecond, 500, true},
+		{500 * time.Millisecond, 1, false},
+		{10 * time.Second, 1501, false}, // more than the burst: never
+		{10 * time.Second, 1500, true},
+		{10 * time.Second, -1, false},
+	}
+	for i, tt := range tests {
+		if got := b.AllowN(now.Add(tt.at), tt.n); got != tt.want {
+			t.Fatalf("step %d: AllowN(+%v, %d) = %v, want %v", i, tt.at, tt.n, got, tt.want)
+		}
+	}
+	if b.Full(now.Add(10 * time.Second)) {
+		t.Fatal("an emptied bucket reports full")
+	}
+	if !b.Full(now.Add(12 * time.Second)) {
+		t.Fatal("a refilled bucket does not report full")
+	}
+}
