@@ -313,6 +313,21 @@ func (b *Broker) Close() error {
 	return nil
 }
 
+// Disconnect closes every session the node holds (the operator removed
+// it): its connection ends now, and since the node is no longer known its
+// next CONNECT is refused. It returns how many sessions were closed.
+func (b *Broker) Disconnect(nodeID string) int {
+	n := 0
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || string(cl.Properties.Username) != nodeID {
+			continue
+		}
+		_ = b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		n++
+	}
+	return n
+}
+
 // Stats returns the broker's counters.
 func (b *Broker) Stats() Stats {
 	h := b.hook
