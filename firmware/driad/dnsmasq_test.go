@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,13 +46,20 @@ func startDNSMasq(t *testing.T, opts ...string) netip.AddrPort {
 		cmd := exec.Command(path, args...)
 		var stderr syncBuffer
 		cmd.Stdout, cmd.Stderr = &stderr, &stderr
+		// dnsmasq forks a child per TCP connection, which keeps the output
+		// pipe open: kill the whole group, and do not wait on the pipe
+		// for ever.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.WaitDelay = 2 * time.Second
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start dnsmasq: %v", err)
 		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		// Closed (not sent on) when dnsmasq has exited, so that both
+		// waitDNS and stop can see it.
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
 		stop := func() {
-			cmd.Process.Kill()
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
 		addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
@@ -93,7 +101,7 @@ func currentUser() string {
 }
 
 // waitDNS polls until the server answers, or dnsmasq exits.
-func waitDNS(addr netip.AddrPort, exited <-chan error) bool {
+func waitDNS(addr netip.AddrPort, exited <-chan struct{}) bool {
 	q, _ := appendQuery(nil, 1, "ready.test.", typeA)
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		select {
