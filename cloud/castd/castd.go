@@ -348,6 +348,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) newMetrics() *metrics.Registry {
 	m := metrics.NewRegistry()
+	m.RegisterProcess()
 	s.cache.RegisterMetrics(m, "castd_midcache")
 	m.Collect("castd_router_entries", "Routable entries in the request router.", metrics.Gauge, func() []metrics.Sample {
 		b, r, p := s.router.Len()

@@ -432,6 +432,7 @@ func (b *Beacon) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	m := metrics.NewRegistry()
+	m.RegisterProcess()
 	b.cache.RegisterMetrics(m, "beacon_cache")
 	m.Func("beacon_registered", "1 while castd has this beacon's current registration.", metrics.Gauge, func() float64 {
 		if b.Status().Registered {

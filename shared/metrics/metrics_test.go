@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"math"
+	"strconv"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -45,5 +46,26 @@ func TestInvalidNamePanics(t *testing.T) {
 			}()
 			NewRegistry().Func(name, "", Gauge, func() float64 { return 0 })
 		}()
+	}
+}
+
+func TestProcessGauges(t *testing.T) {
+	r := NewRegistry()
+	r.RegisterProcess()
+	var b strings.Builder
+	r.WriteTo(&b)
+	page := b.String()
+	for _, name := range []string{"go_goroutines", "process_open_fds", "process_resident_memory_bytes"} {
+		var v float64
+		found := false
+		for _, line := range strings.Split(page, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+				v, _ = strconv.ParseFloat(f[1], 64)
+				found = true
+			}
+		}
+		if !found || v <= 0 {
+			t.Errorf("%s: found %v value %v, want a positive sample\n%s", name, found, v, page)
+		}
 	}
 }
