@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// window is the span of one injected fault: from the moment it began to
+// the moment the soak stopped causing it (process ready again, origin
+// back). Errors up to grace after End belong to it.
+type window struct {
+	Name      string
+	Start     time.Time
+	End       time.Time
+	Recovered time.Duration // from End to every beacon's users served right again; -1: never
+	Err       string
+}
+
+// faults are the names the schedule cycles through.
+const (
+	faultCastd  = "castd_restart"
+	faultBroker = "broker_restart"
+	faultBeacon = "beacon_kill9"
+	faultOrigin = "origin_slow_failing"
+)
+
+// schedule returns when each fault starts: one every period from the
+// warm-up mark, leaving the last period of the run quiet so that the
+// final samples are taken from a settled system.
+func schedule(duration, warmup, period time.Duration, cycle []string) []plannedFault {
+	var out []plannedFault
+	for at, i := warmup, 0; at+period+period/2 <= duration; at, i = at+period, i+1 {
+		out = append(out, plannedFault{At: at, Name: cycle[i%len(cycle)]})
+	}
+	return out
+}
+
+type plannedFault struct {
+	At   time.Duration
+	Name string
+}
+
+// injector performs the faults on the live system.
+type injector struct {
+	sys      *system
+	ld       *loader
+	log      *slog.Logger
+	phase    time.Duration // origin: how long slow, then how long failing
+	ready    time.Duration // bound for a process to be back
+	grace    time.Duration // bound for users to be served right after End
+	nextKill int
+}
+
+func (in *injector) inject(ctx context.Context, name string) window {
+	w := window{Name: name, Start: time.Now(), Recovered: -1}
+	var err error
+	switch name {
+	case faultCastd:
+		// SIGTERM and a new process on the same state: the embedded
+		// broker goes down and up with it.
+		if err = in.sys.castd.Stop(10 * time.Second); err == nil {
+			err = in.sys.startCastd()
+		}
+		if err == nil {
+			err = in.sys.waitRouted(in.ready)
+		}
+	case faultBroker:
+		in.sys.mosq.Kill()
+		if err = in.sys.startMosquitto(); err == nil {
+			err = in.sys.waitRouted(in.ready)
+		}
+	case faultBeacon:
+		n := in.sys.nodes[in.nextKill%len(in.sys.nodes)]
+		in.nextKill++
+		w.Name += "(" + n.name + ")"
+		n.proc.Kill()
+		if err = in.sys.startBeacon(n); err == nil {
+			err = in.sys.waitRouted(in.ready)
+		}
+	case faultOrigin:
+		in.sys.origin.set(originSlow)
+		sleepCtx(ctx, in.phase)
+		in.sys.origin.set(originFailing)
+		sleepCtx(ctx, in.phase)
+		in.sys.origin.set(originNormal)
+	default:
+		err = fmt.Errorf("unknown fault %q", name)
+	}
+	w.End = time.Now()
+	if err != nil {
+		w.Err = err.Error()
+		in.log.Error("fault: not recovered", "fault", w.Name, "err", err)
+		return w
+	}
+	// Recovered without a hand: every beacon's users get right bytes
+	// again within the grace period, with nobody touching anything.
+	deadline := w.End.Add(in.grace)
+	for b := range in.sys.nodes {
+		for {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			perr := in.ld.probe(pctx, b)
+			cancel()
+			if perr == nil {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				w.Err = fmt.Sprintf("users behind %s not served right %s after the fault ended: %v", in.sys.nodes[b].name, in.grace, perr)
+				in.log.Error("fault: not recovered", "fault", w.Name, "err", w.Err)
+				return w
+			}
+			sleepCtx(ctx, 200*time.Millisecond)
+		}
+	}
+	w.Recovered = time.Since(w.End)
+	in.log.Info("fault: recovered", "fault", w.Name, "window", w.End.Sub(w.Start).Round(time.Millisecond), "recovered_after", w.Recovered.Round(time.Millisecond))
+	return w
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func dialable(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
