@@ -52,6 +52,17 @@ bench: deps build
 	$(GO) run ./test/membench --arch armv6
 	$(GO) test -run '^$$' -bench BeaconRSS -benchtime 1x ./test/amtnet
 
+# A long run of the whole system under a steady mixed load with faults on a
+# schedule (test/soak); SOAK=5m for a quick one. Writes samples.csv,
+# chart.svg, errors.csv and report.txt to SOAK_OUT and fails when a wrong
+# byte was served, an error fell outside a fault window, or memory, fds or
+# goroutines grew. `make test` runs it for 2 minutes (TestSoak).
+SOAK       ?= 1h
+SOAK_OUT   ?= .build/soak
+SOAK_ARGS  ?=
+soak:
+	$(GO) run ./test/soak --duration $(SOAK) --out $(SOAK_OUT) $(SOAK_ARGS)
+
 clean:
 	rm -rf .build
 

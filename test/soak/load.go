@@ -148,6 +148,10 @@ func (ld *loader) pick(r *rand.Rand) (op string, o *object) {
 // byte of the answer.
 func (ld *loader) do(ctx context.Context, r *rand.Rand, b int) {
 	op, o := ld.pick(r)
+	etag, haveETag := ld.etags.Load(o.Path)
+	if op == opINM && !haveETag {
+		op = opHot // nothing to revalidate yet
+	}
 	ld.led.count(op)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ld.castdURL+o.Path, nil)
 	if err != nil {
@@ -161,11 +165,7 @@ func (ld *loader) do(ctx context.Context, r *rand.Rand, b int) {
 		last = min(o.Size-1, first+r.Int64N(min(o.Size-first, 512<<10)))
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", first, last))
 	case opINM:
-		if et, ok := ld.etags.Load(o.Path); ok {
-			req.Header.Set("If-None-Match", et.(string))
-		} else {
-			op = opHot
-		}
+		req.Header.Set("If-None-Match", etag.(string))
 	case opIMS:
 		req.Header.Set("If-Modified-Since", "Mon, 02 Nov 2026 10:00:00 GMT")
 	}

@@ -63,7 +63,7 @@ func judge(in judgeInput) verdict {
 		if e.Kind == kindWrongBody {
 			// Never allowed, not even inside a fault: a fault may cost
 			// availability, never correctness.
-			v.failf("wrong body at %s (beacon %d): %s", e.At.Sub(in.Start).Round(time.Millisecond), e.Beacon, e.Detail)
+			v.failf("wrong body at %s (beacon%d): %s", e.At.Sub(in.Start).Round(time.Millisecond), e.Beacon+1, e.Detail)
 		}
 		switch i := windowOf(e.At, in.Windows, in.Grace); {
 		case i >= 0:
@@ -77,7 +77,7 @@ func judge(in judgeInput) verdict {
 		default:
 			v.Outside[e.Kind]++
 			if shown < 10 {
-				v.failf("%s error outside any fault window at %s (beacon %d): %s", e.Kind, e.At.Sub(in.Start).Round(time.Millisecond), e.Beacon, e.Detail)
+				v.failf("%s error outside any fault window at %s (beacon%d): %s", e.Kind, e.At.Sub(in.Start).Round(time.Millisecond), e.Beacon+1, e.Detail)
 			}
 			shown++
 		}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestJudge checks the verdict on made-up runs: each way a soak must fail
+// fails, with the reason named, and a clean run passes.
+func TestJudge(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	win := []window{{Name: faultCastd, Start: at(60), End: at(62), Recovered: time.Second}}
+	// steady samples for castd every 10 s over 200 s, with an optional
+	// change at the end
+	steady := func(anon int64, fds, gor int, endAnon int64, endFDs, endGor int) []sample {
+		var ss []sample
+		for s := 0; s <= 200; s += 10 {
+			smp := sample{T: time.Duration(s) * time.Second, Process: "castd", PID: 1, RSS: 2 * anon, RSSAnon: anon, FDs: fds, Goroutines: gor}
+			if s >= 150 {
+				smp.RSSAnon, smp.FDs, smp.Goroutines = endAnon, endFDs, endGor
+			}
+			ss = append(ss, smp)
+		}
+		return ss
+	}
+	b := bounds{RSS: 0.10, FDAbs: 10, FDRel: 0.10, GorAbs: 15, GorRel: 0.10, Baseline: 20 * time.Second}
+	const mb = 1 << 20
+	cases := []struct {
+		name   string
+		errs   []reqError
+		ws     []window
+		ss     []sample
+		want   string // a reason's substring; "" for a pass
+		noGoro bool
+	}{
+		{name: "clean", ws: win, ss: steady(8*mb, 30, 40, 8*mb+mb/2, 33, 45)},
+		{name: "error inside window and grace", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 30, 40),
+			errs: []reqError{{At: at(61), Kind: kindConnection}, {At: at(70), Kind: kindStatus}}},
+		{name: "error after grace", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 30, 40),
+			errs: []reqError{{At: at(73), Kind: kindStatus, Detail: "502"}}, want: "status error outside any fault window"},
+		{name: "warm-up error is not judged", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 30, 40),
+			errs: []reqError{{At: at(5), Kind: kindTimeout}}},
+		{name: "wrong body inside a fault", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 30, 40),
+			errs: []reqError{{At: at(61), Kind: kindWrongBody, Detail: "x"}}, want: "wrong body"},
+		{name: "not recovered", ws: []window{{Name: faultBeacon, Start: at(60), End: at(90), Err: "no route"}},
+			ss: steady(8*mb, 30, 40, 8*mb, 30, 40), want: "no route"},
+		{name: "rss grows", ws: win, ss: steady(8*mb, 30, 40, 9*mb, 30, 40), want: "anonymous RSS grew"},
+		{name: "fds grow", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 41, 40), want: "open fds grew"},
+		{name: "goroutines grow", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 30, 56), want: "goroutines grew"},
+		{name: "goroutines unknown", ws: win, ss: steady(8*mb, 30, -1, 8*mb, 30, -1), want: "goroutines unknown"},
+		{name: "not a Go program", ws: win, ss: steady(8*mb, 30, -1, 8*mb, 30, -1), noGoro: true},
+		{name: "no samples at the end", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 30, 40)[:5], want: "too few settled samples"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := judge(judgeInput{Start: t0, Warmup: 30 * time.Second, Grace: 10 * time.Second, Errors: c.errs,
+				Windows: c.ws, Samples: c.ss, Bounds: b, NoGoroutines: map[string]bool{"castd": c.noGoro}})
+			reasons := strings.Join(v.Reasons, "\n")
+			if c.want == "" && !v.Pass {
+				t.Fatalf("failed, want a pass:\n%s", reasons)
+			}
+			if c.want != "" && (v.Pass || !strings.Contains(reasons, c.want)) {
+				t.Fatalf("pass=%v reasons:\n%s\nwant a fail naming %q", v.Pass, reasons, c.want)
+			}
+		})
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	cycle := []string{faultOrigin, faultBeacon, faultCastd}
+	for _, c := range []struct {
+		d, warm, period time.Duration
+		want            int
+	}{
+		{2 * time.Minute, 40 * time.Second, 20 * time.Second, 3},
+		{time.Hour, 10 * time.Minute, 10 * time.Minute, 4},
+	} {
+		plan := schedule(c.d, c.warm, c.period, cycle)
+		if len(plan) != c.want {
+			t.Errorf("%s: %d faults %v, want %d", c.d, len(plan), plan, c.want)
+		}
+		for i, f := range plan {
+			if f.Name != cycle[i%3] || f.At+c.period+c.period/2 > c.d {
+				t.Errorf("%s: fault %d %+v", c.d, i, f)
+			}
+		}
+	}
+}
