@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/blockcast/beacon/shared/protocol"
@@ -276,6 +277,15 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 		return nil, err
 	}
 	if !v.Pass {
+		// A failed run is worth the processes' stacks: a hang (an API
+		// that stopped answering) is diagnosed from them.
+		for _, w := range watch {
+			if pid, ok := w.pid(); ok && w.name != "soak" && w.name != "mosquitto" {
+				syscall.Kill(pid, syscall.SIGQUIT)
+			}
+		}
+		time.Sleep(time.Second)
+		log.Error("soak failed: goroutine dumps are at the end of each process's log", "dir", o.Out)
 		return res, fmt.Errorf("%w: %s", ErrFailed, strings.Join(v.Reasons, "; "))
 	}
 	return res, nil
