@@ -38,6 +38,29 @@ func schedule(duration, warmup, period time.Duration, cycle []string) []plannedF
 	return out
 }
 
+// settleTail drops a trailing origin fault that would end less than
+// settle before the run does, when an earlier one remains: after a slow
+// origin, castd and the beacons keep the extra upstream connections it made
+// them open in their idle pools for 90 s, which the final samples would
+// read as growth of fds and goroutines.
+func settleTail(plan []plannedFault, duration, originLen, settle time.Duration) []plannedFault {
+	origins := 0
+	for _, f := range plan {
+		if f.Name == faultOrigin {
+			origins++
+		}
+	}
+	for len(plan) > 0 {
+		last := plan[len(plan)-1]
+		if last.Name != faultOrigin || origins < 2 || last.At+originLen+settle <= duration {
+			break
+		}
+		plan = plan[:len(plan)-1]
+		origins--
+	}
+	return plan
+}
+
 type plannedFault struct {
 	At   time.Duration
 	Name string

@@ -234,6 +234,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 	inj := &injector{sys: sys, ld: ld, log: log, phase: o.OriginPhase, ready: 30 * time.Second, grace: o.Grace}
 	var windows []window
 	plan := schedule(o.Duration, o.Warmup+o.FaultPeriod/2, o.FaultPeriod, cycle)
+	plan = settleTail(plan, o.Duration, 2*o.OriginPhase, 2*time.Minute)
 	log.Info("soak running", "duration", o.Duration, "warmup", o.Warmup, "faults", len(plan), "sample_every", o.SampleEvery, "rate", o.Rate, "out", o.Out)
 	for _, f := range plan {
 		sleepCtx(runCtx, time.Until(start.Add(f.At)))

@@ -17,6 +17,12 @@ import (
 const (
 	adminToken = "soak-admin-token-0123456789"
 	routeToken = "soak-route-token-0123456789"
+	// The caches are small next to the key space (hot set ~14 MiB, cold
+	// set ~90 MiB) so that they are full and evicting within the first
+	// minutes: memory is then judged at steady state, not while each
+	// cached object still adds its index entry.
+	castdCache  = "24MiB"
+	beaconCache = "20MiB"
 )
 
 // node is one beacon: its own state directory, ports and public address.
@@ -55,7 +61,7 @@ func (s *system) startCastd() error {
 		"--listen", s.castdAddr,
 		"--state-dir", filepath.Join(s.dir, "castd"),
 		"--origin", s.origin.URL,
-		"--cache-size", "256MiB",
+		"--cache-size", castdCache,
 		"--admin-token", adminToken,
 		"--route-token", routeToken,
 		"--amt-listen", "",
@@ -113,7 +119,7 @@ func (s *system) startBeacon(n *node) error {
 		"--lan-url", "http://" + n.listen,
 		"--admin-listen", n.admin,
 		"--state-dir", n.stateDir,
-		"--cache-size", "64MiB",
+		"--cache-size", beaconCache,
 		"--check-interval", "2s",
 		"--health-interval", "1s",
 		"--log-level", "info",

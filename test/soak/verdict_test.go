@@ -88,3 +88,18 @@ func TestSchedule(t *testing.T) {
 		}
 	}
 }
+
+func TestSettleTail(t *testing.T) {
+	cycle := []string{faultOrigin, faultBeacon, faultCastd}
+	// 5 minutes: the second origin fault (3m25s, 25 s long) would end
+	// 70 s before the run does: dropped.
+	plan := settleTail(schedule(5*time.Minute, 55*time.Second, 50*time.Second, cycle), 5*time.Minute, 25*time.Second, 2*time.Minute)
+	if len(plan) != 3 || plan[2].Name != faultCastd {
+		t.Errorf("5m plan %v, want origin, beacon, castd", plan)
+	}
+	// 2 minutes: the only origin fault stays.
+	plan = settleTail(schedule(2*time.Minute, 40*time.Second, 20*time.Second, cycle), 2*time.Minute, 10*time.Second, 2*time.Minute)
+	if len(plan) != 3 || plan[0].Name != faultOrigin {
+		t.Errorf("2m plan %v, want origin, beacon, castd", plan)
+	}
+}
