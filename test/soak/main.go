@@ -36,7 +36,7 @@ func main() {
 	fs.StringVar(&o.Broker, "broker", "embedded", "control-plane broker: embedded (castd's; restarted with castd) or mosquitto (a separate process, restarted as its own fault)")
 	fs.Float64Var(&o.Rate, "rate", 30, "end users' requests a second, in total")
 	fs.IntVar(&o.Clients, "clients", 12, "end users' requests in flight at most")
-	fs.DurationVar(&o.Warmup, "warmup", 0, "judge from this point on (default: duration/12, at least 30s)")
+	fs.DurationVar(&o.Warmup, "warmup", 0, "judge from this point on (default: duration/12, at least 90s, at most duration/4)")
 	fs.DurationVar(&o.SampleEvery, "sample-every", 0, "sampling period (default 10s; shorter for runs under 10m)")
 	fs.DurationVar(&o.FaultPeriod, "fault-period", 0, "one fault every period after the warm-up (default duration/6)")
 	fs.Float64Var(&o.Bounds.RSS, "rss-slack", 0.10, "anonymous RSS may grow by this fraction of its warm-up level")
