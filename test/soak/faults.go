@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"syscall"
 	"time"
+
+	"github.com/blockcast/beacon/test/harness"
 )
 
 // window is the span of one injected fault: from the moment it began to
@@ -84,11 +88,13 @@ func (in *injector) inject(ctx context.Context, name string) window {
 	case faultCastd:
 		// SIGTERM and a new process on the same state: the embedded
 		// broker goes down and up with it.
-		if err = in.sys.castd.Stop(10 * time.Second); err == nil {
-			err = in.sys.startCastd()
-		}
-		if err == nil {
-			err = in.sys.waitRouted(in.ready)
+		// A castd that does not stop is a finding, but the run goes on
+		// with a new one so that the rest of it is still judged.
+		err = stopOrDump(in.sys.castd, 20*time.Second)
+		if serr := in.sys.startCastd(); serr != nil {
+			err = errors.Join(err, serr)
+		} else if rerr := in.sys.waitRouted(in.ready); rerr != nil {
+			err = errors.Join(err, rerr)
 		}
 	case faultBroker:
 		in.sys.mosq.Kill()
@@ -140,6 +146,23 @@ func (in *injector) inject(ctx context.Context, name string) window {
 	w.Recovered = time.Since(w.End)
 	in.log.Info("fault: recovered", "fault", w.Name, "window", w.End.Sub(w.Start).Round(time.Millisecond), "recovered_after", w.Recovered.Round(time.Millisecond))
 	return w
+}
+
+// stopOrDump stops p with SIGTERM; if it has not exited after timeout it
+// is asked for a goroutine dump (SIGQUIT, into its log: why it hung) and
+// then killed.
+func stopOrDump(p *harness.Proc, timeout time.Duration) error {
+	syscall.Kill(p.Pid(), syscall.SIGTERM)
+	if harness.WaitFor(timeout, p.Exited) {
+		if err := p.Stop(0); err != nil {
+			return fmt.Errorf("%s exited after SIGTERM with %w", p.Name, err)
+		}
+		return nil
+	}
+	syscall.Kill(p.Pid(), syscall.SIGQUIT)
+	harness.WaitFor(5*time.Second, p.Exited)
+	p.Kill()
+	return fmt.Errorf("%s did not stop within %s after SIGTERM (its goroutine dump is in %s)", p.Name, timeout, p.Log)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
