@@ -482,6 +482,60 @@ func TestCallbacksMayReadMonitor(t *testing.T) {
 	}
 }
 
+// TestCallbackReadsWhileAnotherChangeWaits reproduces the deadlock that
+// froze castd after a restart, when its beacons came back online at once:
+// node A's OnChange reads the Monitor (Get, as castd's refresh does) while
+// node B's change is being recorded on another worker. B's change must not
+// wait for A's callback while holding the lock A's Get needs.
+func TestCallbackReadsWhileAnotherChangeWaits(t *testing.T) {
+	var m *Monitor
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f := newFixture(t, func(o *Options) {
+		o.OnChange = func(id string, s State, _ float64) {
+			once.Do(func() {
+				close(entered)
+				<-proceed
+			})
+			m.Get(id)
+		}
+	})
+	m = f.m
+	b := newKey(t)
+	f.known[b.ID()] = true
+	done := make(chan string, 2)
+	go func() {
+		f.feed(ctrlmsg.LeafStatus, f.status(ctrlmsg.StateOnline, f.clk.Now()), false)
+		done <- "A"
+	}()
+	<-entered
+	pb, err := ctrlmsg.Seal(b, ctrlmsg.Topic(b.ID(), ctrlmsg.LeafStatus), ctrlmsg.KindStatus,
+		ctrlmsg.Status{State: ctrlmsg.StateOnline, Version: "v1", Interval: iv.Seconds()}, f.clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		m.Handle(ctrlmsg.Topic(b.ID(), ctrlmsg.LeafStatus), pb, false)
+		done <- "B"
+	}()
+	// Let B's change reach the callback queue (or, before the fix, block
+	// on the callback lock with the Monitor's lock held).
+	time.Sleep(100 * time.Millisecond)
+	close(proceed)
+	for i := 0; i < 2; i++ {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("deadlock: a callback reading the Monitor and a concurrent change wait for each other")
+		}
+	}
+	for _, id := range []string{f.node.ID(), b.ID()} {
+		if st, ok := m.Get(id); !ok || st.State != StateOnline {
+			t.Errorf("%s: %+v, want online", id, st)
+		}
+	}
+}
+
 // TestStartOnEmbeddedBroker: Start subscribes through a real Bus and picks
 // up retained statuses.
 func TestStartOnEmbeddedBroker(t *testing.T) {
