@@ -39,7 +39,7 @@ func main() {
 	fs.DurationVar(&o.Warmup, "warmup", 0, "judge from this point on (default: duration/12, at least 90s, at most duration/4)")
 	fs.DurationVar(&o.SampleEvery, "sample-every", 0, "sampling period (default 10s; shorter for runs under 10m)")
 	fs.DurationVar(&o.FaultPeriod, "fault-period", 0, "one fault every period after the warm-up (default duration/6)")
-	fs.Float64Var(&o.Bounds.RSS, "rss-slack", 0.10, "anonymous RSS may grow by this fraction of its warm-up level")
+	fs.Float64Var(&o.Bounds.RSS, "rss-slack", 0, "anonymous RSS may grow by this fraction of its warm-up level (default 0.10; 0.25 for runs under 30m)")
 	fs.BoolVar(&verbose, "v", false, "log every failed request")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
