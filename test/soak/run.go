@@ -232,12 +232,12 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 			}
 		}
 	}()
-	// The origin fault comes first: the connections castd and the
-	// beacons opened while it was slow stay in their idle pools for 90 s,
-	// which a short run's quiet end would otherwise read as growth.
+	// The origin fault comes first and a castd restart soon after: the
+	// connections castd opened while the origin was slow stay in its idle
+	// pool for 90 s, which a short run's quiet end would read as growth.
 	cycle := []string{faultOrigin, faultBeacon, faultCastd}
 	if o.Broker == "mosquitto" {
-		cycle = []string{faultOrigin, faultBroker, faultBeacon, faultCastd}
+		cycle = []string{faultOrigin, faultCastd, faultBroker, faultBeacon}
 	}
 	inj := &injector{sys: sys, ld: ld, log: log, phase: o.OriginPhase, ready: 30 * time.Second, grace: o.Grace}
 	var windows []window
