@@ -2,8 +2,8 @@ package metrics
 
 import (
 	"math"
-	"strconv"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 )
