@@ -117,10 +117,14 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 	if err != nil {
 		return fmt.Errorf("castd: %w", err)
 	}
+	// Set before Start: an external broker hands over retained statuses
+	// the moment Start subscribes, and their callbacks (refresh) read
+	// c.monitor. Assigned after, a castd restarted next to Mosquitto
+	// crashed on a nil monitor.
+	c.monitor = m
 	if err := m.Start(ctx); err != nil {
 		return fmt.Errorf("castd: %w", err)
 	}
-	c.monitor = m
 	s.control = c
 	// Until a node is heard from on the control plane it is not routed to.
 	s.reg.ForEach(func(n registry.Node) error {
