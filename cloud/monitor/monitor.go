@@ -208,10 +208,7 @@ type Monitor struct {
 	started bool
 	stopped atomic.Bool
 
-	cbMu sync.Mutex // held while calling back; never waited for with mu held
-	// notes are the changes not yet called back, appended under mu in the
-	// order they were made; the holder of cbMu runs them in that order.
-	notes []note
+	cbMu sync.Mutex // held while calling back, taken before mu is released: keeps order
 
 	accepted atomic.Uint64
 	dropped  [len(DropReasons)]atomic.Uint64
@@ -641,47 +638,25 @@ func (m *Monitor) onResult(msg *ctrlmsg.Msg, r ctrlmsg.Result, now time.Time) {
 	m.unlockNotify(nil, &resultEvent{msg.NodeID, res})
 }
 
-// unlockNotify releases mu and calls the callbacks for what changed, in the
-// order of the changes and outside mu, so that they may call the Monitor's
-// getters. The changes are queued under mu and run by whoever holds cbMu;
-// cbMu is taken only after mu is released: waiting for it with mu held
-// deadlocks against a callback that is waiting for mu in a getter (castd's
-// refresh calls Get), which froze every caller of the Monitor when several
-// nodes came online at once after a restart.
+// unlockNotify releases mu and calls the callbacks for what changed. cbMu is
+// taken before mu is released so that callbacks run in the order of the
+// changes, and outside mu so that they may call the Monitor's getters.
 func (m *Monitor) unlockNotify(evs []event, res *resultEvent) {
 	if (len(evs) == 0 || m.opts.OnChange == nil) && (res == nil || m.opts.OnResult == nil) {
 		m.mu.Unlock()
 		return
 	}
-	m.notes = append(m.notes, note{evs, res})
-	m.mu.Unlock()
 	m.cbMu.Lock()
+	m.mu.Unlock()
 	defer m.cbMu.Unlock()
-	for {
-		m.mu.Lock()
-		batch := m.notes
-		m.notes = nil
-		m.mu.Unlock()
-		if len(batch) == 0 {
-			return // ours ran, here or in the caller that held cbMu before us
-		}
-		for _, n := range batch {
-			if m.opts.OnChange != nil {
-				for _, e := range n.evs {
-					m.opts.OnChange(e.id, e.state, e.load)
-				}
-			}
-			if n.res != nil && m.opts.OnResult != nil {
-				m.opts.OnResult(n.res.id, n.res.r)
-			}
+	if m.opts.OnChange != nil {
+		for _, e := range evs {
+			m.opts.OnChange(e.id, e.state, e.load)
 		}
 	}
-}
-
-// note is one change waiting for its callbacks.
-type note struct {
-	evs []event
-	res *resultEvent
+	if res != nil && m.opts.OnResult != nil {
+		m.opts.OnResult(res.id, res.r)
+	}
 }
 
 // Sweep applies the timeouts at the clock's current time: stale after two
