@@ -49,7 +49,7 @@ func fixtures() []fixture {
 			SBN: 0xFFFFFFFF, SBL: 255, ESI: 0xFFFF, Payload: []byte{1, 2}}},
 		{"cci128_extensions", alc.Packet{Codepoint: 129, PSI: 2, CCI: bytes.Repeat([]byte{0xcc}, 16), TSI: 5, TOI: 6,
 			Exts: []alc.Ext{{Type: alc.ExtNOP, Data: []byte{0, 0}}, {Type: alc.ExtTime, Data: []byte{0, 0, 0x12, 0x34, 0x56, 0x78}}},
-			SBN: 2, SBL: 3, ESI: 4, Payload: []byte("x")}},
+			SBN:  2, SBL: 3, ESI: 4, Payload: []byte("x")}},
 	}
 }
 
@@ -95,9 +95,9 @@ func TestGolden(t *testing.T) {
 // from the encoder, so encoder and goldens cannot drift together.
 func TestHandCheck(t *testing.T) {
 	b, _ := hex.DecodeString(strings.Join([]string{
-		"10a0", // V=1, C=0, PSI=0, S=1, O=01, H=0, Res=0, A=0, B=0
-		"04",   // HDR_LEN: 4 words
-		"81",   // Codepoint 129
+		"10a0",                             // V=1, C=0, PSI=0, S=1, O=01, H=0, Res=0, A=0, B=0
+		"04",                               // HDR_LEN: 4 words
+		"81",                               // Codepoint 129
 		"00000000", "00000007", "0000002a", // CCI, TSI 7, TOI 42
 		"00000003", "00c4", "0005", // SBN 3, SBL 196, ESI 5
 		"6869",

@@ -201,8 +201,8 @@ func checkDissection(row map[string][]string, p *alc.Packet) []string {
 
 // TestTshark checks that Wireshark's alc, rmt-lct and rmt-fec dissectors
 // read every field of every packet shape exactly as encoded, with nothing
-// malformed and no expert warning, over IPv4 and IPv6. A control packet
-// with a broken extension must be flagged, so the check is known to bite.
+// malformed and no expert warning, over IPv4 and IPv6. A control packets
+// (truncated, wrong version) must be flagged, so the check is known to bite.
 func TestTshark(t *testing.T) {
 	var pkts [][]byte
 	var want []*alc.Packet
@@ -214,10 +214,14 @@ func TestTshark(t *testing.T) {
 		p := fx.p
 		pkts, want = append(pkts, b), append(want, &p)
 	}
-	ctl, _ := fixtures()[0].p.AppendTo(nil)
-	ctl = append([]byte(nil), ctl...)
-	ctl[17] = 9 // EXT_FTI's HEL runs past HDR_LEN
-	pkts = append(pkts, ctl)
+	// Controls: a packet cut inside its FEC Payload ID, and one of LCT
+	// version 2.
+	full, _ := fixtures()[0].p.AppendTo(nil)
+	cut := append([]byte(nil), full[:36]...)
+	v2 := append([]byte(nil), full...)
+	v2[0] = 0x20 | v2[0]&0x0f
+	controls := [][]byte{cut, v2}
+	pkts = append(pkts, controls...)
 	v4, v6 := tsharkCheck(t, pkts)
 	for fam, rows := range map[string][]map[string][]string{"IPv4": v4, "IPv6": v6} {
 		for i, p := range want {
@@ -225,8 +229,11 @@ func TestTshark(t *testing.T) {
 				t.Errorf("%s %s: %s", fam, fixtures()[i].name, pr)
 			}
 		}
-		if len(checkDissection(rows[len(want)], want[0])) == 0 {
-			t.Errorf("%s: control packet with a broken extension not flagged", fam)
+		for i := range controls {
+			row := rows[len(want)+i]
+			if len(row["_ws.malformed"]) == 0 && len(row["_ws.expert.severity"]) == 0 {
+				t.Errorf("%s: control packet %d not flagged by tshark: %v", fam, i, row)
+			}
 		}
 	}
 }
