@@ -22,7 +22,7 @@ func benchBlock(b *testing.B) (*Codec, [][]byte) {
 func BenchmarkEncode(b *testing.B) {
 	c, src := benchBlock(b)
 	b.SetBytes(200 * benchE)
-	for b.Loop() {
+	for range b.N {
 		if _, err := c.Parity(src, 200, 220); err != nil {
 			b.Fatal(err)
 		}
@@ -36,7 +36,7 @@ func BenchmarkDecode(b *testing.B) {
 	parity, _ := c.Parity(src, 200, 220)
 	all := append(append([][]byte{}, src...), parity...)
 	b.SetBytes(200 * benchE)
-	for b.Loop() {
+	for range b.N {
 		d, _ := c.NewDecoder(200, 20, benchE)
 		for esi := 20; esi < 220; esi++ {
 			d.Add(esi, all[esi])
@@ -62,7 +62,7 @@ func BenchmarkNewEncoder(b *testing.B) {
 	}
 	var cauchy, dflt time.Duration
 	b.Run("cauchy", func(b *testing.B) {
-		for b.Loop() {
+		for range b.N {
 			if _, err := NewEncoder(200, 20); err != nil {
 				b.Fatal(err)
 			}
@@ -70,7 +70,7 @@ func BenchmarkNewEncoder(b *testing.B) {
 		cauchy = b.Elapsed() / time.Duration(b.N)
 	})
 	b.Run("default", func(b *testing.B) {
-		for b.Loop() {
+		for range b.N {
 			if _, err := reedsolomon.New(200, 20, reedsolomon.WithInversionCache(false)); err != nil {
 				b.Fatal(err)
 			}
