@@ -1,6 +1,7 @@
 package alc_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -13,6 +14,9 @@ import (
 	"time"
 
 	"github.com/blockcast/beacon/shared/alc"
+	"github.com/blockcast/beacon/shared/fec"
+	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/manifest"
 )
 
 // tsharkPort is the UDP port the capture file's datagrams go to; tshark is
@@ -201,12 +205,12 @@ func checkDissection(row map[string][]string, p *alc.Packet) []string {
 
 // TestTshark checks that Wireshark's alc, rmt-lct and rmt-fec dissectors
 // read every field of every packet shape exactly as encoded, with nothing
-// malformed and no expert warning, over IPv4 and IPv6. A control packets
+// malformed and no expert warning, over IPv4 and IPv6. Two control packets
 // (truncated, wrong version) must be flagged, so the check is known to bite.
 func TestTshark(t *testing.T) {
 	var pkts [][]byte
 	var want []*alc.Packet
-	for _, fx := range fixtures() {
+	for _, fx := range append(fixtures(), transportFixtures(t)...) {
 		b, err := fx.p.AppendTo(nil)
 		if err != nil {
 			t.Fatal(err)
@@ -226,7 +230,7 @@ func TestTshark(t *testing.T) {
 	for fam, rows := range map[string][]map[string][]string{"IPv4": v4, "IPv6": v6} {
 		for i, p := range want {
 			for _, pr := range checkDissection(rows[i], p) {
-				t.Errorf("%s %s: %s", fam, fixtures()[i].name, pr)
+				t.Errorf("%s packet %d (TOI %#x): %s", fam, i, p.TOI, pr)
 			}
 		}
 		for i := range controls {
@@ -236,4 +240,45 @@ func TestTshark(t *testing.T) {
 			}
 		}
 	}
+}
+
+// transportFixtures are the packets the object transport sends besides
+// data: a manifest (TOI 0) and hash parts (TOI | HashListBit), built by
+// the manifest package, with their data packets.
+func transportFixtures(t *testing.T) []fixture {
+	key, err := identity.FromSeed(bytes.Repeat([]byte{7}, identity.SeedSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := manifest.ChannelOf("192.0.2.10", "232.10.11.12", tsharkPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := symbol(300*alc.MaxSymbolSize+10, 3)
+	now := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	m, lists, err := manifest.Build(bytes.NewReader(obj), int64(len(obj)), manifest.Params{
+		URL: "/fw/beacon.ipk", ContentType: "application/octet-stream", ETag: `"v1"`,
+		Sequence: 1, Issued: now, Expires: now.Add(time.Hour), TSI: 77, TOI: 5, Channel: ch,
+	}, key, fec.NewCodec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := m.Packet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fxs := []fixture{{"manifest", mp}}
+	for _, hl := range lists {
+		for _, h := range hl.Parts() {
+			p, err := h.Packet(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fxs = append(fxs, fixture{fmt.Sprintf("hash part %d/%d", h.SBN, h.Chunk), p})
+		}
+	}
+	for i := range fxs {
+		fxs[i].p.CCI = zeroCCI
+	}
+	return fxs
 }
