@@ -5,6 +5,7 @@ go 1.23.0
 require (
 	github.com/eclipse/paho.mqtt.golang v1.5.0
 	github.com/gagliardetto/solana-go v1.14.0
+	github.com/klauspost/reedsolomon v1.13.2
 	github.com/miekg/dns v1.1.66
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/mr-tron/base58 v1.2.0
@@ -26,6 +27,7 @@ require (
 	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.15.15 // indirect
+	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
 	github.com/logrusorgru/aurora v2.0.3+incompatible // indirect
 	github.com/mattn/go-colorable v0.1.4 // indirect
 	github.com/mattn/go-isatty v0.0.11 // indirect
