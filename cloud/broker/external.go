@@ -105,7 +105,7 @@ func DialExternal(ctx context.Context, opts ExternalOptions) (*External, error) 
 		SetWriteTimeout(opts.PublishTimeout).
 		SetOnConnectHandler(e.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			e.log.Warn("mqtt connection lost; reconnecting", "error", err)
+			e.log.Warn("mqtt connection lost; reconnecting", "err", err)
 		})
 	if opts.Credentials != nil {
 		po.SetCredentialsProvider(opts.Credentials)
@@ -144,7 +144,7 @@ func (e *External) onConnect(c paho.Client) {
 	e.log.Info("mqtt connected", "subscriptions", len(subs))
 	for _, s := range subs {
 		if err := e.subscribe(s); err != nil {
-			e.log.Error("mqtt resubscribe", "filter", s.filter, "error", err)
+			e.log.Error("mqtt resubscribe", "filter", s.filter, "err", err)
 		}
 	}
 }

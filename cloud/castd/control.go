@@ -111,7 +111,7 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 			s.log.Debug("node state", "id", id, "state", st, "load", load)
 		},
 		OnResult: func(id string, r monitor.Result) {
-			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "error", clipText(r.Error, maxReason), "detail", clipText(r.Detail, maxReason))
+			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "err", clipText(r.Error, maxReason), "detail", clipText(r.Detail, maxReason))
 		},
 	})
 	if err != nil {

@@ -465,7 +465,7 @@ func (m *Monitor) drop(why, topic string, err error) {
 	}
 	// Debug only: a flood of junk must not become a flood of logs. The
 	// counters show it.
-	m.log.Debug("control message dropped", "reason", why, "topic", topic, "error", err)
+	m.log.Debug("control message dropped", "reason", why, "topic", topic, "err", err)
 }
 
 // nodeLocked returns id's entry, creating it (offline) if there is room.
@@ -634,7 +634,7 @@ func (m *Monitor) onResult(msg *ctrlmsg.Msg, r ctrlmsg.Result, now time.Time) {
 		}
 	}
 	m.accepted.Add(1)
-	m.log.Info("command result", "node", msg.NodeID, "id", r.ID, "op", p.op, "ok", r.OK, "error", r.Error)
+	m.log.Info("command result", "node", msg.NodeID, "id", r.ID, "op", p.op, "ok", r.OK, "err", r.Error)
 	m.unlockNotify(nil, &resultEvent{msg.NodeID, res})
 }
 

@@ -251,7 +251,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			wait := a.backoff(failures)
 			failures++
-			a.log.Warn("mqtt connect failed", "broker", a.opts.BrokerURL, "error", err, "retry_in", wait.Round(time.Millisecond))
+			a.log.Warn("mqtt connect failed", "broker", a.opts.BrokerURL, "err", err, "retry_in", wait.Round(time.Millisecond))
 			if !sleep(ctx, wait) {
 				return nil
 			}
@@ -350,7 +350,7 @@ func (a *Agent) connect(ctx context.Context) (paho.Client, chan error, error) {
 		SetCredentialsProvider(func() (string, string) {
 			tok, err := ctrlmsg.MakeToken(a.opts.Key, a.opts.Now())
 			if err != nil {
-				a.log.Error("mqtt token", "error", err)
+				a.log.Error("mqtt token", "err", err)
 			}
 			return a.id, tok
 		}).
@@ -444,7 +444,7 @@ func (a *Agent) serve(ctx context.Context, c paho.Client, lost chan error) {
 		// offline status is published explicitly first.
 		if p, err := a.status(ctrlmsg.StateOffline, a.opts.Now()); err == nil {
 			if err := wait(context.Background(), c.Publish(a.topics.status, 1, true, p), 2*time.Second); err != nil {
-				a.log.Warn("mqtt offline status", "error", err)
+				a.log.Warn("mqtt offline status", "err", err)
 			}
 		}
 		c.Disconnect(250)
@@ -492,7 +492,7 @@ func (a *Agent) send(q queued) {
 		if err == nil {
 			return
 		}
-		a.log.Debug("mqtt publish failed; queued", "error", err)
+		a.log.Debug("mqtt publish failed; queued", "err", err)
 		signalClosed(err, lost)
 	}
 	a.enqueue(q)
@@ -537,7 +537,7 @@ func (a *Agent) publish(c paho.Client, q queued, fromQueue bool) error {
 	}
 	if err != nil {
 		// Not the broker's fault: queuing would not help.
-		a.log.Error("mqtt seal", "error", err)
+		a.log.Error("mqtt seal", "err", err)
 		return nil
 	}
 	if err := wait(context.Background(), c.Publish(topic, 1, false, payload), min(a.opts.Interval, 10*time.Second)); err != nil {
@@ -573,7 +573,7 @@ func (a *Agent) flush(c paho.Client, lost chan error) {
 		q := a.queue[0]
 		a.mu.Unlock()
 		if err := a.publish(c, q, true); err != nil {
-			a.log.Debug("mqtt flush stopped", "error", err)
+			a.log.Debug("mqtt flush stopped", "err", err)
 			signalClosed(err, lost)
 			return
 		}
@@ -599,13 +599,13 @@ func (a *Agent) onCommand(_ paho.Client, m paho.Message) {
 		// Unsigned, forged, stale or replayed: no answer, which would only
 		// help whoever sent it.
 		a.cmdRefused.Add(1)
-		a.log.Warn("mqtt command refused", "topic", m.Topic(), "error", err)
+		a.log.Warn("mqtt command refused", "topic", m.Topic(), "err", err)
 		return
 	}
 	cmd, err := msg.Command()
 	if err != nil {
 		a.cmdRefused.Add(1)
-		a.log.Warn("mqtt command refused", "error", err)
+		a.log.Warn("mqtt command refused", "err", err)
 		return
 	}
 	if !ctrlmsg.KnownOp(cmd.Op) || a.opts.Handle == nil {
