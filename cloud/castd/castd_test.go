@@ -115,14 +115,14 @@ func TestAPIRefusals(t *testing.T) {
 	}{
 		{"GET", protocol.PathRegister, "", "", http.StatusMethodNotAllowed},
 		{"DELETE", "/some/content", "", "", http.StatusMethodNotAllowed},
-		{"GET", "/v1/route?path=relative", "", "", http.StatusBadRequest},
-		{"GET", "/v1/route?path=/x&client=999.1.1.1", "", "", http.StatusBadRequest},
-		{"GET", "/v1/nope", "", "", http.StatusNotFound},
-		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "", http.StatusUnauthorized},
-		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "Bearer wrong", http.StatusUnauthorized},
-		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "Bearer secret", http.StatusServiceUnavailable}, // no control plane
-		{"GET", "/v1/nodes/abc", "", "", http.StatusUnauthorized},
-		{"GET", "/v1/nodes/abc", "", "Bearer secret", http.StatusNotFound},
+		{"GET", protocol.PathRoute + "?path=relative", "", "", http.StatusBadRequest},
+		{"GET", protocol.PathRoute + "?path=/x&client=999.1.1.1", "", "", http.StatusBadRequest},
+		{"GET", protocol.PathAPIPrefix + "nope", "", "", http.StatusNotFound},
+		{"POST", protocol.PathNodes + "/abc/commands", `{"op":"purge"}`, "", http.StatusUnauthorized},
+		{"POST", protocol.PathNodes + "/abc/commands", `{"op":"purge"}`, "Bearer wrong", http.StatusUnauthorized},
+		{"POST", protocol.PathNodes + "/abc/commands", `{"op":"purge"}`, "Bearer secret", http.StatusServiceUnavailable}, // no control plane
+		{"GET", protocol.PathNodes + "/abc", "", "", http.StatusUnauthorized},
+		{"GET", protocol.PathNodes + "/abc", "", "Bearer secret", http.StatusNotFound},
 	}
 	for _, tc := range tests {
 		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
@@ -140,7 +140,7 @@ func TestAPIRefusals(t *testing.T) {
 			t.Errorf("%s %s: %d, want %d (%s)", tc.method, tc.path, resp.StatusCode, tc.want, e.Error)
 		}
 	}
-	resp, err := http.Get(srv.URL + "/metrics")
+	resp, err := http.Get(srv.URL + protocol.PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestRefusalLogBounded(t *testing.T) {
 	const flood = 3 * refusalLogBurst
 	c := srv.Client()
 	for i := 0; i < flood; i++ {
-		resp, err := c.Get(srv.URL + "/v1/route?path=relative")
+		resp, err := c.Get(srv.URL + protocol.PathRoute + "?path=relative")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +190,7 @@ func TestRefusalLogBounded(t *testing.T) {
 	}
 	// Once the bucket refills, a line says what was left out.
 	s.refusalLog = ratelimit.NewBucket(refusalLogRate, refusalLogBurst, time.Now())
-	resp, err := c.Get(srv.URL + "/v1/route?path=relative")
+	resp, err := c.Get(srv.URL + protocol.PathRoute + "?path=relative")
 	if err != nil {
 		t.Fatal(err)
 	}

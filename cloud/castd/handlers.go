@@ -38,14 +38,14 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(protocol.PathNodes+"/", s.handleNodes)
 	mux.HandleFunc(protocol.PathRelays, s.handleRelays)
 	mux.HandleFunc(protocol.PathRelays+"/", s.handleRelays)
-	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(protocol.PathAPIPrefix, func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
 	// Content paths bypass the mux: it would answer a path with dot
 	// segments with a redirect to the cleaned path, and the router must
 	// refuse such a path instead of normalising it.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := r.URL.Path; strings.HasPrefix(p, "/v1/") || p == protocol.PathHealthz || p == protocol.PathMetrics {
+		if p := r.URL.Path; strings.HasPrefix(p, protocol.PathAPIPrefix) || p == protocol.PathHealthz || p == protocol.PathMetrics {
 			mux.ServeHTTP(w, r)
 			return
 		}

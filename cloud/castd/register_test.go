@@ -125,7 +125,7 @@ func TestRegistrationFloodFromOneAddress(t *testing.T) {
 	if n := strings.Count(logs.String(), "status=429"); n != 0 {
 		t.Errorf("%d refusals logged one by one", n)
 	}
-	resp, err := http.Get(srv.URL + "/metrics")
+	resp, err := http.Get(srv.URL + protocol.PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}

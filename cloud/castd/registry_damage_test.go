@@ -153,7 +153,7 @@ func TestDamagedRegistryRecord(t *testing.T) {
 	defer srv.Close()
 	del := func(token string) int {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/v1/nodes/"+damagedID, nil)
+		req, _ := http.NewRequest(http.MethodDelete, srv.URL+protocol.PathNodes+"/"+damagedID, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

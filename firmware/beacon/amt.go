@@ -14,6 +14,7 @@ import (
 	"github.com/blockcast/beacon/firmware/driad"
 	"github.com/blockcast/beacon/shared/amt"
 	"github.com/blockcast/beacon/shared/ctrlmsg"
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // ChannelSpec is one AMT join: "SOURCE@GROUP", optionally followed by
@@ -283,7 +284,7 @@ func (b *Beacon) runAMTCommand(op, arg string) (string, error) {
 // /v1/amt/leave with {"channel": "SOURCE@GROUP [relay=...] [reemit]"}.
 func (b *Beacon) handleAMT(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	op := strings.TrimPrefix(r.URL.Path, "/v1/amt")
+	op := strings.TrimPrefix(r.URL.Path, protocol.PathAMT)
 	if op == "" || op == "/" {
 		if r.Method != http.MethodGet {
 			http.Error(w, `{"error":"GET the state; POST to /v1/amt/join or /v1/amt/leave"}`, http.StatusMethodNotAllowed)
@@ -292,7 +293,7 @@ func (b *Beacon) handleAMT(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(b.gw.State())
 		return
 	}
-	if r.Method != http.MethodPost || (op != "/join" && op != "/leave") {
+	if r.Method != http.MethodPost || (op != protocol.AMTJoin && op != protocol.AMTLeave) {
 		http.Error(w, `{"error":"POST to /v1/amt/join or /v1/amt/leave"}`, http.StatusNotFound)
 		return
 	}

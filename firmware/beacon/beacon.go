@@ -430,7 +430,7 @@ func (st Status) WriteText(w io.Writer) {
 
 func (b *Beacon) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc(protocol.PathHealthz, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	m := metrics.NewRegistry()
 	b.cache.RegisterMetrics(m, "beacon_cache")
 	m.Func("beacon_registered", "1 while castd has this beacon's current registration.", metrics.Gauge, func() float64 {
@@ -455,8 +455,8 @@ func (b *Beacon) adminHandler() http.Handler {
 	listenerStat("beacon_http_write_stalls_total", "Responses cut off because the client accepted no byte for --write-stall-timeout.", metrics.Counter,
 		func(ln net.Listener) float64 { return float64(connguard.Stalls(ln)) })
 	mux.Handle(protocol.PathMetrics, m)
-	mux.HandleFunc("/v1/amt", b.handleAMT)
-	mux.HandleFunc("/v1/amt/", b.handleAMT)
+	mux.HandleFunc(protocol.PathAMT, b.handleAMT)
+	mux.HandleFunc(protocol.PathAMT+"/", b.handleAMT)
 	mux.HandleFunc(protocol.PathStatus, b.serveStatusJSON)
 	return b.hosts.wrap(jsonOnly(b.log, mux))
 }

@@ -25,6 +25,9 @@ const (
 	PathMetrics = "/metrics"
 	// PathHealthz answers 200 while the process serves.
 	PathHealthz = "/healthz"
+	// PathAPIPrefix starts every API path; castd answers an unknown one
+	// with a JSON 404 rather than treating it as content.
+	PathAPIPrefix = "/v1/"
 )
 
 // Roles a node can register with.

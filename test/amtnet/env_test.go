@@ -15,6 +15,7 @@ import (
 
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/test/harness"
 	"github.com/blockcast/beacon/test/harness/netns"
 )
@@ -235,7 +236,7 @@ func (l *lab) startBeacon(extra ...string) {
 // gwState reads the beacon's gateway state from its local API.
 func (l *lab) gwState() (amtgw.State, error) {
 	var st amtgw.State
-	resp, err := l.gw.HTTPClient(5 * time.Second).Get("http://" + beaconAdmin + "/v1/amt")
+	resp, err := l.gw.HTTPClient(5 * time.Second).Get("http://" + beaconAdmin + protocol.PathAMT)
 	if err != nil {
 		return st, err
 	}
@@ -278,7 +279,7 @@ func (l *lab) waitJoined(s, g netip.Addr, timeout time.Duration) {
 func (l *lab) amtCommand(op, channel string) {
 	l.tb.Helper()
 	body := strings.NewReader(`{"channel":` + strconv.Quote(channel) + `}`)
-	resp, err := l.gw.HTTPClient(5*time.Second).Post("http://"+beaconAdmin+"/v1/amt/"+op, "application/json", body)
+	resp, err := l.gw.HTTPClient(5*time.Second).Post("http://"+beaconAdmin+protocol.PathAMT+"/"+op, "application/json", body)
 	if err != nil {
 		l.tb.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func (l *lab) amtCommand(op, channel string) {
 
 // castdMetric reads one unlabelled sample from castd's /metrics.
 func (l *lab) castdMetric(name string) (float64, error) {
-	resp, err := l.relay.HTTPClient(5 * time.Second).Get("http://" + castdHTTP + "/metrics")
+	resp, err := l.relay.HTTPClient(5 * time.Second).Get("http://" + castdHTTP + protocol.PathMetrics)
 	if err != nil {
 		return 0, err
 	}

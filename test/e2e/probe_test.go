@@ -107,7 +107,7 @@ func runAgent(t *testing.T, kp *identity.Keypair, reply protocol.RegistrationRep
 // routeDecision is castd's routing decision for a client address.
 func routeDecision(t *testing.T, sys *harness.System, client string) protocol.RouteDecision {
 	t.Helper()
-	resp, err := operatorGet(sys, "/v1/route?path=/x&client="+client)
+	resp, err := operatorGet(sys, protocol.PathRoute+"?path=/x&client="+client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func routeDecision(t *testing.T, sys *harness.System, client string) protocol.Ro
 // nodeState is what castd's node API says of id.
 func nodeState(t *testing.T, sys *harness.System, id string) (state string, routable bool) {
 	t.Helper()
-	resp, err := operatorGet(sys, "/v1/nodes/"+id)
+	resp, err := operatorGet(sys, protocol.PathNodes+"/"+id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -152,7 +152,7 @@ func routeFrom(t *testing.T, sys *harness.System, src string) (node, body string
 // send from (IPv6 outside ::1).
 func routeFor(t *testing.T, sys *harness.System, client string) string {
 	t.Helper()
-	resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=/x&client=" + client)
+	resp, err := harness.GetRoute(sys.CastdURL() + protocol.PathRoute + "?path=/x&client=" + client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestRelayCoverageFromOperator(t *testing.T) {
 	// Every relay is online and answers its probe: only coverage decides.
 	for _, rl := range []*testRelay{legit, hijack, sniper, multi} {
 		if !harness.WaitFor(15*time.Second, func() bool {
-			req, _ := http.NewRequest(http.MethodGet, sys.CastdURL()+"/v1/nodes/"+rl.id(), nil)
+			req, _ := http.NewRequest(http.MethodGet, sys.CastdURL()+protocol.PathNodes+"/"+rl.id(), nil)
 			req.Header.Set("Authorization", "Bearer "+e2eAdminToken)
 			resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 			if err != nil {

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // ModuleRoot finds the repository root (the directory holding go.mod).
@@ -213,7 +215,7 @@ func WaitHTTP(url string, timeout time.Duration) error {
 
 // BeaconStatus reads a beacon's local status endpoint into a map.
 func BeaconStatus(adminAddr string) (map[string]any, error) {
-	resp, err := http.Get("http://" + adminAddr + "/v1/status")
+	resp, err := http.Get("http://" + adminAddr + protocol.PathStatus)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/offchain"
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -224,7 +225,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
-	url := "http://" + *admin + "/v1/status"
+	url := "http://" + *admin + protocol.PathStatus
 	resp, err := client.Get(url)
 	if err != nil {
 		fmt.Fprintf(stderr, "beacon status: is the beacon running? %v\n", err)
