@@ -323,5 +323,10 @@ func decodeCommand(w http.ResponseWriter, r *http.Request) (protocol.Command, in
 	if !ctrlmsg.KnownOp(cmd.Op) {
 		return cmd, http.StatusBadRequest, fmt.Errorf("unknown op %s (known: %s)", quoteClip(cmd.Op, maxQuoted), strings.Join(ctrlmsg.Ops(), ", "))
 	}
+	// The beacon would refuse a bad argument only after castd signed and
+	// sent it: refuse it here, by the same grammar.
+	if err := ctrlmsg.CheckArg(cmd.Op, cmd.Arg); err != nil {
+		return cmd, http.StatusBadRequest, fmt.Errorf("%s: %s", cmd.Op, clipText(err.Error(), 2*maxQuoted))
+	}
 	return cmd, 0, nil
 }

@@ -369,7 +369,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	for _, seed := range []string{
 		`{"op":"purge","arg":"/x"}`, `{"op":"amt-join","arg":"198.51.100.1@232.1.1.1 relay=127.0.0.1:9"}`,
 		`{"op":"purge"}{}`, `{"op":"purge","agr":"/x"}`, `{"op":"` + strings.Repeat("é", 3000) + `"}`,
-		`{"op":"purge"} x`, `[]`, `null`, `{"op":1}`, "", "\xff\xfe", `{"op":"purge","arg":"\u0000"}`,
+		`{"op":"purge"} x`, `[]`, `null`, `{"op":1}`, "", "\xff\xfe", `{"op":"purge","arg":"\u0000"}`, `{"op":"prefetch","arg":"/a/../b"}`, `{"op":"amt-leave","arg":"1.2.3.4@232.0.0.1 relay=[::1]:9"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -387,6 +387,9 @@ func FuzzDecodeCommand(f *testing.F) {
 		}
 		if !ctrlmsg.KnownOp(cmd.Op) {
 			t.Fatalf("accepted op %q", cmd.Op)
+		}
+		if err := ctrlmsg.CheckArg(cmd.Op, cmd.Arg); err != nil {
+			t.Fatalf("accepted %s %q: %v", cmd.Op, cmd.Arg, err)
 		}
 	})
 }
