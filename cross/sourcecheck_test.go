@@ -1,4 +1,4 @@
-package sourcecheck
+package cross
 
 import (
 	"go/ast"
@@ -7,12 +7,12 @@ import (
 	"testing"
 )
 
-// root is the module root, from this package's directory.
-const root = "../.."
+// sourceRoot is the module root, from this package's directory.
+const sourceRoot = ".."
 
-var trees = []string{"cloud", "firmware", "shared"}
+var sourceTrees = []string{"cloud", "firmware", "shared"}
 
-func parse(t *testing.T, src string) (*token.FileSet, *ast.File) {
+func parseSrc(t *testing.T, src string) (*token.FileSet, *ast.File) {
 	t.Helper()
 	fset := token.NewFileSet()
 	f, err := parser.ParseFile(fset, "x.go", src, 0)
@@ -42,8 +42,8 @@ func TestSlogKeysRule(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := "package p\nimport (\n\"log/slog\"\n\"net/http\"\n)\nvar _, _ = slog.Int, http.Error\nfunc f() {\n" + tc.body + "\n}\n"
-			fset, f := parse(t, src)
-			if got := SlogKeys(fset, f); len(got) != tc.bad {
+			fset, f := parseSrc(t, src)
+			if got := CheckSlogKeys(fset, f); len(got) != tc.bad {
 				t.Errorf("%s: %d findings %v, want %d", tc.body, len(got), got, tc.bad)
 			}
 		})
@@ -53,7 +53,7 @@ func TestSlogKeysRule(t *testing.T) {
 // TestSlogErrorKey fails when a non-test source logs an error under any key
 // but "err".
 func TestSlogErrorKey(t *testing.T) {
-	found, err := Check(root, trees, nil, SlogKeys)
+	found, err := ScanSources(sourceRoot, sourceTrees, nil, CheckSlogKeys)
 	if err != nil {
 		t.Fatal(err)
 	}

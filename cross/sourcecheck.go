@@ -1,8 +1,9 @@
-// Package sourcecheck scans the module's Go sources for the house rules a
-// compiler cannot check: one slog key for errors ("err"), and HTTP API paths
-// only as constants in shared/protocol. Its tests run the checks over the
-// tree; the functions take source text so that they are tested themselves.
-package sourcecheck
+package cross
+
+// Source rules a compiler cannot check: one slog key for errors ("err"),
+// and HTTP API paths only as constants in shared/protocol. The tests run
+// the checks over the tree; the checks take parsed files so that they are
+// tested themselves.
 
 import (
 	"fmt"
@@ -47,12 +48,12 @@ const ErrorKey = "err"
 
 var BadErrorKeys = map[string]bool{"error": true, "Error": true, "ERROR": true, "e": true}
 
-// SlogKeys reports every slog call in one file's source that uses a spelling
+// CheckSlogKeys reports every slog call in one file's source that uses a spelling
 // of the error key other than ErrorKey. Calls are found by syntax: a method
 // of slogMethods on anything but an imported package other than log/slog
 // (so http.Error(w, "error", 500) is not a log call), and slog's Attr
 // constructors.
-func SlogKeys(fset *token.FileSet, f *ast.File) []Finding {
+func CheckSlogKeys(fset *token.FileSet, f *ast.File) []Finding {
 	pkgs := map[string]string{} // local name → import path
 	for _, im := range f.Imports {
 		p, _ := strconv.Unquote(im.Path.Value)
@@ -107,9 +108,9 @@ func SlogKeys(fset *token.FileSet, f *ast.File) []Finding {
 // a scheme and host. MQTT topics ("blockcast/v1/...") do not start with "/".
 var apiPath = regexp.MustCompile(`^(https?://[^/]*)?/(v1(/|$|\?)|healthz$|metrics$)`)
 
-// APIPaths reports every string literal in one file that spells an API
+// CheckAPIPaths reports every string literal in one file that spells an API
 // path; they belong in shared/protocol as constants.
-func APIPaths(fset *token.FileSet, f *ast.File) []Finding {
+func CheckAPIPaths(fset *token.FileSet, f *ast.File) []Finding {
 	var out []Finding
 	ast.Inspect(f, func(n ast.Node) bool {
 		if s, ok := stringLit(n); ok && apiPath.MatchString(s) {
@@ -129,9 +130,9 @@ func stringLit(n ast.Node) (string, bool) {
 	return s, err == nil
 }
 
-// Check parses every non-test .go file under root's dirs (relative paths,
+// ScanSources parses every non-test .go file under root's dirs (relative paths,
 // e.g. "cloud") except those under skip, and runs check on each.
-func Check(root string, dirs, skip []string, check func(*token.FileSet, *ast.File) []Finding) ([]Finding, error) {
+func ScanSources(root string, dirs, skip []string, check func(*token.FileSet, *ast.File) []Finding) ([]Finding, error) {
 	fset := token.NewFileSet()
 	var out []Finding
 	for _, dir := range dirs {

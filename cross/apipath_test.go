@@ -1,4 +1,4 @@
-package sourcecheck
+package cross
 
 import (
 	"strings"
@@ -23,8 +23,8 @@ func TestAPIPathsRule(t *testing.T) {
 		{`"/video/v1/a.mp4"`, false},
 		{`"/metrics.json"`, false},
 	} {
-		fset, f := parse(t, "package p\nvar x = "+tc.lit+"\n")
-		if got := APIPaths(fset, f); (len(got) > 0) != tc.bad {
+		fset, f := parseSrc(t, "package p\nvar x = "+tc.lit+"\n")
+		if got := CheckAPIPaths(fset, f); (len(got) > 0) != tc.bad {
 			t.Errorf("%s: findings %v, want bad=%v", tc.lit, got, tc.bad)
 		}
 	}
@@ -33,7 +33,7 @@ func TestAPIPathsRule(t *testing.T) {
 // TestAPIPathsInProtocol fails when a non-test source outside shared/protocol
 // spells an API path instead of using the constant.
 func TestAPIPathsInProtocol(t *testing.T) {
-	found, err := Check(root, append(trees, "test"), []string{"shared/protocol", "test/sourcecheck"}, APIPaths)
+	found, err := ScanSources(sourceRoot, append(sourceTrees, "test", "cross"), []string{"shared/protocol", "cross/sourcecheck.go"}, CheckAPIPaths)
 	if err != nil {
 		t.Fatal(err)
 	}
