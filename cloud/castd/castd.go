@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/blockcast/beacon/cloud/broker"
 	"github.com/blockcast/beacon/cloud/clientip"
 	"github.com/blockcast/beacon/cloud/monitor"
+	"github.com/blockcast/beacon/cloud/probe"
 	"github.com/blockcast/beacon/cloud/registry"
 	"github.com/blockcast/beacon/cloud/router"
 	"github.com/blockcast/beacon/cloud/web"
@@ -36,8 +38,29 @@ import (
 	"github.com/blockcast/beacon/shared/signedreq"
 )
 
-// DefaultMQTTCoalesce is the castd command's --mqtt-coalesce.
-const DefaultMQTTCoalesce = broker.DefaultReadCoalesce
+// Defaults of Options: ensureDefaults gives them to zero fields, and the
+// castd command's flags start from them. Each is defined here once (or
+// named here after the package that owns it).
+const (
+	DefaultListen           = ":8080"
+	DefaultCacheSize        = 1 << 30
+	DefaultSignWindow       = time.Minute
+	DefaultMQTTCoalesce     = broker.DefaultReadCoalesce
+	DefaultProbeInterval    = 10 * time.Second
+	DefaultProbeConcurrency = probe.DefaultMaxInFlight
+	DefaultWriteStall       = connguard.DefaultWriteStall
+	DefaultBodyTimeout      = connguard.DefaultBodyTimeout
+	DefaultAMTQueryInterval = amtrelay.DefaultQueryInterval
+	DefaultAMTMaxGateways   = amtrelay.DefaultMaxGateways
+)
+
+// The castd command's defaults for what Options leave off when empty: the
+// embedded broker's and the AMT relay's addresses, and the state directory.
+const (
+	DefaultStateDir   = "/var/lib/castd"
+	DefaultMQTTListen = ":1883"
+	DefaultAMTListen  = amtrelay.DefaultListen
+)
 
 // Refusals are logged at most refusalLogRate lines a second after a burst
 // of refusalLogBurst; the rest are counted (castd_requests_refused_total)
@@ -48,13 +71,16 @@ const (
 )
 
 // Options configure castd. cmd/castd fills them from flags and environment.
+// A zero field means its Default* constant (one meaning of zero in every
+// package); where a feature can be turned off, a negative value or an
+// empty address does it, as the field says.
 type Options struct {
-	Listen            string // HTTP listen address for API, router and node fetches
-	StateDir          string // holds the CAST key, the registry and the mid-tier cache
-	Origin            string // base URL of the origin (traditional delivery and cache fills)
-	CacheSize         int64  // mid-tier cache bound in bytes
+	Listen            string // HTTP listen address for API, router and node fetches (DefaultListen)
+	StateDir          string // holds the CAST key, the registry and the mid-tier cache (required)
+	Origin            string // base URL of the origin (traditional delivery and cache fills; required)
+	CacheSize         int64  // mid-tier cache bound in bytes (DefaultCacheSize)
 	TrustedProxies    []netip.Prefix
-	SignWindow        time.Duration // accepted clock skew of signed requests
+	SignWindow        time.Duration // accepted clock skew of signed requests (DefaultSignWindow)
 	RequireDelegation bool          // refuse nodes without an owner wallet delegation
 
 	// Control plane. MQTTListen runs the embedded broker there; MQTTBroker
@@ -68,10 +94,11 @@ type Options struct {
 	MQTTTLSCert   string // embedded broker TLS certificate and key (PEM files)
 	MQTTTLSKey    string
 	// MQTTCoalesce is how long nodes' packets may wait so that the embedded
-	// broker reads many at one wake-up (see package coalesce); 0 reads each
-	// as it arrives. The castd command's default is DefaultMQTTCoalesce.
+	// broker reads many at one wake-up (see package coalesce); zero means
+	// DefaultMQTTCoalesce, negative reads each as it arrives (as the
+	// broker's ReadCoalesce).
 	MQTTCoalesce  time.Duration
-	ProbeInterval time.Duration // how often relays' health endpoints are probed
+	ProbeInterval time.Duration // how often RELAY nodes' health endpoints are probed (DefaultProbeInterval)
 	AdminToken    string        // bearer token for the operator API: node list, node views, commands ("" = off)
 	// RouteToken lets upstream CDNs ask GET /v1/route for clients other
 	// than themselves ("" = only the admin token may).
@@ -84,7 +111,7 @@ type Options struct {
 	CoverageZoneInterval time.Duration
 
 	// Relay health probes. ProbeConcurrency bounds the probes in flight
-	// (default probe.DefaultMaxInFlight). AllowPrivateNodes lets relays
+	// (DefaultProbeConcurrency). AllowPrivateNodes lets relays
 	// register and be probed at loopback, private, link-local and other
 	// non-public addresses: for labs and tests, never on the internet.
 	ProbeConcurrency  int
@@ -94,20 +121,21 @@ type Options struct {
 	AMTListen          string
 	AMTAdvertise       netip.Addr    // address in Relay Advertisements (default: the one discovery reached)
 	AMTNativeInterface string        // receive native SSM here for joined channels
-	AMTQueryInterval   time.Duration // query interval told to gateways
+	AMTQueryInterval   time.Duration // query interval told to gateways (DefaultAMTQueryInterval)
 	AMTGatewayAddr     bool          // G flag: tell gateways their address as seen
-	AMTMaxGateways     int
+	AMTMaxGateways     int           // tunnels before the L flag is set (DefaultAMTMaxGateways)
 
 	// Slow clients (see package connguard): a write that makes no progress
 	// for WriteStall fails, a request body must arrive within BodyTimeout
-	// (0: 30 s each).
+	// (DefaultWriteStall, DefaultBodyTimeout).
 	WriteStall  time.Duration
 	BodyTimeout time.Duration
 	// Registrations (see register.go and expiry.go). RegistrationRate is
 	// new nodes a minute per source address once RegistrationBurst is
 	// spent (zero: the defaults; a negative rate: no limit).
 	// RegistrationTTL removes a registration that the control plane has
-	// not seen online this long after it was made (0: never).
+	// not seen online this long after it was made (zero:
+	// DefaultRegistrationTTL; negative: never).
 	RegistrationRate  float64
 	RegistrationBurst int
 	RegistrationTTL   time.Duration
@@ -116,33 +144,87 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
-func (o *Options) check() error {
-	if o.StateDir == "" {
-		return errors.New("castd: --state-dir is required")
-	}
-	if o.Origin == "" {
-		return errors.New("castd: --origin is required (the HTTP origin that content is pulled from)")
-	}
-	if _, err := protocol.ParseBaseURL(o.Origin); err != nil {
-		return fmt.Errorf("castd: --origin: %w", err)
-	}
-	if o.CacheSize <= 0 {
-		return fmt.Errorf("castd: --cache-size must be positive")
-	}
+// ensureDefaults gives every zero field its default. New calls it once,
+// before check.
+func (o *Options) ensureDefaults() {
+	setDefault(&o.Listen, DefaultListen)
+	setDefault(&o.CacheSize, DefaultCacheSize)
+	setDefault(&o.SignWindow, DefaultSignWindow)
+	setDefault(&o.MQTTCoalesce, DefaultMQTTCoalesce)
+	setDefault(&o.ProbeInterval, DefaultProbeInterval)
+	setDefault(&o.ProbeConcurrency, DefaultProbeConcurrency)
+	setDefault(&o.CoverageZoneInterval, DefaultCoverageZoneInterval)
+	setDefault(&o.AMTQueryInterval, DefaultAMTQueryInterval)
+	setDefault(&o.AMTMaxGateways, DefaultAMTMaxGateways)
+	setDefault(&o.WriteStall, DefaultWriteStall)
+	setDefault(&o.BodyTimeout, DefaultBodyTimeout)
+	setDefault(&o.RegistrationRate, DefaultRegistrationRate)
+	setDefault(&o.RegistrationBurst, DefaultRegistrationBurst)
+	setDefault(&o.RegistrationTTL, DefaultRegistrationTTL)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.SignWindow <= 0 {
-		o.SignWindow = time.Minute
-	}
-	if o.ProbeInterval <= 0 {
-		o.ProbeInterval = 10 * time.Second
-	}
-	if err := o.checkRegistration(); err != nil {
-		return err
-	}
-	return nil
 }
+
+// setDefault sets *v to def when it is zero.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// check validates the options after ensureDefaults. Its errors name the
+// field; cmd/castd names the flag instead.
+func (o *Options) check() error {
+	if o.StateDir == "" {
+		return fieldError("StateDir", errors.New("is required"))
+	}
+	if o.Origin == "" {
+		return fieldError("Origin", errors.New("is required (the HTTP origin that content is pulled from)"))
+	}
+	if _, err := protocol.ParseBaseURL(o.Origin); err != nil {
+		return fieldError("Origin", err)
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"SignWindow", o.SignWindow}, {"ProbeInterval", o.ProbeInterval}, {"CoverageZoneInterval", o.CoverageZoneInterval},
+		{"AMTQueryInterval", o.AMTQueryInterval}, {"WriteStall", o.WriteStall}, {"BodyTimeout", o.BodyTimeout}} {
+		if d.v < 0 {
+			return fieldError(d.field, errors.New("must not be negative"))
+		}
+	}
+	if o.CacheSize < 0 {
+		return fieldError("CacheSize", errors.New("must be positive"))
+	}
+	if o.ProbeConcurrency < 0 {
+		return fieldError("ProbeConcurrency", errors.New("must be positive"))
+	}
+	if o.AMTMaxGateways < 0 {
+		return fieldError("AMTMaxGateways", errors.New("must be positive"))
+	}
+	return o.checkRegistration()
+}
+
+// OptionError is a refused Options field. Field is the Go field's name, so
+// that a program filling Options from its own flags can name the flag.
+type OptionError struct {
+	Field string
+	Err   error
+}
+
+func (e *OptionError) Error() string {
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, "is ") || strings.HasPrefix(msg, "must ") {
+		return "castd: Options." + e.Field + " " + msg
+	}
+	return "castd: Options." + e.Field + ": " + msg
+}
+
+func (e *OptionError) Unwrap() error { return e.Err }
+
+func fieldError(field string, err error) error { return &OptionError{Field: field, Err: err} }
 
 // Server is a running castd: state opened, handlers ready.
 type Server struct {
@@ -178,6 +260,7 @@ type Server struct {
 // New opens castd's state under opts.StateDir (creating the CAST key on
 // first start) and loads the registry into the router.
 func New(opts Options) (*Server, error) {
+	opts.ensureDefaults()
 	if err := opts.check(); err != nil {
 		return nil, err
 	}

@@ -45,7 +45,7 @@ func TestOptionsRefused(t *testing.T) {
 		{Origin: "http://o", CacheSize: 1},
 		{StateDir: "x", CacheSize: 1},
 		{StateDir: "x", Origin: "ftp://o", CacheSize: 1},
-		{StateDir: "x", Origin: "http://o"},
+		{StateDir: "x", Origin: "http://o", CacheSize: -1},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("%+v accepted", o)

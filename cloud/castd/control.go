@@ -78,15 +78,11 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 			}
 		}()
 	} else {
-		coalesce := s.opts.MQTTCoalesce
-		if coalesce <= 0 {
-			coalesce = -1 // the broker's "off"
-		}
 		b, err := broker.New(broker.Options{
 			Addr: s.opts.MQTTListen, Known: known, AdminKey: s.key.Public(),
 			AdminUser: s.opts.MQTTUser, AdminPassword: s.opts.MQTTPassword,
 			TLSCertFile: s.opts.MQTTTLSCert, TLSKeyFile: s.opts.MQTTTLSKey,
-			ReadCoalesce: coalesce,
+			ReadCoalesce: s.opts.MQTTCoalesce, // the same meaning of zero and negative
 			Logger:       s.log.With("component", "mqtt"),
 		})
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -175,7 +176,7 @@ func TestRegistrationLimitOff(t *testing.T) {
 func TestRegistrationOptionsRefused(t *testing.T) {
 	for _, o := range []Options{
 		{RegistrationBurst: -1},
-		{RegistrationTTL: -time.Second},
+		{RegistrationRate: math.NaN()},
 	} {
 		if err := o.checkRegistration(); err == nil {
 			t.Errorf("%+v accepted", o)

@@ -169,11 +169,7 @@ func (s *Server) watchCoverageZone(ctx context.Context) {
 	if path == "" {
 		return
 	}
-	interval := s.opts.CoverageZoneInterval
-	if interval <= 0 {
-		interval = DefaultCoverageZoneInterval
-	}
-	t := time.NewTicker(interval)
+	t := time.NewTicker(s.opts.CoverageZoneInterval)
 	defer t.Stop()
 	for {
 		select {
