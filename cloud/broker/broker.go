@@ -171,30 +171,47 @@ type Stats struct {
 
 // ensureDefaults gives every zero field its default.
 func (o *Options) ensureDefaults() {
-	setDefault(&o.Addr, DefaultAddr)
-	setDefault(&o.TokenWindow, DefaultTokenWindow)
-	setDefault(&o.MaxClients, DefaultMaxClients)
-	setDefault(&o.MaxHandshakes, DefaultMaxHandshakes)
-	setDefault(&o.HandshakeTimeout, DefaultHandshakeTimeout)
-	setDefault(&o.MaxHandshakesPerAddr, DefaultMaxHandshakesPerAddr)
-	setDefault(&o.ConnectRate, DefaultConnectRate)
-	setDefault(&o.ConnectBurst, DefaultConnectBurst)
-	setDefault(&o.MaxPacketSize, DefaultMaxPacketSize)
-	setDefault(&o.ReadCoalesce, DefaultReadCoalesce)
-	setDefault(&o.PublishRate, DefaultPublishRate)
-	setDefault(&o.PublishBurst, DefaultPublishBurst)
+	if o.Addr == "" {
+		o.Addr = DefaultAddr
+	}
+	if o.TokenWindow == 0 {
+		o.TokenWindow = DefaultTokenWindow
+	}
+	if o.MaxClients == 0 {
+		o.MaxClients = DefaultMaxClients
+	}
+	if o.MaxHandshakes == 0 {
+		o.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if o.MaxHandshakesPerAddr == 0 {
+		o.MaxHandshakesPerAddr = DefaultMaxHandshakesPerAddr
+	}
+	if o.ConnectRate == 0 {
+		o.ConnectRate = DefaultConnectRate
+	}
+	if o.ConnectBurst == 0 {
+		o.ConnectBurst = DefaultConnectBurst
+	}
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if o.ReadCoalesce == 0 {
+		o.ReadCoalesce = DefaultReadCoalesce
+	}
+	if o.PublishRate == 0 {
+		o.PublishRate = DefaultPublishRate
+	}
+	if o.PublishBurst == 0 {
+		o.PublishBurst = DefaultPublishBurst
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-}
-
-func setDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
 	}
 }
 

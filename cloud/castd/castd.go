@@ -147,30 +147,50 @@ type Options struct {
 // ensureDefaults gives every zero field its default. New calls it once,
 // before check.
 func (o *Options) ensureDefaults() {
-	setDefault(&o.Listen, DefaultListen)
-	setDefault(&o.CacheSize, DefaultCacheSize)
-	setDefault(&o.SignWindow, DefaultSignWindow)
-	setDefault(&o.MQTTCoalesce, DefaultMQTTCoalesce)
-	setDefault(&o.ProbeInterval, DefaultProbeInterval)
-	setDefault(&o.ProbeConcurrency, DefaultProbeConcurrency)
-	setDefault(&o.CoverageZoneInterval, DefaultCoverageZoneInterval)
-	setDefault(&o.AMTQueryInterval, DefaultAMTQueryInterval)
-	setDefault(&o.AMTMaxGateways, DefaultAMTMaxGateways)
-	setDefault(&o.WriteStall, DefaultWriteStall)
-	setDefault(&o.BodyTimeout, DefaultBodyTimeout)
-	setDefault(&o.RegistrationRate, DefaultRegistrationRate)
-	setDefault(&o.RegistrationBurst, DefaultRegistrationBurst)
-	setDefault(&o.RegistrationTTL, DefaultRegistrationTTL)
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
+	}
+	if o.SignWindow == 0 {
+		o.SignWindow = DefaultSignWindow
+	}
+	if o.MQTTCoalesce == 0 {
+		o.MQTTCoalesce = DefaultMQTTCoalesce
+	}
+	if o.ProbeInterval == 0 {
+		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.ProbeConcurrency == 0 {
+		o.ProbeConcurrency = DefaultProbeConcurrency
+	}
+	if o.CoverageZoneInterval == 0 {
+		o.CoverageZoneInterval = DefaultCoverageZoneInterval
+	}
+	if o.AMTQueryInterval == 0 {
+		o.AMTQueryInterval = DefaultAMTQueryInterval
+	}
+	if o.AMTMaxGateways == 0 {
+		o.AMTMaxGateways = DefaultAMTMaxGateways
+	}
+	if o.WriteStall == 0 {
+		o.WriteStall = DefaultWriteStall
+	}
+	if o.BodyTimeout == 0 {
+		o.BodyTimeout = DefaultBodyTimeout
+	}
+	if o.RegistrationRate == 0 {
+		o.RegistrationRate = DefaultRegistrationRate
+	}
+	if o.RegistrationBurst == 0 {
+		o.RegistrationBurst = DefaultRegistrationBurst
+	}
+	if o.RegistrationTTL == 0 {
+		o.RegistrationTTL = DefaultRegistrationTTL
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
-	}
-}
-
-// setDefault sets *v to def when it is zero.
-func setDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
 	}
 }
 
