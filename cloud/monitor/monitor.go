@@ -247,37 +247,62 @@ type resultEvent struct {
 	r  Result
 }
 
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Window == 0 {
+		o.Window = DefaultWindow
+	}
+	if o.DefaultInterval == 0 {
+		o.DefaultInterval = DefaultInterval
+	}
+	if o.Grace == 0 {
+		o.Grace = DefaultGrace
+	}
+	if o.MaxNodes == 0 {
+		o.MaxNodes = DefaultMaxNodes
+	}
+	if o.MaxResults == 0 {
+		o.MaxResults = DefaultMaxResults
+	}
+	if o.ReplayCacheSize == 0 {
+		o.ReplayCacheSize = DefaultReplayCacheSize
+	}
+	if o.SweepEvery == 0 {
+		o.SweepEvery = DefaultSweepEvery
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// check validates the options after ensureDefaults; its errors name the
+// fields.
+func (o *Options) check() error {
+	if o.Bus == nil {
+		return errors.New("monitor: Options.Bus is required")
+	}
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{
+		{"Window", o.Window < 0}, {"DefaultInterval", o.DefaultInterval < 0}, {"Grace", o.Grace < 0},
+		{"MaxNodes", o.MaxNodes < 0}, {"MaxResults", o.MaxResults < 0}, {"ReplayCacheSize", o.ReplayCacheSize < 0},
+	} {
+		if f.neg {
+			return fmt.Errorf("monitor: Options.%s must not be negative", f.name)
+		}
+	}
+	return nil
+}
+
 // New checks opts and returns a monitor; Start subscribes it.
 func New(opts Options) (*Monitor, error) {
-	if opts.Bus == nil {
-		return nil, errors.New("monitor: no bus")
-	}
-	if opts.Window <= 0 {
-		opts.Window = DefaultWindow
-	}
-	if opts.DefaultInterval <= 0 {
-		opts.DefaultInterval = DefaultInterval
-	}
-	if opts.Grace <= 0 {
-		opts.Grace = DefaultGrace
-	}
-	if opts.MaxNodes <= 0 {
-		opts.MaxNodes = DefaultMaxNodes
-	}
-	if opts.MaxResults <= 0 {
-		opts.MaxResults = DefaultMaxResults
-	}
-	if opts.ReplayCacheSize <= 0 {
-		opts.ReplayCacheSize = DefaultReplayCacheSize
-	}
-	if opts.SweepEvery == 0 {
-		opts.SweepEvery = DefaultSweepEvery
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	opts.ensureDefaults()
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	return &Monitor{
 		opts:    opts,

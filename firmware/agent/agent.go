@@ -135,53 +135,81 @@ type queued struct {
 	seq    uint64 // identifies it in the queue
 }
 
-// New checks opts and returns an agent; Run starts it.
-func New(opts Options) (*Agent, error) {
-	if opts.Key == nil {
-		return nil, errors.New("agent: no node key")
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Interval == 0 {
+		o.Interval = DefaultInterval
 	}
-	u, err := url.Parse(opts.BrokerURL)
+	if o.QueueLimit == 0 {
+		o.QueueLimit = DefaultQueueLimit
+	}
+	if o.KeepAlive == 0 {
+		o.KeepAlive = DefaultKeepAlive
+	}
+	if o.Window == 0 {
+		o.Window = DefaultWindow
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff = DefaultMinBackoff
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+		o.Dial = d.DialContext
+	}
+}
+
+// check validates the options after ensureDefaults; its errors name the
+// fields.
+func (o *Options) check() error {
+	if o.Key == nil {
+		return errors.New("agent: Options.Key is required (the node key)")
+	}
+	u, err := url.Parse(o.BrokerURL)
 	if err != nil {
-		return nil, fmt.Errorf("agent: broker URL: %w", err)
+		return fmt.Errorf("agent: Options.BrokerURL: %w", err)
 	}
 	switch u.Scheme {
 	case "tcp", "mqtt", "tls", "ssl", "mqtts":
 	default:
-		return nil, fmt.Errorf("agent: broker URL %q: scheme must be tcp:// or tls://", opts.BrokerURL)
+		return fmt.Errorf("agent: Options.BrokerURL %q: scheme must be tcp:// or tls://", o.BrokerURL)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("agent: broker URL %q has no host", opts.BrokerURL)
+		return fmt.Errorf("agent: Options.BrokerURL %q has no host", o.BrokerURL)
 	}
-	if opts.Interval <= 0 {
-		opts.Interval = DefaultInterval
+	if o.Interval > ctrlmsg.MaxInterval {
+		return fmt.Errorf("agent: Options.Interval %s over %s", o.Interval, ctrlmsg.MaxInterval)
 	}
-	if opts.Interval > ctrlmsg.MaxInterval {
-		return nil, fmt.Errorf("agent: interval %s over %s", opts.Interval, ctrlmsg.MaxInterval)
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{
+		{"Interval", o.Interval < 0}, {"QueueLimit", o.QueueLimit < 0}, {"KeepAlive", o.KeepAlive < 0},
+		{"Window", o.Window < 0}, {"MinBackoff", o.MinBackoff < 0},
+	} {
+		if f.neg {
+			return fmt.Errorf("agent: Options.%s must not be negative", f.name)
+		}
 	}
-	if opts.QueueLimit <= 0 {
-		opts.QueueLimit = DefaultQueueLimit
+	if o.MaxBackoff < o.MinBackoff {
+		return fmt.Errorf("agent: Options.MaxBackoff %s is under MinBackoff %s", o.MaxBackoff, o.MinBackoff)
 	}
-	if opts.KeepAlive <= 0 {
-		opts.KeepAlive = DefaultKeepAlive
-	}
-	if opts.Window <= 0 {
-		opts.Window = DefaultWindow
-	}
-	if opts.MinBackoff <= 0 {
-		opts.MinBackoff = DefaultMinBackoff
-	}
-	if opts.MaxBackoff < opts.MinBackoff {
-		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Dial == nil {
-		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-		opts.Dial = d.DialContext
+	return nil
+}
+
+// New checks opts and returns an agent; Run starts it.
+func New(opts Options) (*Agent, error) {
+	opts.ensureDefaults()
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	a := &Agent{
 		opts:   opts,
