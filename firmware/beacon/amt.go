@@ -26,7 +26,7 @@ func (b *Beacon) newGateway() (*amtgw.Gateway, error) {
 	if b.opts.AMTRelay != "" {
 		var err error
 		if target, err = ctrlmsg.ParseAMTRelayTarget(b.opts.AMTRelay); err != nil {
-			return nil, fmt.Errorf("--amt-relay: %w", err)
+			return nil, fieldError("AMTRelay", err)
 		}
 	}
 	switch {
@@ -56,18 +56,18 @@ func (b *Beacon) newGateway() (*amtgw.Gateway, error) {
 	})
 }
 
-// joinConfigured joins the --amt-join channels.
+// joinConfigured joins the channels of Options.AMTJoins.
 func (b *Beacon) joinConfigured() error {
 	for _, s := range b.opts.AMTJoins {
 		spec, err := ctrlmsg.ParseChannelSpec(s)
 		if err != nil {
-			return fmt.Errorf("--amt-join: %w", err)
+			return fieldError("AMTJoins", err)
 		}
 		if spec.Reemit && b.opts.LANInterface == "" {
-			return fmt.Errorf("--amt-join %q: reemit needs --lan-iface", s)
+			return fieldError("AMTJoins", fmt.Errorf("%q: reemit needs LANInterface", s))
 		}
 		if err := b.gw.Join(spec.Channel, spec.AMTRelay, spec.Reemit); err != nil {
-			return fmt.Errorf("--amt-join %q: %w", s, err)
+			return fieldError("AMTJoins", fmt.Errorf("%q: %w", s, err))
 		}
 	}
 	return nil

@@ -20,7 +20,7 @@ func TestGatewayRelayName(t *testing.T) {
 		}
 	}
 	b := &Beacon{opts: Options{AMTRelay: "amt relay!"}, log: log}
-	if _, err := b.newGateway(); err == nil || !strings.HasPrefix(err.Error(), "--amt-relay: ") {
+	if _, err := b.newGateway(); err == nil || !strings.Contains(err.Error(), "Options.AMTRelay: ") {
 		t.Errorf("--amt-relay junk: %v", err)
 	}
 }

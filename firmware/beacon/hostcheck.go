@@ -123,7 +123,7 @@ func checkAllowHosts(names []string) error {
 			continue
 		}
 		if err := ctrlmsg.CheckHostName(n); err != nil {
-			return fmt.Errorf("beacon: --allow-host %q: want a host name such as beacon.lan: %w", n, err)
+			return fieldError("AllowHosts", fmt.Errorf("%q: want a host name such as beacon.lan: %w", n, err))
 		}
 	}
 	return nil

@@ -107,7 +107,7 @@ func TestCheckAllowHosts(t *testing.T) {
 			t.Errorf("--allow-host %q accepted", bad)
 		}
 	}
-	if _, err := New(Options{CastURL: "http://127.0.0.1:1", StateDir: t.TempDir(), CacheSize: 1, AllowHosts: []string{"*"}}); err == nil || !strings.Contains(err.Error(), "--allow-host") {
+	if _, err := New(Options{CastURL: "http://127.0.0.1:1", StateDir: t.TempDir(), CacheSize: 1, AllowHosts: []string{"*"}}); err == nil || !strings.Contains(err.Error(), "Options.AllowHosts") {
 		t.Fatalf("New with --allow-host '*': %v", err)
 	}
 }
