@@ -122,21 +122,25 @@ func (c *coldEntry) addr() netip.Addr {
 	return netip.AddrFrom16(c.ip)
 }
 
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
 // New returns an empty Router.
 func New(opts Options) (*Router, error) {
 	if opts.Origin == nil {
-		return nil, errors.New("router: an origin URL is required")
+		return nil, errors.New("router: Options.Origin is required")
 	}
 	origin, err := baseURL(opts.Origin)
 	if err != nil {
-		return nil, fmt.Errorf("router: origin: %w", err)
+		return nil, fmt.Errorf("router: Options.Origin: %w", err)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	opts.ensureDefaults()
 	return &Router{
-		log:      log,
+		log:      opts.Logger,
 		origin:   origin,
 		newOK:    !opts.NewIneligible,
 		byID:     make(map[string]uint32),
