@@ -265,11 +265,11 @@ type Server struct {
 	refusalLog       *ratelimit.Bucket
 	refusalsUnlogged atomic.Int64
 	admin            adminGate
-	relays           relayCoverage // operator-approved relay prefixes (relays.go)
+	relayNodes       relayNodeCoverage // operator-approved relay prefixes (relays.go)
 
 	dashboard *web.Dashboard
 	control   *control        // nil until started, and without a control plane
-	relay     *amtrelay.Relay // nil without --amt-listen
+	amtRelay  *amtrelay.Relay // nil without --amt-listen
 
 	regLimit    *ratelimit.PerAddr // new registrations per source address; nil: off
 	regLimited  atomic.Uint64      // registrations answered 429
@@ -316,7 +316,7 @@ func New(opts Options) (*Server, error) {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: loading registry: %w", err)
 	}
-	if err := s.initRelays(); err != nil {
+	if err := s.initRelayNodes(); err != nil {
 		s.reg.Close()
 		return nil, err
 	}
@@ -400,13 +400,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// However Serve ends, the context is cancelled first and then the AMT
 	// relay and the control plane are waited for: nothing they run may
 	// outlive Serve and race Close.
-	var relayDone <-chan struct{}
+	var amtRelayDone <-chan struct{}
 	var bg sync.WaitGroup // castd's own loops (coverage-zone watcher)
 	defer func() {
 		cancel()
 		bg.Wait()
-		if relayDone != nil {
-			<-relayDone
+		if amtRelayDone != nil {
+			<-amtRelayDone
 		}
 		if s.control != nil {
 			s.control.wait()
@@ -419,7 +419,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	var err error
-	if relayDone, err = s.startRelay(ctx); err != nil {
+	if amtRelayDone, err = s.startAMTRelay(ctx); err != nil {
 		return err
 	}
 	bg.Add(1)
@@ -502,24 +502,24 @@ func (s *Server) newMetrics() *metrics.Registry {
 		}
 		return []metrics.Sample{{Value: float64(s.control.broker.Stats().ReadRounds)}}
 	})
-	relayStat := func(name, help string, kind metrics.Kind, get func(amtrelay.Stats) float64) {
+	amtRelayStat := func(name, help string, kind metrics.Kind, get func(amtrelay.Stats) float64) {
 		m.Collect("castd_amt_"+name, help, kind, func() []metrics.Sample {
-			if s.relay == nil {
+			if s.amtRelay == nil {
 				return nil
 			}
-			return []metrics.Sample{{Value: get(s.relay.Stats())}}
+			return []metrics.Sample{{Value: get(s.amtRelay.Stats())}}
 		})
 	}
-	relayStat("gateways", "AMT tunnels to gateways.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Gateways) })
-	relayStat("channels", "(S,G) channels with at least one gateway.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Channels) })
-	relayStat("packets_in_total", "Multicast datagrams to relay.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsIn) })
-	relayStat("packets_out_total", "Multicast Data messages sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsOut) })
-	relayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
+	amtRelayStat("gateways", "AMT tunnels to gateways.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Gateways) })
+	amtRelayStat("channels", "(S,G) channels with at least one gateway.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Channels) })
+	amtRelayStat("packets_in_total", "Multicast datagrams to relay.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsIn) })
+	amtRelayStat("packets_out_total", "Multicast Data messages sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsOut) })
+	amtRelayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
 	m.Collect("castd_amt_refused_total", "AMT messages the relay refused and copies it dropped, by reason (see amtrelay.RefusalReasons).", metrics.Counter, func() []metrics.Sample {
-		if s.relay == nil {
+		if s.amtRelay == nil {
 			return nil
 		}
-		rs := s.relay.Stats().Drops.ByReason()
+		rs := s.amtRelay.Stats().Drops.ByReason()
 		out := make([]metrics.Sample, len(rs))
 		for i, rf := range rs {
 			out[i] = metrics.Sample{Labels: []string{"reason", rf.Reason}, Value: float64(rf.Count)}
@@ -527,14 +527,14 @@ func (s *Server) newMetrics() *metrics.Registry {
 		return out
 	})
 	s.registerGuardMetrics(m)
-	s.relayMetrics(m)
+	s.relayNodeMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
 }
 
-// startRelay runs the AMT relay until ctx ends; the channel closes when it
+// startAMTRelay runs the AMT relay until ctx ends; the channel closes when it
 // has stopped.
-func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
+func (s *Server) startAMTRelay(ctx context.Context) (<-chan struct{}, error) {
 	done := make(chan struct{})
 	if s.opts.AMTListen == "" {
 		close(done)
@@ -556,7 +556,7 @@ func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
 		close(done)
 		return done, fmt.Errorf("castd: AMT relay: %w", err)
 	}
-	s.relay = r
+	s.amtRelay = r
 	go func() {
 		defer close(done)
 		if err := r.Run(ctx); err != nil {

@@ -31,10 +31,10 @@ type control struct {
 	bus     broker.Bus
 	monitor *monitor.Monitor
 
-	prober *probe.Prober // relays' health probes (probes.go)
-	eligMu sync.Mutex    // serialises refresh
-	mu     sync.Mutex
-	relays map[string]string // relay ID → LAN URL
+	prober        *probe.Prober // relays' health probes (probes.go)
+	eligMu        sync.Mutex    // serialises refresh
+	mu            sync.Mutex
+	relayNodeURLs map[string]string // relay ID → LAN URL
 
 	wg sync.WaitGroup // the probe loop, the bus closer, registration expiry
 }
@@ -126,7 +126,7 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
-		c.probeRelays(ctx)
+		c.probeRelayNodes(ctx)
 	}()
 	go func() {
 		defer c.wg.Done()
@@ -187,7 +187,7 @@ func (s *Server) nodeViews() []web.Node {
 		if n.Role == protocol.RoleRelay {
 			// What clients are sent there for: the operator's approvals and the
 			// coverage zone, not what the relay asked for.
-			for _, p := range s.router.RelayPrefixes(n.ID) {
+			for _, p := range s.router.RelayNodePrefixes(n.ID) {
 				v.CIDRs = append(v.CIDRs, p.String())
 			}
 		}
@@ -214,7 +214,7 @@ func (s *Server) nodeViews() []web.Node {
 			v.Routable = s.control.routable(n.ID)
 		}
 		if n.Role == protocol.RoleBeacon {
-			if id, ok := s.router.RelayFor(n.PublicIP); ok {
+			if id, ok := s.router.RelayNodeFor(n.PublicIP); ok {
 				v.Parent = id
 			}
 		}

@@ -253,9 +253,9 @@ func controlField(t *testing.T, sys *harness.System, field string) float64 {
 	return v
 }
 
-// TestRelayProbe: a relay that reports online over MQTT is routed to only
+// TestRelayNodeProbe: a relay that reports online over MQTT is routed to only
 // while its health endpoint answers.
-func TestRelayProbe(t *testing.T) {
+func TestRelayNodeProbe(t *testing.T) {
 	sys, err := harness.NewSystem(t.TempDir(), bins)
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +280,7 @@ func TestRelayProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	approveRelay(t, sys.CastdURL(), kp.ID())
+	approveRelayNode(t, sys.CastdURL(), kp.ID())
 	castKey, _ := identity.ParsePublicKey(reply.CastKey)
 	a, err := agent.New(agent.Options{BrokerURL: reply.MQTT, Key: kp, CastKey: castKey, Interval: time.Second, Version: "relay-test"})
 	if err != nil {

@@ -142,7 +142,7 @@ func TestRouterDecisions(t *testing.T) {
 		CIDRs: []string{"198.51.100.0/24", "198.51.0.0/16", "2001:db8:aa::/48"}}); err != nil {
 		t.Fatal(err)
 	}
-	approveRelay(t, sys.CastdURL(), kp.ID()) // a relay's CIDRs are routed once approved
+	approveRelayNode(t, sys.CastdURL(), kp.ID()) // a relay's CIDRs are routed once approved
 	beaconID := mustStatus(t, sys)["node_id"]
 	tests := []struct {
 		client, decision, node, location, prefix string
