@@ -179,3 +179,25 @@ func TestNoNodeIsErrNoNode(t *testing.T) {
 		t.Fatalf("Install without node: %v, want ErrNoNode", err)
 	}
 }
+
+// FuzzSendTransaction: whatever bytes arrive, the front answers (a
+// signature or a JSON-RPC error) and stays up.
+func FuzzSendTransaction(f *testing.F) {
+	c := solanatest.Start(f)
+	f.Add([]byte{1, 2, 3})
+	f.Add(append([]byte{1}, make([]byte, 64+3+1+64+32+1)...))
+	f.Add([]byte{0x81, 0x00})
+	f.Add(append(append([]byte{1}, make([]byte, 64)...), 0x80, 1, 0, 0))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var sig string
+		err := c.Call(cx, "sendTransaction", []any{base64.StdEncoding.EncodeToString(b), map[string]any{"encoding": "base64"}}, &sig)
+		if err != nil && rpcErr(err) == nil {
+			t.Fatalf("no JSON-RPC answer: %v", err)
+		}
+		if c.Exited() {
+			t.Fatalf("%x killed the front: %s", b, c.Stderr())
+		}
+	})
+}
