@@ -247,6 +247,15 @@ func TestChainRefuses(t *testing.T) {
 		}
 		_, err = send(ctx, cl, tx, solana.EncodingBase64)
 		refused(t, err, -32002, `"BlockhashNotFound"`)
+		// With skipPreflight the RPC hands back the signature, but the
+		// transaction never lands: a sender must watch its status.
+		sig, err := cl.SendEncodedTransactionWithOpts(ctx, mustBase64(t, tx), rpc.TransactionOpts{SkipPreflight: true})
+		if err != nil || sig != solana.Signature(tx.ID()) {
+			t.Fatalf("skipPreflight: %v %s", err, sig)
+		}
+		if st, err := cl.GetSignatureStatuses(ctx, true, sig); err != nil || st.Value[0] != nil {
+			t.Fatalf("expired tx has a status: %v %+v", err, st.Value[0])
+		}
 		// Retried with a fresh blockhash, it lands.
 		tx, _ = soltx.NewMemo(node, node.Public(), latest(t, ctx, cl), []byte("blockcast:reg:v1:late"))
 		if _, err := send(ctx, cl, tx, solana.EncodingBase64); err != nil {
@@ -289,4 +298,13 @@ func TestChainRefuses(t *testing.T) {
 		_, err = send(ctx, cl, tx, solana.EncodingBase64)
 		refused(t, err, -32002, `{"InstructionError":[0,"ProgramFailedToComplete"]}`)
 	})
+}
+
+func mustBase64(t *testing.T, tx *soltx.Transaction) string {
+	t.Helper()
+	s, err := tx.Base64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
