@@ -233,11 +233,16 @@ func (m *Message) check() error {
 
 // Signers returns the keys that must sign, the fee payer first.
 func (m *Message) Signers() []identity.PublicKey {
-	return m.AccountKeys[:m.Header.NumRequiredSignatures]
+	return m.AccountKeys[:min(int(m.Header.NumRequiredSignatures), len(m.AccountKeys))]
 }
 
-// FeePayer returns the account that pays the fee.
-func (m *Message) FeePayer() identity.PublicKey { return m.AccountKeys[0] }
+// FeePayer returns the account that pays the fee (zero if there is none).
+func (m *Message) FeePayer() identity.PublicKey {
+	if len(m.AccountKeys) == 0 {
+		return identity.PublicKey{}
+	}
+	return m.AccountKeys[0]
+}
 
 // IsWritable reports whether account i is writable.
 func (m *Message) IsWritable(i int) bool {
@@ -286,10 +291,23 @@ func New(m *Message) (*Transaction, error) {
 	return &Transaction{Signatures: make([]Signature, m.Header.NumRequiredSignatures), Message: *m}, nil
 }
 
+// bytes returns the message bytes after checking that tx has one slot per
+// required signer (a Transaction assembled by hand may not).
+func (tx *Transaction) bytes() ([]byte, error) {
+	msg, err := tx.Message.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	if len(tx.Signatures) != int(tx.Message.Header.NumRequiredSignatures) {
+		return nil, fmt.Errorf("%w: %d signatures for %d signers", ErrInvalid, len(tx.Signatures), tx.Message.Header.NumRequiredSignatures)
+	}
+	return msg, nil
+}
+
 // Sign fills the signature slots of the given keys. A key that is not a
 // required signer is an error (ErrNotSigner), and nothing is signed then.
 func (tx *Transaction) Sign(keys ...*identity.Keypair) error {
-	msg, err := tx.Message.MarshalBinary()
+	msg, err := tx.bytes()
 	if err != nil {
 		return err
 	}
@@ -321,7 +339,7 @@ func (tx *Transaction) AddSignature(signer identity.PublicKey, sig []byte) error
 	if i < 0 {
 		return fmt.Errorf("%w: %s", ErrNotSigner, signer)
 	}
-	msg, err := tx.Message.MarshalBinary()
+	msg, err := tx.bytes()
 	if err != nil {
 		return err
 	}
@@ -336,11 +354,11 @@ func (tx *Transaction) AddSignature(signer identity.PublicKey, sig []byte) error
 // by a wallet that added its own) into the empty slots of tx. The messages
 // must be identical byte for byte, and every copied signature must verify.
 func (tx *Transaction) Merge(signed *Transaction) error {
-	a, err := tx.Message.MarshalBinary()
+	a, err := tx.bytes()
 	if err != nil {
 		return err
 	}
-	b, err := signed.Message.MarshalBinary()
+	b, err := signed.bytes()
 	if err != nil {
 		return err
 	}
@@ -366,12 +384,9 @@ func (tx *Transaction) Merge(signed *Transaction) error {
 // Verify checks every signature: ErrMissingSignature when a slot is empty,
 // ErrBadSignature when one does not verify.
 func (tx *Transaction) Verify() error {
-	msg, err := tx.Message.MarshalBinary()
+	msg, err := tx.bytes()
 	if err != nil {
 		return err
-	}
-	if len(tx.Signatures) != int(tx.Message.Header.NumRequiredSignatures) {
-		return fmt.Errorf("%w: %d signatures for %d signers", ErrInvalid, len(tx.Signatures), tx.Message.Header.NumRequiredSignatures)
 	}
 	var missing error
 	for i, s := range tx.Signatures {
@@ -408,12 +423,9 @@ func (tx *Transaction) ID() Signature {
 
 // MarshalBinary returns the wire form (what sendTransaction takes).
 func (tx *Transaction) MarshalBinary() ([]byte, error) {
-	msg, err := tx.Message.MarshalBinary()
+	msg, err := tx.bytes()
 	if err != nil {
 		return nil, err
-	}
-	if len(tx.Signatures) != int(tx.Message.Header.NumRequiredSignatures) {
-		return nil, fmt.Errorf("%w: %d signatures for %d signers", ErrInvalid, len(tx.Signatures), tx.Message.Header.NumRequiredSignatures)
 	}
 	b := appendShortVec(make([]byte, 0, 1+64*len(tx.Signatures)+len(msg)), len(tx.Signatures))
 	for _, s := range tx.Signatures {

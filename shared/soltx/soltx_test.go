@@ -426,3 +426,36 @@ func TestBuildRefuses(t *testing.T) {
 		t.Errorf("oversized tx: %v, want ErrTooLarge", err)
 	}
 }
+
+// TestHandBuiltNoPanic: a Transaction or Message assembled by hand, with
+// counts that do not add up, gets errors from every method, not a panic.
+func TestHandBuiltNoPanic(t *testing.T) {
+	node := key(t, "node")
+	good, _ := soltx.NewMemo(node, node.Public(), blockhash("b"), []byte("x"))
+	bad := []*soltx.Transaction{
+		{},
+		{Message: good.Message},
+		{Signatures: make([]soltx.Signature, 3), Message: good.Message},
+		{Signatures: good.Signatures, Message: soltx.Message{Header: soltx.Header{NumRequiredSignatures: 4}}},
+	}
+	for i, tx := range bad {
+		for name, err := range map[string]error{
+			"Sign":          tx.Sign(node),
+			"AddSignature":  tx.AddSignature(node.Public(), make([]byte, 64)),
+			"Merge":         tx.Merge(good),
+			"MergeInto":     good.Merge(tx),
+			"Verify":        tx.Verify(),
+			"MarshalBinary": func() error { _, err := tx.MarshalBinary(); return err }(),
+			"Summary":       func() error { _, err := tx.SignOnlySummary(); return err }(),
+		} {
+			if err == nil {
+				t.Errorf("case %d: %s accepted a malformed transaction", i, name)
+			}
+		}
+		_ = tx.MissingSigners()
+		_ = tx.ID()
+		_ = tx.Message.Signers()
+		_ = tx.Message.FeePayer()
+		_ = tx.Message.Memos()
+	}
+}
