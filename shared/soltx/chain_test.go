@@ -143,6 +143,9 @@ func TestChainMemo(t *testing.T) {
 		if stx.Message.AccountKeys[ix.ProgramIDIndex] != solana.MemoProgramID || string(ix.Data) != text {
 			t.Fatalf("%s: memo %q via %s", enc, ix.Data, stx.Message.AccountKeys[ix.ProgramIDIndex])
 		}
+		if m := got.Meta; len(m.PreBalances) != 2 || len(m.PostBalances) != 2 || m.Fee != 5000 || m.PreBalances[0]-m.PostBalances[0] != m.Fee {
+			t.Fatalf("%s: fee %d, balances %v -> %v", enc, m.Fee, m.PreBalances, m.PostBalances)
+		}
 		// The Memo program itself logs the signer it checked and the text.
 		logs := strings.Join(got.Meta.LogMessages, "\n")
 		if !strings.Contains(logs, "Program log: Signed by:\nProgram log: "+node.ID()+"\n") ||

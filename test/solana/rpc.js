@@ -34,6 +34,7 @@ const PACKET_DATA_SIZE = 1232; // largest transaction the cluster takes
 const MAX_BASE58 = 1683;
 const MAX_BASE64 = 1644;
 const MAX_BODY = 64 << 10;
+const LAMPORTS_PER_SIGNATURE = 5000; // LiteSVM's fee rate, as mainnet's
 const FINALIZED_AFTER = 32n; // slots
 const BLOCKHASH_VALID_SLOTS = 150n;
 const VERSION = { 'solana-core': '2.2.0-litesvm-1.5.0', 'feature-set': 0 };
@@ -299,6 +300,8 @@ const methods = {
     if (tx.signatures.length === 0) throw invalidParams('invalid transaction: Transaction has no signatures');
     const sig = b58dec.decode(tx.signatures[0]);
     // The blockhash check is the runtime's; LiteSVM checks signatures too.
+    const balances = () => tx.accountKeys.map((k) => Number(svm.getBalance(address(b58dec.decode(k))) ?? 0n));
+    const pre = balances();
     const wire = new Uint8Array(tx.raw);
     const res = tx.version === 'legacy' ? svm.inner.sendLegacyTransaction(wire) : svm.inner.sendVersionedTransaction(wire);
     if (res instanceof FailedTransactionMetadata) {
@@ -312,7 +315,7 @@ const methods = {
         returnData: null, innerInstructions: null, replacementBlockhash: null, loadedAccountsDataSize: 0,
       });
     }
-    history.set(sig, { slot: slot(), blockTime: Number(svm.getClock().unixTimestamp), tx, meta: res, err: null });
+    history.set(sig, { slot: slot(), blockTime: Number(svm.getClock().unixTimestamp), tx, meta: res, err: null, pre, post: balances() });
     nextSlot();
     return sig;
   },
@@ -349,8 +352,8 @@ const methods = {
     const out = {
       slot: Number(rec.slot), blockTime: rec.blockTime, transaction,
       meta: {
-        err: null, status: { Ok: null }, fee: 5000 * rec.tx.header.numRequiredSignatures,
-        preBalances: [], postBalances: [], innerInstructions: [], preTokenBalances: [], postTokenBalances: [],
+        err: null, status: { Ok: null }, fee: LAMPORTS_PER_SIGNATURE * rec.tx.header.numRequiredSignatures,
+        preBalances: rec.pre, postBalances: rec.post, innerInstructions: [], preTokenBalances: [], postTokenBalances: [],
         logMessages: rec.meta.logs(), rewards: [], loadedAddresses: { writable: [], readonly: [] },
         computeUnitsConsumed: Number(rec.meta.computeUnitsConsumed()),
       },
