@@ -156,9 +156,22 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	case <-p.done:
 		return p.err
 	case <-time.After(timeout):
-		p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not stop within %s after SIGTERM", p.Name, timeout)
+		// A Go program dumps its goroutines on SIGQUIT: the log then
+		// shows where the shutdown hung.
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(3 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		// The test's temporary directory goes with the test: keep the
+		// log, dump included, where a person can read it afterwards.
+		kept := filepath.Join(os.TempDir(), fmt.Sprintf("blockcast-hang-%s-%d.log", p.Name, p.cmd.Process.Pid))
+		if b, err := os.ReadFile(p.Log); err == nil {
+			os.WriteFile(kept, b, 0o644)
+		}
+		return fmt.Errorf("%s did not stop within %s after SIGTERM (log with a goroutine dump kept in %s)", p.Name, timeout, kept)
 	}
 }
 
