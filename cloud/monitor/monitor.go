@@ -208,7 +208,11 @@ type Monitor struct {
 	started bool
 	stopped atomic.Bool
 
-	cbMu sync.Mutex // held while calling back, taken before mu is released: keeps order
+	// Callbacks are queued under mu and delivered, in order, by one
+	// goroutine at a time (the one that found the queue idle), outside
+	// mu: a callback may call the getters, which take mu.
+	notifyQueue []notification
+	notifying   bool
 
 	accepted atomic.Uint64
 	dropped  [len(DropReasons)]atomic.Uint64
@@ -663,24 +667,59 @@ func (m *Monitor) onResult(msg *ctrlmsg.Msg, r ctrlmsg.Result, now time.Time) {
 	m.unlockNotify(nil, &resultEvent{msg.NodeID, res})
 }
 
-// unlockNotify releases mu and calls the callbacks for what changed. cbMu is
-// taken before mu is released so that callbacks run in the order of the
-// changes, and outside mu so that they may call the Monitor's getters.
+// notification is what one change has to tell the callbacks.
+type notification struct {
+	evs []event
+	res *resultEvent
+}
+
+// unlockNotify releases mu and has the callbacks told what changed, in the
+// order of the changes. Callbacks run outside mu, so that they may call
+// the Monitor's getters; no lock is held across them that a change would
+// wait for (holding one made a callback's Get and the next change's
+// notification wait for each other for ever). If another goroutine is
+// delivering already, it delivers these too, after what it has.
 func (m *Monitor) unlockNotify(evs []event, res *resultEvent) {
 	if (len(evs) == 0 || m.opts.OnChange == nil) && (res == nil || m.opts.OnResult == nil) {
 		m.mu.Unlock()
 		return
 	}
-	m.cbMu.Lock()
+	m.notifyQueue = append(m.notifyQueue, notification{evs, res})
+	if m.notifying {
+		m.mu.Unlock()
+		return
+	}
+	m.notifying = true
+	defer func() {
+		if p := recover(); p != nil {
+			// A callback panicked: let the next change deliver again.
+			m.mu.Lock()
+			m.notifying = false
+			m.mu.Unlock()
+			panic(p)
+		}
+	}()
+	for len(m.notifyQueue) > 0 {
+		q := m.notifyQueue
+		m.notifyQueue = nil
+		m.mu.Unlock()
+		for _, n := range q {
+			m.deliver(n)
+		}
+		m.mu.Lock()
+	}
+	m.notifying = false
 	m.mu.Unlock()
-	defer m.cbMu.Unlock()
+}
+
+func (m *Monitor) deliver(n notification) {
 	if m.opts.OnChange != nil {
-		for _, e := range evs {
+		for _, e := range n.evs {
 			m.opts.OnChange(e.id, e.state, e.load)
 		}
 	}
-	if res != nil && m.opts.OnResult != nil {
-		m.opts.OnResult(res.id, res.r)
+	if n.res != nil && m.opts.OnResult != nil {
+		m.opts.OnResult(n.res.id, n.res.r)
 	}
 }
 
