@@ -16,6 +16,7 @@ import (
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/ratelimit"
 	"github.com/blockcast/beacon/shared/signedreq"
+	"github.com/blockcast/beacon/test/harness"
 )
 
 func newTestServer(t *testing.T, mod func(*Options)) (*Server, *httptest.Server) {
@@ -166,7 +167,7 @@ func TestQueryResponseInterval(t *testing.T) {
 // castd's log: refusals past the burst are counted, and the next line
 // that is written says how many were left out.
 func TestRefusalLogBounded(t *testing.T) {
-	var logs syncBuffer
+	var logs harness.LineBuffer
 	s, srv := newTestServer(t, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	const flood = 3 * refusalLogBurst
 	c := srv.Client()

@@ -20,6 +20,7 @@ import (
 	"github.com/blockcast/beacon/shared/offchain"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
+	"github.com/blockcast/beacon/test/harness"
 )
 
 const testToken = "operator-token-for-tests-0123456789"
@@ -177,7 +178,7 @@ func TestFleetDataNeedsOperator(t *testing.T) {
 // TestFleetDataWithoutOperatorToken: with no --admin-token there is no
 // credential to show nodes to, so nobody sees them, and the log says why.
 func TestFleetDataWithoutOperatorToken(t *testing.T) {
-	var logs syncBuffer
+	var logs harness.LineBuffer
 	_, srv := newTestServer(t, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	a := registerHome(t, srv.URL, "127.0.0.23", "http://192.168.77.8:8081", true)
 	if !strings.Contains(logs.String(), "the node list needs --admin-token") {
@@ -279,7 +280,7 @@ func TestAdminTokenGuessing(t *testing.T) {
 // and a short log line; trailing data, unknown fields and oversize bodies
 // are refused.
 func TestCommandInputClipped(t *testing.T) {
-	var logs syncBuffer
+	var logs harness.LineBuffer
 	s, srv := newTestServer(t, func(o *Options) {
 		o.AdminToken = testToken
 		o.MQTTListen = "127.0.0.1:0"
@@ -336,30 +337,6 @@ func TestCommandInputClipped(t *testing.T) {
 			t.Errorf("%s: %d bytes of log: %.300s", tc.name, n, logs.String())
 		}
 	}
-}
-
-// syncBuffer is a log sink the handler goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
 }
 
 // FuzzDecodeCommand: whatever the operator API is sent, decodeCommand
