@@ -93,6 +93,11 @@ func (p Pattern) Match(key string) bool {
 	if _, err := protocol.CleanContentPath(key); err != nil {
 		return false
 	}
+	return p.matchClean(key)
+}
+
+// matchClean is Match for a key CleanContentPath accepted.
+func (p Pattern) matchClean(key string) bool {
 	path, _, _ := strings.Cut(key, "?")
 	if strings.HasSuffix(path, "/") {
 		return false // an empty last segment; "/live/" is no object under /live

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // Table is the in-memory Counter of one castd.
@@ -98,9 +100,13 @@ func New(o Options) (*Table, error) {
 
 // Decide records node's miss of key at now and decides how it is answered.
 func (t *Table) Decide(key, node string, now time.Time) Decision {
-	for _, p := range t.pats {
-		if p.Match(key) {
-			return Decision{Multicast: true, Reason: ReasonPath}
+	if len(t.pats) > 0 {
+		if _, err := protocol.CleanContentPath(key); err == nil {
+			for _, p := range t.pats {
+				if p.matchClean(key) {
+					return Decision{Multicast: true, Reason: ReasonPath}
+				}
+			}
 		}
 	}
 	if t.threshold == 0 {
