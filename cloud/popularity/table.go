@@ -123,7 +123,7 @@ func (t *Table) Decide(key, node string, now time.Time) Decision {
 		i = s.insert(kh, ns, t.window)
 	}
 	o := &s.objs[i]
-	o.see(nh, ns, t.threshold)
+	o.see(nh, ns, t.window, t.threshold)
 	n := o.inWindow(ns, t.window)
 	if n >= t.threshold {
 		return Decision{Multicast: true, Reason: ReasonPopular, Nodes: t.threshold}
@@ -156,16 +156,28 @@ func (s *shard) insert(kh uint64, now, window int64) int32 {
 	return victim
 }
 
-// see records node at now, keeping at most limit nodes: the most recent.
-func (o *object) see(node uint64, now int64, limit int) {
-	oldest := -1
+// see records node at now, keeping at most limit nodes: the most recent
+// in the window. When full, a node out of the window (expired, or more than
+// a window ahead after a clock step) goes first, else the oldest.
+func (o *object) see(node uint64, now, window int64, limit int) {
+	victim := -1
+	stale := false
 	for i := range o.nodes {
-		if o.nodes[i].node == node {
-			o.nodes[i].at = maxInt64(o.nodes[i].at, now)
+		e := &o.nodes[i]
+		if e.node == node {
+			e.at = maxInt64(e.at, now)
+			if e.at-now >= window { // far ahead after a clock step
+				e.at = now
+			}
 			return
 		}
-		if oldest < 0 || o.nodes[i].at < o.nodes[oldest].at {
-			oldest = i
+		if stale {
+			continue
+		}
+		if d := now - e.at; d >= window || d <= -window {
+			victim, stale = i, true
+		} else if victim < 0 || e.at < o.nodes[victim].at {
+			victim = i
 		}
 	}
 	if len(o.nodes) < limit {
@@ -178,17 +190,18 @@ func (o *object) see(node uint64, now int64, limit int) {
 		o.nodes = append(o.nodes, seen{node: node, at: now})
 		return
 	}
-	if o.nodes[oldest].at <= now {
-		o.nodes[oldest] = seen{node: node, at: now}
+	if stale || o.nodes[victim].at <= now {
+		o.nodes[victim] = seen{node: node, at: now}
 	}
 }
 
 // inWindow counts nodes whose latest request is less than window old. A
-// time after now (the clock stepped back) counts as in the window.
+// time after now (the clock stepped back) counts while it is less than a
+// window ahead; a larger step forgets it (an under-count, which is safe).
 func (o *object) inWindow(now, window int64) int {
 	n := 0
 	for _, e := range o.nodes {
-		if now-e.at < window {
+		if d := now - e.at; d < window && d > -window {
 			n++
 		}
 	}

@@ -89,6 +89,11 @@ func TestDecide(t *testing.T) {
 			{"/a", "n1", 0, false, ReasonBelow, 1},
 			{"/a", "n2", 0, false, ReasonBelow, 2},
 		}},
+		{"a clock step back of a window or more forgets", Options{Threshold: 2, Window: w}, []req{
+			{"/a", "n1", time.Hour, false, ReasonBelow, 1},
+			{"/a", "n2", 0, false, ReasonBelow, 1},
+			{"/a", "n3", 0, true, ReasonPopular, 2},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tb := newTable(t, tc.opt)
