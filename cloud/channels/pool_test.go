@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,10 +182,12 @@ func TestConcurrentNeverDoubleAllocated(t *testing.T) {
 		held    atomic.Int64
 	)
 	var wg sync.WaitGroup
+	start := make(chan struct{})
 	for g := range 16 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			<-start
 			for i := range 400 {
 				key := fmt.Sprint("/obj", (g*7+i)%24)
 				l, err := p.Acquire(key, now())
@@ -208,6 +211,7 @@ func TestConcurrentNeverDoubleAllocated(t *testing.T) {
 				}
 				byGroup[l.Channel.Group], byKey[key] = l.ID, l.ID
 				mu.Unlock()
+				runtime.Gosched() // hold the channel while others try
 				if _, err := p.Renew(l.ID, now()); err != nil {
 					t.Error(err)
 				}
@@ -221,6 +225,7 @@ func TestConcurrentNeverDoubleAllocated(t *testing.T) {
 			}
 		}()
 	}
+	close(start)
 	wg.Wait()
 	if granted.Load() < 100 || held.Load() == 0 {
 		t.Fatalf("granted %d, held %d: the test did not exercise contention", granted.Load(), held.Load())

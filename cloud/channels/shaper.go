@@ -28,8 +28,10 @@ type Shaper struct {
 // NewShaper returns a Shaper; a rate of 0 means no cap. burst 0 means
 // DefaultBurst.
 func NewShaper(perChannel, total float64, burst int, now time.Time) (*Shaper, error) {
-	if perChannel < 0 || total < 0 {
-		return nil, fmt.Errorf("%w: negative multicast rate (per channel %v, total %v bytes/s)", ErrBadOptions, perChannel, total)
+	for _, r := range []float64{perChannel, total} {
+		if !(r >= 0) || r > MaxRate {
+			return nil, fmt.Errorf("%w: multicast rate %v bytes/s is not within 0..%g (per channel %v, total %v)", ErrBadOptions, r, float64(MaxRate), perChannel, total)
+		}
 	}
 	if burst == 0 {
 		burst = DefaultBurst

@@ -1,6 +1,7 @@
 package channels
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -68,7 +69,7 @@ func TestNewShaperErrors(t *testing.T) {
 	for _, tc := range []struct {
 		per, total float64
 		burst      int
-	}{{-1, 0, 0}, {0, -1, 0}, {1e6, 1e6, 1000}, {1e6, 1e6, -5}} {
+	}{{-1, 0, 0}, {0, -1, 0}, {1e6, 1e6, 1000}, {1e6, 1e6, -5}, {math.NaN(), 0, 0}, {0, math.Inf(1), 0}, {2 * MaxRate, 0, 0}} {
 		if _, err := NewShaper(tc.per, tc.total, tc.burst, t0); err == nil {
 			t.Errorf("NewShaper(%v, %v, %d) accepted", tc.per, tc.total, tc.burst)
 		}

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -19,8 +20,11 @@ type Pacer struct {
 }
 
 // NewPacer returns a full pacer of rate bytes a second that lets burst
-// bytes go at once. A rate of zero or less means no limit.
+// bytes go at once. A rate of zero or less, +Inf or NaN means no limit.
 func NewPacer(rate float64, burst int, now time.Time) *Pacer {
+	if !(rate > 0) || math.IsInf(rate, 1) {
+		rate = 0
+	}
 	return &Pacer{rate: rate, burst: float64(max(burst, 0)), tokens: float64(max(burst, 0)), last: now}
 }
 
@@ -43,8 +47,14 @@ func (p *Pacer) Reserve(now time.Time, n int) time.Duration {
 	if p.tokens >= 0 {
 		return 0
 	}
-	// Round up so that waiting exactly the delay never sends early.
-	return time.Duration(-p.tokens/p.rate*float64(time.Second)) + 1
+	// Round up so that waiting exactly the delay never sends early; a debt
+	// past what a Duration holds (absurd sizes) waits the longest it can
+	// rather than overflowing into "at once".
+	wait := -p.tokens / p.rate * float64(time.Second)
+	if wait >= math.MaxInt64-1 {
+		return math.MaxInt64
+	}
+	return time.Duration(wait) + 1
 }
 
 // Rate is the pacer's rate in bytes a second (0 or less: no limit).

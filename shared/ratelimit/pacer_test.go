@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -64,5 +65,19 @@ func TestPacerIdleRefillsToBurstOnly(t *testing.T) {
 	}
 	if d := NewPacer(1000, 10, now).Reserve(now, -5); d != 0 {
 		t.Fatalf("negative size waited %v", d)
+	}
+	// An absurd size waits as long as a Duration can, never "at once"
+	// through an overflow.
+	huge := NewPacer(1, 10, now)
+	if d := huge.Reserve(now, math.MaxInt); d != math.MaxInt64 {
+		t.Fatalf("absurd size waited %v", d)
+	}
+	if d := huge.Reserve(now.Add(time.Hour), 1); d <= 0 {
+		t.Fatalf("after an absurd reservation the next waits %v", d)
+	}
+	for _, r := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -1} {
+		if d := NewPacer(r, 10, now).Reserve(now, 1<<20); d != 0 {
+			t.Fatalf("rate %v waited %v, want no limit", r, d)
+		}
 	}
 }
