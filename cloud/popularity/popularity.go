@@ -7,6 +7,12 @@
 // several castd instances over one shared engine; Table is the
 // single-instance implementation, in memory and bounded whatever strangers
 // send.
+//
+// On a registered beacon's miss castd first asks its channel allocator
+// (cloud/channels) whether the object already has a running session and
+// offers that one; only otherwise does Decide choose between starting a
+// session and answering by unicast. So an object stays on its channel for
+// the whole session even when its count later falls below the threshold.
 package popularity
 
 import (
