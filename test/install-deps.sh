@@ -9,6 +9,21 @@ missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
+# LiteSVM (npm) for the Solana tests, from test/solana/package-lock.json;
+# the stamp is the one test/solana/solanatest checks, so that tests do not
+# run npm again (they install it themselves when this did not).
+sol="$(dirname "$0")/solana"
+if command -v npm >/dev/null 2>&1 && [ -f "$sol/package-lock.json" ]; then
+	sum=$(sha256sum <"$sol/package-lock.json" | cut -d' ' -f1)
+	if [ "$(cat "$sol/node_modules/.lock-sha256" 2>/dev/null)" != "$sum" ]; then
+		echo "install-deps: npm ci in test/solana" >&2
+		if (cd "$sol" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error >&2); then
+			echo "$sum" >"$sol/node_modules/.lock-sha256"
+		else
+			echo "install-deps: npm ci in test/solana failed (the Solana tests will retry)" >&2
+		fi
+	fi
+fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
 	echo "install-deps: not root; missing:$missing (tests that need them will skip)" >&2

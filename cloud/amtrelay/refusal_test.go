@@ -1,7 +1,6 @@
 package amtrelay
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/netip"
@@ -9,11 +8,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/test/harness"
 )
 
 var (
@@ -215,7 +214,7 @@ func TestByReasonCoversDrops(t *testing.T) {
 // per interval with the count, never a line per packet, and what is left
 // is logged when the relay stops.
 func TestRefusalLog(t *testing.T) {
-	var logs lockedBuffer
+	var logs harness.LineBuffer
 	o := Options{Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	o.refusalLog = time.Hour
 	r, err := New(o)
@@ -258,21 +257,4 @@ func TestRefusalLog(t *testing.T) {
 	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "sample_from=127.0.0.1:") {
 		t.Errorf("warning lacks its level or a sample source:\n%s", out)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

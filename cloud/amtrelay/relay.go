@@ -174,8 +174,8 @@ type Options struct {
 	refusalLog  time.Duration // DefaultRefusalLogInterval if 0
 }
 
-// withDefaults fills in defaults and checks ranges.
-func (o Options) withDefaults() (Options, error) {
+// withDefaults returns o with every zero field given its default.
+func (o Options) withDefaults() Options {
 	if o.Listen == "" {
 		o.Listen = DefaultListen
 	}
@@ -215,30 +215,36 @@ func (o Options) withDefaults() (Options, error) {
 	if o.refusalLog == 0 {
 		o.refusalLog = DefaultRefusalLogInterval
 	}
+	o.Advertise = o.Advertise.Unmap()
+	return o
+}
+
+// check validates the options after withDefaults; its errors (ErrOptions)
+// name the fields.
+func (o Options) check() error {
 	minRot := MinSecretRotation
 	if o.minRotation != 0 {
 		minRot = o.minRotation
 	}
 	switch {
 	case o.QueryInterval < 0 || o.QueryInterval > maxQueryInterval:
-		return o, fmt.Errorf("%w: QueryInterval %v not in (0, %v]", ErrOptions, o.QueryInterval, maxQueryInterval)
+		return fmt.Errorf("%w: QueryInterval %v not in (0, %v]", ErrOptions, o.QueryInterval, maxQueryInterval)
 	case o.Robustness < 1 || o.Robustness > 7:
-		return o, fmt.Errorf("%w: Robustness %d not in 1..7", ErrOptions, o.Robustness)
+		return fmt.Errorf("%w: Robustness %d not in 1..7", ErrOptions, o.Robustness)
 	case o.QueryResponseInterval < 0 || o.QueryResponseInterval > o.QueryInterval:
 		// RFC 3376 §8.3: the response interval must be less than the
 		// query interval.
-		return o, fmt.Errorf("%w: QueryResponseInterval %v not in (0, QueryInterval]", ErrOptions, o.QueryResponseInterval)
+		return fmt.Errorf("%w: QueryResponseInterval %v not in (0, QueryInterval]", ErrOptions, o.QueryResponseInterval)
 	case o.SecretRotation < minRot:
-		return o, fmt.Errorf("%w: SecretRotation %v below %v (RFC 7450)", ErrOptions, o.SecretRotation, minRot)
+		return fmt.Errorf("%w: SecretRotation %v below %v (RFC 7450)", ErrOptions, o.SecretRotation, minRot)
 	case o.MaxGateways < 0 || o.MaxChannelsPerGateway < 0 || o.MaxChannels < 0:
-		return o, fmt.Errorf("%w: negative limit", ErrOptions)
+		return fmt.Errorf("%w: MaxGateways, MaxChannelsPerGateway and MaxChannels must not be negative", ErrOptions)
 	case o.RequestRate < 0 || o.RequestBurst < 0:
-		return o, fmt.Errorf("%w: negative request rate", ErrOptions)
+		return fmt.Errorf("%w: RequestRate and RequestBurst must not be negative", ErrOptions)
 	case o.Advertise.IsValid() && (o.Advertise.IsUnspecified() || o.Advertise.IsMulticast()):
-		return o, fmt.Errorf("%w: Advertise %v is not a unicast address", ErrOptions, o.Advertise)
+		return fmt.Errorf("%w: Advertise %v is not a unicast address", ErrOptions, o.Advertise)
 	}
-	o.Advertise = o.Advertise.Unmap()
-	return o, nil
+	return nil
 }
 
 // groupMembershipInterval is how long state lives without a refresh
@@ -274,8 +280,8 @@ type Relay struct {
 // New binds the relay's sockets (and, with NativeInterface, its native
 // multicast socket) and returns a Relay ready to Run.
 func New(opts Options) (*Relay, error) {
-	o, err := opts.withDefaults()
-	if err != nil {
+	o := opts.withDefaults()
+	if err := o.check(); err != nil {
 		return nil, err
 	}
 	r := &Relay{

@@ -169,60 +169,86 @@ type Stats struct {
 	ShedBy map[string]uint64
 }
 
-// New checks opts and builds a broker; Start makes it listen.
-func New(opts Options) (*Broker, error) {
-	if opts.Addr == "" {
-		opts.Addr = DefaultAddr
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Addr == "" {
+		o.Addr = DefaultAddr
 	}
-	if opts.TokenWindow <= 0 {
-		opts.TokenWindow = DefaultTokenWindow
+	if o.TokenWindow == 0 {
+		o.TokenWindow = DefaultTokenWindow
 	}
-	if opts.MaxClients <= 0 {
-		opts.MaxClients = DefaultMaxClients
+	if o.MaxClients == 0 {
+		o.MaxClients = DefaultMaxClients
 	}
-	if opts.MaxHandshakes <= 0 {
-		opts.MaxHandshakes = DefaultMaxHandshakes
+	if o.MaxHandshakes == 0 {
+		o.MaxHandshakes = DefaultMaxHandshakes
 	}
-	if opts.HandshakeTimeout <= 0 {
-		opts.HandshakeTimeout = DefaultHandshakeTimeout
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if opts.MaxHandshakesPerAddr <= 0 {
-		opts.MaxHandshakesPerAddr = DefaultMaxHandshakesPerAddr
+	if o.MaxHandshakesPerAddr == 0 {
+		o.MaxHandshakesPerAddr = DefaultMaxHandshakesPerAddr
 	}
-	if opts.ConnectRate == 0 {
-		opts.ConnectRate = DefaultConnectRate
+	if o.ConnectRate == 0 {
+		o.ConnectRate = DefaultConnectRate
 	}
-	if opts.ConnectBurst <= 0 {
-		opts.ConnectBurst = DefaultConnectBurst
+	if o.ConnectBurst == 0 {
+		o.ConnectBurst = DefaultConnectBurst
 	}
-	if opts.MaxPacketSize == 0 {
-		opts.MaxPacketSize = DefaultMaxPacketSize
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = DefaultMaxPacketSize
 	}
-	if opts.ReadCoalesce == 0 {
-		opts.ReadCoalesce = DefaultReadCoalesce
+	if o.ReadCoalesce == 0 {
+		o.ReadCoalesce = DefaultReadCoalesce
 	}
-	if opts.PublishRate == 0 {
-		opts.PublishRate = DefaultPublishRate
+	if o.PublishRate == 0 {
+		o.PublishRate = DefaultPublishRate
 	}
-	if opts.PublishBurst <= 0 {
-		opts.PublishBurst = DefaultPublishBurst
+	if o.PublishBurst == 0 {
+		o.PublishBurst = DefaultPublishBurst
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	if (opts.AdminUser == "") != (opts.AdminPassword == "") {
-		return nil, errors.New("broker: AdminUser and AdminPassword go together")
-	}
-	if opts.AdminUser != "" {
-		if _, err := identity.ParsePublicKey(opts.AdminUser); err == nil {
-			return nil, errors.New("broker: AdminUser must not be a node ID")
+}
+
+// check validates the options after ensureDefaults; its errors name the
+// fields.
+func (o *Options) check() error {
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{
+		{"TokenWindow", o.TokenWindow < 0}, {"MaxClients", o.MaxClients < 0}, {"MaxHandshakes", o.MaxHandshakes < 0},
+		{"HandshakeTimeout", o.HandshakeTimeout < 0}, {"MaxHandshakesPerAddr", o.MaxHandshakesPerAddr < 0},
+		{"ConnectBurst", o.ConnectBurst < 0}, {"PublishBurst", o.PublishBurst < 0},
+	} {
+		if f.neg {
+			return fmt.Errorf("broker: Options.%s must not be negative", f.name)
 		}
 	}
-	if (opts.TLSCertFile == "") != (opts.TLSKeyFile == "") {
-		return nil, errors.New("broker: TLSCertFile and TLSKeyFile go together")
+	if (o.AdminUser == "") != (o.AdminPassword == "") {
+		return errors.New("broker: Options.AdminUser and AdminPassword go together")
+	}
+	if o.AdminUser != "" {
+		if _, err := identity.ParsePublicKey(o.AdminUser); err == nil {
+			return errors.New("broker: Options.AdminUser must not be a node ID")
+		}
+	}
+	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
+		return errors.New("broker: Options.TLSCertFile and TLSKeyFile go together")
+	}
+	return nil
+}
+
+// New checks opts and builds a broker; Start makes it listen.
+func New(opts Options) (*Broker, error) {
+	opts.ensureDefaults()
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	var tlsConf *tls.Config
 	if opts.TLSCertFile != "" {

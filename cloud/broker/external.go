@@ -30,10 +30,34 @@ type ExternalOptions struct {
 	// broker need different IDs.
 	ClientID string
 	// ConnectTimeout bounds one connection attempt, PublishTimeout one
-	// publish (10 s each by default). KeepAlive is the MQTT keepalive (30 s).
+	// publish (DefaultConnectTimeout, DefaultPublishTimeout). KeepAlive is
+	// the MQTT keepalive (DefaultKeepAlive).
 	ConnectTimeout, PublishTimeout, KeepAlive time.Duration
 	// Logger (slog.Default if nil).
 	Logger *slog.Logger
+}
+
+// Defaults of ExternalOptions.
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultPublishTimeout = 10 * time.Second
+	DefaultKeepAlive      = 30 * time.Second
+)
+
+// ensureDefaults gives every zero (or negative) duration its default.
+func (o *ExternalOptions) ensureDefaults() {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.PublishTimeout <= 0 {
+		o.PublishTimeout = DefaultPublishTimeout
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = DefaultKeepAlive
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 }
 
 // External is a Bus on an external broker through paho. It reconnects by
@@ -58,7 +82,7 @@ type extSub struct {
 func DialExternal(ctx context.Context, opts ExternalOptions) (*External, error) {
 	u, err := url.Parse(opts.URL)
 	if err != nil {
-		return nil, fmt.Errorf("broker: external URL: %w", err)
+		return nil, fmt.Errorf("broker: ExternalOptions.URL: %w", err)
 	}
 	switch u.Scheme {
 	case "tcp", "mqtt":
@@ -66,10 +90,10 @@ func DialExternal(ctx context.Context, opts ExternalOptions) (*External, error) 
 	case "tls", "ssl", "mqtts":
 		u.Scheme = "tls"
 	default:
-		return nil, fmt.Errorf("broker: external URL %q: scheme must be tcp:// or tls://", opts.URL)
+		return nil, fmt.Errorf("broker: ExternalOptions.URL %q: scheme must be tcp:// or tls://", opts.URL)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("broker: external URL %q has no host", opts.URL)
+		return nil, fmt.Errorf("broker: ExternalOptions.URL %q has no host", opts.URL)
 	}
 	if opts.ClientID == "" {
 		var b [6]byte
@@ -78,18 +102,7 @@ func DialExternal(ctx context.Context, opts ExternalOptions) (*External, error) 
 		}
 		opts.ClientID = "castd-" + hex.EncodeToString(b[:])
 	}
-	if opts.ConnectTimeout <= 0 {
-		opts.ConnectTimeout = 10 * time.Second
-	}
-	if opts.PublishTimeout <= 0 {
-		opts.PublishTimeout = 10 * time.Second
-	}
-	if opts.KeepAlive <= 0 {
-		opts.KeepAlive = 30 * time.Second
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.ensureDefaults()
 	e := &External{log: opts.Logger.With("broker", u.Redacted()), timeout: opts.PublishTimeout}
 
 	po := paho.NewClientOptions().
@@ -105,7 +118,7 @@ func DialExternal(ctx context.Context, opts ExternalOptions) (*External, error) 
 		SetWriteTimeout(opts.PublishTimeout).
 		SetOnConnectHandler(e.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			e.log.Warn("mqtt connection lost; reconnecting", "error", err)
+			e.log.Warn("mqtt connection lost; reconnecting", "err", err)
 		})
 	if opts.Credentials != nil {
 		po.SetCredentialsProvider(opts.Credentials)
@@ -144,7 +157,7 @@ func (e *External) onConnect(c paho.Client) {
 	e.log.Info("mqtt connected", "subscriptions", len(subs))
 	for _, s := range subs {
 		if err := e.subscribe(s); err != nil {
-			e.log.Error("mqtt resubscribe", "filter", s.filter, "error", err)
+			e.log.Error("mqtt resubscribe", "filter", s.filter, "err", err)
 		}
 	}
 }

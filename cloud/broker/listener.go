@@ -82,7 +82,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			}
 			// Out of file descriptors and the like: wait, do not spin.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.log.Warn("mqtt accept", "error", err, "retry_in", backoff)
+			l.log.Warn("mqtt accept", "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
 			continue
 		}
@@ -96,7 +96,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			if conn, err = l.poller.Wrap(conn); err != nil {
 				l.gate.release(src)
 				if !l.closed.Load() {
-					l.log.Warn("mqtt: cannot coalesce a connection's reads; closed it", "error", err)
+					l.log.Warn("mqtt: cannot coalesce a connection's reads; closed it", "err", err)
 				}
 				continue
 			}
@@ -114,7 +114,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 				l.gate.count(shedTimeout, src, time.Now())
 			}
 			if err != nil {
-				l.log.Debug("mqtt connection ended", "remote", conn.RemoteAddr(), "error", err)
+				l.log.Debug("mqtt connection ended", "remote", conn.RemoteAddr(), "err", err)
 			}
 		}()
 	}

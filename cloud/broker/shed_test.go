@@ -1,34 +1,16 @@
 package broker
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/blockcast/beacon/test/harness"
 )
-
-// syncBuffer is a log sink safe for the broker's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // dialFrom opens a TCP connection to addr from the loopback address src.
 func dialFrom(t testing.TB, src, addr string) (net.Conn, error) {
@@ -69,7 +51,7 @@ func pickAttacker(t *testing.T, b *Broker) string {
 // (one global pool) the silent sockets took every slot and the node was
 // shed.
 func TestSilentFloodFromOneAddress(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &harness.LineBuffer{}
 	node := newKey(t)
 	b := startBroker(t, Options{
 		Known:         knownSet(node.ID()),

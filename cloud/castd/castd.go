@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/blockcast/beacon/cloud/broker"
 	"github.com/blockcast/beacon/cloud/clientip"
 	"github.com/blockcast/beacon/cloud/monitor"
+	"github.com/blockcast/beacon/cloud/probe"
 	"github.com/blockcast/beacon/cloud/registry"
 	"github.com/blockcast/beacon/cloud/router"
 	"github.com/blockcast/beacon/cloud/web"
@@ -36,8 +38,29 @@ import (
 	"github.com/blockcast/beacon/shared/signedreq"
 )
 
-// DefaultMQTTCoalesce is the castd command's --mqtt-coalesce.
-const DefaultMQTTCoalesce = broker.DefaultReadCoalesce
+// Defaults of Options: ensureDefaults gives them to zero fields, and the
+// castd command's flags start from them. Each is defined here once (or
+// named here after the package that owns it).
+const (
+	DefaultListen           = ":8080"
+	DefaultCacheSize        = 1 << 30
+	DefaultSignWindow       = time.Minute
+	DefaultMQTTCoalesce     = broker.DefaultReadCoalesce
+	DefaultProbeInterval    = 10 * time.Second
+	DefaultProbeConcurrency = probe.DefaultMaxInFlight
+	DefaultWriteStall       = connguard.DefaultWriteStall
+	DefaultBodyTimeout      = connguard.DefaultBodyTimeout
+	DefaultAMTQueryInterval = amtrelay.DefaultQueryInterval
+	DefaultAMTMaxGateways   = amtrelay.DefaultMaxGateways
+)
+
+// The castd command's defaults for what Options leave off when empty: the
+// embedded broker's and the AMT relay's addresses, and the state directory.
+const (
+	DefaultStateDir   = "/var/lib/castd"
+	DefaultMQTTListen = ":1883"
+	DefaultAMTListen  = amtrelay.DefaultListen
+)
 
 // Refusals are logged at most refusalLogRate lines a second after a burst
 // of refusalLogBurst; the rest are counted (castd_requests_refused_total)
@@ -48,13 +71,16 @@ const (
 )
 
 // Options configure castd. cmd/castd fills them from flags and environment.
+// A zero field means its Default* constant (one meaning of zero in every
+// package); where a feature can be turned off, a negative value or an
+// empty address does it, as the field says.
 type Options struct {
-	Listen            string // HTTP listen address for API, router and node fetches
-	StateDir          string // holds the CAST key, the registry and the mid-tier cache
-	Origin            string // base URL of the origin (traditional delivery and cache fills)
-	CacheSize         int64  // mid-tier cache bound in bytes
+	Listen            string // HTTP listen address for API, router and node fetches (DefaultListen)
+	StateDir          string // holds the CAST key, the registry and the mid-tier cache (required)
+	Origin            string // base URL of the origin (traditional delivery and cache fills; required)
+	CacheSize         int64  // mid-tier cache bound in bytes (DefaultCacheSize)
 	TrustedProxies    []netip.Prefix
-	SignWindow        time.Duration // accepted clock skew of signed requests
+	SignWindow        time.Duration // accepted clock skew of signed requests (DefaultSignWindow)
 	RequireDelegation bool          // refuse nodes without an owner wallet delegation
 
 	// Control plane. MQTTListen runs the embedded broker there; MQTTBroker
@@ -68,10 +94,11 @@ type Options struct {
 	MQTTTLSCert   string // embedded broker TLS certificate and key (PEM files)
 	MQTTTLSKey    string
 	// MQTTCoalesce is how long nodes' packets may wait so that the embedded
-	// broker reads many at one wake-up (see package coalesce); 0 reads each
-	// as it arrives. The castd command's default is DefaultMQTTCoalesce.
+	// broker reads many at one wake-up (see package coalesce); zero means
+	// DefaultMQTTCoalesce, negative reads each as it arrives (as the
+	// broker's ReadCoalesce).
 	MQTTCoalesce  time.Duration
-	ProbeInterval time.Duration // how often relays' health endpoints are probed
+	ProbeInterval time.Duration // how often RELAY nodes' health endpoints are probed (DefaultProbeInterval)
 	AdminToken    string        // bearer token for the operator API: node list, node views, commands ("" = off)
 	// RouteToken lets upstream CDNs ask GET /v1/route for clients other
 	// than themselves ("" = only the admin token may).
@@ -84,7 +111,7 @@ type Options struct {
 	CoverageZoneInterval time.Duration
 
 	// Relay health probes. ProbeConcurrency bounds the probes in flight
-	// (default probe.DefaultMaxInFlight). AllowPrivateNodes lets relays
+	// (DefaultProbeConcurrency). AllowPrivateNodes lets relays
 	// register and be probed at loopback, private, link-local and other
 	// non-public addresses: for labs and tests, never on the internet.
 	ProbeConcurrency  int
@@ -94,20 +121,21 @@ type Options struct {
 	AMTListen          string
 	AMTAdvertise       netip.Addr    // address in Relay Advertisements (default: the one discovery reached)
 	AMTNativeInterface string        // receive native SSM here for joined channels
-	AMTQueryInterval   time.Duration // query interval told to gateways
+	AMTQueryInterval   time.Duration // query interval told to gateways (DefaultAMTQueryInterval)
 	AMTGatewayAddr     bool          // G flag: tell gateways their address as seen
-	AMTMaxGateways     int
+	AMTMaxGateways     int           // tunnels before the L flag is set (DefaultAMTMaxGateways)
 
 	// Slow clients (see package connguard): a write that makes no progress
 	// for WriteStall fails, a request body must arrive within BodyTimeout
-	// (0: 30 s each).
+	// (DefaultWriteStall, DefaultBodyTimeout).
 	WriteStall  time.Duration
 	BodyTimeout time.Duration
 	// Registrations (see register.go and expiry.go). RegistrationRate is
 	// new nodes a minute per source address once RegistrationBurst is
 	// spent (zero: the defaults; a negative rate: no limit).
 	// RegistrationTTL removes a registration that the control plane has
-	// not seen online this long after it was made (0: never).
+	// not seen online this long after it was made (zero:
+	// DefaultRegistrationTTL; negative: never).
 	RegistrationRate  float64
 	RegistrationBurst int
 	RegistrationTTL   time.Duration
@@ -116,33 +144,107 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
-func (o *Options) check() error {
-	if o.StateDir == "" {
-		return errors.New("castd: --state-dir is required")
+// ensureDefaults gives every zero field its default. New calls it once,
+// before check.
+func (o *Options) ensureDefaults() {
+	if o.Listen == "" {
+		o.Listen = DefaultListen
 	}
-	if o.Origin == "" {
-		return errors.New("castd: --origin is required (the HTTP origin that content is pulled from)")
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
 	}
-	if _, err := protocol.ParseBaseURL(o.Origin); err != nil {
-		return fmt.Errorf("castd: --origin: %w", err)
+	if o.SignWindow == 0 {
+		o.SignWindow = DefaultSignWindow
 	}
-	if o.CacheSize <= 0 {
-		return fmt.Errorf("castd: --cache-size must be positive")
+	if o.MQTTCoalesce == 0 {
+		o.MQTTCoalesce = DefaultMQTTCoalesce
+	}
+	if o.ProbeInterval == 0 {
+		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.ProbeConcurrency == 0 {
+		o.ProbeConcurrency = DefaultProbeConcurrency
+	}
+	if o.CoverageZoneInterval == 0 {
+		o.CoverageZoneInterval = DefaultCoverageZoneInterval
+	}
+	if o.AMTQueryInterval == 0 {
+		o.AMTQueryInterval = DefaultAMTQueryInterval
+	}
+	if o.AMTMaxGateways == 0 {
+		o.AMTMaxGateways = DefaultAMTMaxGateways
+	}
+	if o.WriteStall == 0 {
+		o.WriteStall = DefaultWriteStall
+	}
+	if o.BodyTimeout == 0 {
+		o.BodyTimeout = DefaultBodyTimeout
+	}
+	if o.RegistrationRate == 0 {
+		o.RegistrationRate = DefaultRegistrationRate
+	}
+	if o.RegistrationBurst == 0 {
+		o.RegistrationBurst = DefaultRegistrationBurst
+	}
+	if o.RegistrationTTL == 0 {
+		o.RegistrationTTL = DefaultRegistrationTTL
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.SignWindow <= 0 {
-		o.SignWindow = time.Minute
-	}
-	if o.ProbeInterval <= 0 {
-		o.ProbeInterval = 10 * time.Second
-	}
-	if err := o.checkRegistration(); err != nil {
-		return err
-	}
-	return nil
 }
+
+// check validates the options after ensureDefaults. Its errors name the
+// field; cmd/castd names the flag instead.
+func (o *Options) check() error {
+	if o.StateDir == "" {
+		return fieldError("StateDir", errors.New("is required"))
+	}
+	if o.Origin == "" {
+		return fieldError("Origin", errors.New("is required (the HTTP origin that content is pulled from)"))
+	}
+	if _, err := protocol.ParseBaseURL(o.Origin); err != nil {
+		return fieldError("Origin", err)
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"SignWindow", o.SignWindow}, {"ProbeInterval", o.ProbeInterval}, {"CoverageZoneInterval", o.CoverageZoneInterval},
+		{"AMTQueryInterval", o.AMTQueryInterval}, {"WriteStall", o.WriteStall}, {"BodyTimeout", o.BodyTimeout}} {
+		if d.v < 0 {
+			return fieldError(d.field, errors.New("must not be negative"))
+		}
+	}
+	if o.CacheSize < 0 {
+		return fieldError("CacheSize", errors.New("must be positive"))
+	}
+	if o.ProbeConcurrency < 0 {
+		return fieldError("ProbeConcurrency", errors.New("must be positive"))
+	}
+	if o.AMTMaxGateways < 0 {
+		return fieldError("AMTMaxGateways", errors.New("must be positive"))
+	}
+	return o.checkRegistration()
+}
+
+// OptionError is a refused Options field. Field is the Go field's name, so
+// that a program filling Options from its own flags can name the flag.
+type OptionError struct {
+	Field string
+	Err   error
+}
+
+func (e *OptionError) Error() string {
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, "is ") || strings.HasPrefix(msg, "must ") {
+		return "castd: Options." + e.Field + " " + msg
+	}
+	return "castd: Options." + e.Field + ": " + msg
+}
+
+func (e *OptionError) Unwrap() error { return e.Err }
+
+func fieldError(field string, err error) error { return &OptionError{Field: field, Err: err} }
 
 // Server is a running castd: state opened, handlers ready.
 type Server struct {
@@ -163,11 +265,11 @@ type Server struct {
 	refusalLog       *ratelimit.Bucket
 	refusalsUnlogged atomic.Int64
 	admin            adminGate
-	relays           relayCoverage // operator-approved relay prefixes (relays.go)
+	relayNodes       relayNodeCoverage // operator-approved relay prefixes (relays.go)
 
 	dashboard *web.Dashboard
 	control   *control        // nil until started, and without a control plane
-	relay     *amtrelay.Relay // nil without --amt-listen
+	amtRelay  *amtrelay.Relay // nil without --amt-listen
 
 	regLimit    *ratelimit.PerAddr // new registrations per source address; nil: off
 	regLimited  atomic.Uint64      // registrations answered 429
@@ -178,6 +280,7 @@ type Server struct {
 // New opens castd's state under opts.StateDir (creating the CAST key on
 // first start) and loads the registry into the router.
 func New(opts Options) (*Server, error) {
+	opts.ensureDefaults()
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
@@ -213,7 +316,7 @@ func New(opts Options) (*Server, error) {
 		s.reg.Close()
 		return nil, fmt.Errorf("castd: loading registry: %w", err)
 	}
-	if err := s.initRelays(); err != nil {
+	if err := s.initRelayNodes(); err != nil {
 		s.reg.Close()
 		return nil, err
 	}
@@ -297,13 +400,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// However Serve ends, the context is cancelled first and then the AMT
 	// relay and the control plane are waited for: nothing they run may
 	// outlive Serve and race Close.
-	var relayDone <-chan struct{}
+	var amtRelayDone <-chan struct{}
 	var bg sync.WaitGroup // castd's own loops (coverage-zone watcher)
 	defer func() {
 		cancel()
 		bg.Wait()
-		if relayDone != nil {
-			<-relayDone
+		if amtRelayDone != nil {
+			<-amtRelayDone
 		}
 		if s.control != nil {
 			s.control.wait()
@@ -316,7 +419,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	var err error
-	if relayDone, err = s.startRelay(ctx); err != nil {
+	if amtRelayDone, err = s.startAMTRelay(ctx); err != nil {
 		return err
 	}
 	bg.Add(1)
@@ -400,24 +503,24 @@ func (s *Server) newMetrics() *metrics.Registry {
 		}
 		return []metrics.Sample{{Value: float64(s.control.broker.Stats().ReadRounds)}}
 	})
-	relayStat := func(name, help string, kind metrics.Kind, get func(amtrelay.Stats) float64) {
+	amtRelayStat := func(name, help string, kind metrics.Kind, get func(amtrelay.Stats) float64) {
 		m.Collect("castd_amt_"+name, help, kind, func() []metrics.Sample {
-			if s.relay == nil {
+			if s.amtRelay == nil {
 				return nil
 			}
-			return []metrics.Sample{{Value: get(s.relay.Stats())}}
+			return []metrics.Sample{{Value: get(s.amtRelay.Stats())}}
 		})
 	}
-	relayStat("gateways", "AMT tunnels to gateways.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Gateways) })
-	relayStat("channels", "(S,G) channels with at least one gateway.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Channels) })
-	relayStat("packets_in_total", "Multicast datagrams to relay.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsIn) })
-	relayStat("packets_out_total", "Multicast Data messages sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsOut) })
-	relayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
+	amtRelayStat("gateways", "AMT tunnels to gateways.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Gateways) })
+	amtRelayStat("channels", "(S,G) channels with at least one gateway.", metrics.Gauge, func(st amtrelay.Stats) float64 { return float64(st.Channels) })
+	amtRelayStat("packets_in_total", "Multicast datagrams to relay.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsIn) })
+	amtRelayStat("packets_out_total", "Multicast Data messages sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.PacketsOut) })
+	amtRelayStat("bytes_out_total", "Multicast Data payload bytes sent to gateways.", metrics.Counter, func(st amtrelay.Stats) float64 { return float64(st.BytesOut) })
 	m.Collect("castd_amt_refused_total", "AMT messages the relay refused and copies it dropped, by reason (see amtrelay.RefusalReasons).", metrics.Counter, func() []metrics.Sample {
-		if s.relay == nil {
+		if s.amtRelay == nil {
 			return nil
 		}
-		rs := s.relay.Stats().Drops.ByReason()
+		rs := s.amtRelay.Stats().Drops.ByReason()
 		out := make([]metrics.Sample, len(rs))
 		for i, rf := range rs {
 			out[i] = metrics.Sample{Labels: []string{"reason", rf.Reason}, Value: float64(rf.Count)}
@@ -425,14 +528,14 @@ func (s *Server) newMetrics() *metrics.Registry {
 		return out
 	})
 	s.registerGuardMetrics(m)
-	s.relayMetrics(m)
+	s.relayNodeMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
 }
 
-// startRelay runs the AMT relay until ctx ends; the channel closes when it
+// startAMTRelay runs the AMT relay until ctx ends; the channel closes when it
 // has stopped.
-func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
+func (s *Server) startAMTRelay(ctx context.Context) (<-chan struct{}, error) {
 	done := make(chan struct{})
 	if s.opts.AMTListen == "" {
 		close(done)
@@ -454,7 +557,7 @@ func (s *Server) startRelay(ctx context.Context) (<-chan struct{}, error) {
 		close(done)
 		return done, fmt.Errorf("castd: AMT relay: %w", err)
 	}
-	s.relay = r
+	s.amtRelay = r
 	go func() {
 		defer close(done)
 		if err := r.Run(ctx); err != nil {

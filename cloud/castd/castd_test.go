@@ -16,6 +16,7 @@ import (
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/ratelimit"
 	"github.com/blockcast/beacon/shared/signedreq"
+	"github.com/blockcast/beacon/test/harness"
 )
 
 func newTestServer(t *testing.T, mod func(*Options)) (*Server, *httptest.Server) {
@@ -45,7 +46,7 @@ func TestOptionsRefused(t *testing.T) {
 		{Origin: "http://o", CacheSize: 1},
 		{StateDir: "x", CacheSize: 1},
 		{StateDir: "x", Origin: "ftp://o", CacheSize: 1},
-		{StateDir: "x", Origin: "http://o"},
+		{StateDir: "x", Origin: "http://o", CacheSize: -1},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("%+v accepted", o)
@@ -115,14 +116,14 @@ func TestAPIRefusals(t *testing.T) {
 	}{
 		{"GET", protocol.PathRegister, "", "", http.StatusMethodNotAllowed},
 		{"DELETE", "/some/content", "", "", http.StatusMethodNotAllowed},
-		{"GET", "/v1/route?path=relative", "", "", http.StatusBadRequest},
-		{"GET", "/v1/route?path=/x&client=999.1.1.1", "", "", http.StatusBadRequest},
-		{"GET", "/v1/nope", "", "", http.StatusNotFound},
-		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "", http.StatusUnauthorized},
-		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "Bearer wrong", http.StatusUnauthorized},
-		{"POST", "/v1/nodes/abc/commands", `{"op":"purge"}`, "Bearer secret", http.StatusServiceUnavailable}, // no control plane
-		{"GET", "/v1/nodes/abc", "", "", http.StatusUnauthorized},
-		{"GET", "/v1/nodes/abc", "", "Bearer secret", http.StatusNotFound},
+		{"GET", protocol.PathRoute + "?path=relative", "", "", http.StatusBadRequest},
+		{"GET", protocol.PathRoute + "?path=/x&client=999.1.1.1", "", "", http.StatusBadRequest},
+		{"GET", protocol.PathAPIPrefix + "nope", "", "", http.StatusNotFound},
+		{"POST", protocol.PathNodes + "/abc/commands", `{"op":"purge"}`, "", http.StatusUnauthorized},
+		{"POST", protocol.PathNodes + "/abc/commands", `{"op":"purge"}`, "Bearer wrong", http.StatusUnauthorized},
+		{"POST", protocol.PathNodes + "/abc/commands", `{"op":"purge"}`, "Bearer secret", http.StatusServiceUnavailable}, // no control plane
+		{"GET", protocol.PathNodes + "/abc", "", "", http.StatusUnauthorized},
+		{"GET", protocol.PathNodes + "/abc", "", "Bearer secret", http.StatusNotFound},
 	}
 	for _, tc := range tests {
 		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
@@ -140,7 +141,7 @@ func TestAPIRefusals(t *testing.T) {
 			t.Errorf("%s %s: %d, want %d (%s)", tc.method, tc.path, resp.StatusCode, tc.want, e.Error)
 		}
 	}
-	resp, err := http.Get(srv.URL + "/metrics")
+	resp, err := http.Get(srv.URL + protocol.PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,12 +167,12 @@ func TestQueryResponseInterval(t *testing.T) {
 // castd's log: refusals past the burst are counted, and the next line
 // that is written says how many were left out.
 func TestRefusalLogBounded(t *testing.T) {
-	var logs syncBuffer
+	var logs harness.LineBuffer
 	s, srv := newTestServer(t, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	const flood = 3 * refusalLogBurst
 	c := srv.Client()
 	for i := 0; i < flood; i++ {
-		resp, err := c.Get(srv.URL + "/v1/route?path=relative")
+		resp, err := c.Get(srv.URL + protocol.PathRoute + "?path=relative")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +191,7 @@ func TestRefusalLogBounded(t *testing.T) {
 	}
 	// Once the bucket refills, a line says what was left out.
 	s.refusalLog = ratelimit.NewBucket(refusalLogRate, refusalLogBurst, time.Now())
-	resp, err := c.Get(srv.URL + "/v1/route?path=relative")
+	resp, err := c.Get(srv.URL + protocol.PathRoute + "?path=relative")
 	if err != nil {
 		t.Fatal(err)
 	}

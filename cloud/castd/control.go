@@ -31,10 +31,10 @@ type control struct {
 	bus     broker.Bus
 	monitor *monitor.Monitor
 
-	prober *probe.Prober // relays' health probes (probes.go)
-	eligMu sync.Mutex    // serialises refresh
-	mu     sync.Mutex
-	relays map[string]string // relay ID → LAN URL
+	prober        *probe.Prober // relays' health probes (probes.go)
+	eligMu        sync.Mutex    // serialises refresh
+	mu            sync.Mutex
+	relayNodeURLs map[string]string // relay ID → LAN URL
 
 	wg sync.WaitGroup // the probe loop, the bus closer, registration expiry
 }
@@ -78,15 +78,11 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 			}
 		}()
 	} else {
-		coalesce := s.opts.MQTTCoalesce
-		if coalesce <= 0 {
-			coalesce = -1 // the broker's "off"
-		}
 		b, err := broker.New(broker.Options{
 			Addr: s.opts.MQTTListen, Known: known, AdminKey: s.key.Public(),
 			AdminUser: s.opts.MQTTUser, AdminPassword: s.opts.MQTTPassword,
 			TLSCertFile: s.opts.MQTTTLSCert, TLSKeyFile: s.opts.MQTTTLSKey,
-			ReadCoalesce: coalesce,
+			ReadCoalesce: s.opts.MQTTCoalesce, // the same meaning of zero and negative
 			Logger:       s.log.With("component", "mqtt"),
 		})
 		if err != nil {
@@ -111,7 +107,7 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 			s.log.Debug("node state", "id", id, "state", st, "load", load)
 		},
 		OnResult: func(id string, r monitor.Result) {
-			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "error", clipText(r.Error, maxReason), "detail", clipText(r.Detail, maxReason))
+			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "err", clipText(r.Error, maxReason), "detail", clipText(r.Detail, maxReason))
 		},
 	})
 	if err != nil {
@@ -134,7 +130,7 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
-		c.probeRelays(ctx)
+		c.probeRelayNodes(ctx)
 	}()
 	go func() {
 		defer c.wg.Done()
@@ -195,7 +191,7 @@ func (s *Server) nodeViews() []web.Node {
 		if n.Role == protocol.RoleRelay {
 			// What clients are sent there for: the operator's approvals and the
 			// coverage zone, not what the relay asked for.
-			for _, p := range s.router.RelayPrefixes(n.ID) {
+			for _, p := range s.router.RelayNodePrefixes(n.ID) {
 				v.CIDRs = append(v.CIDRs, p.String())
 			}
 		}
@@ -222,7 +218,7 @@ func (s *Server) nodeViews() []web.Node {
 			v.Routable = s.control.routable(n.ID)
 		}
 		if n.Role == protocol.RoleBeacon {
-			if id, ok := s.router.RelayFor(n.PublicIP); ok {
+			if id, ok := s.router.RelayNodeFor(n.PublicIP); ok {
 				v.Parent = id
 			}
 		}
@@ -326,6 +322,11 @@ func decodeCommand(w http.ResponseWriter, r *http.Request) (protocol.Command, in
 	}
 	if !ctrlmsg.KnownOp(cmd.Op) {
 		return cmd, http.StatusBadRequest, fmt.Errorf("unknown op %s (known: %s)", quoteClip(cmd.Op, maxQuoted), strings.Join(ctrlmsg.Ops(), ", "))
+	}
+	// The beacon would refuse a bad argument only after castd signed and
+	// sent it: refuse it here, by the same grammar.
+	if err := ctrlmsg.CheckArg(cmd.Op, cmd.Arg); err != nil {
+		return cmd, http.StatusBadRequest, fmt.Errorf("%s: %s", cmd.Op, clipText(err.Error(), 2*maxQuoted))
 	}
 	return cmd, 0, nil
 }

@@ -51,7 +51,7 @@ func (s *Server) startExpiry(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("castd: %w", err)
 	}
-	ttl := s.opts.RegistrationTTL
+	ttl := max(s.opts.RegistrationTTL, 0) // negative: never, 0 here
 	e := &expiry{s: s, ttl: ttl, since: since, pending: map[string]time.Time{}, wake: make(chan struct{}, 1),
 		every: min(max(ttl/10, 100*time.Millisecond), time.Minute)}
 	err = s.reg.ForEach(func(n registry.Node) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/blockcast/beacon/shared/offchain"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
+	"github.com/blockcast/beacon/test/harness"
 )
 
 const testToken = "operator-token-for-tests-0123456789"
@@ -114,7 +115,7 @@ func TestFleetDataNeedsOperator(t *testing.T) {
 	bearer := "Bearer " + testToken
 
 	// The stranger's view: totals only.
-	code, body := do(t, stranger, "GET", srv.URL+"/v1/nodes", "", "")
+	code, body := do(t, stranger, "GET", srv.URL+protocol.PathNodes, "", "")
 	var sum struct {
 		Total  int
 		Counts map[string]int
@@ -132,16 +133,16 @@ func TestFleetDataNeedsOperator(t *testing.T) {
 		path, auth string
 		want       int
 	}{
-		{"/v1/nodes?q=" + a.owner, "", 401}, // the wallet → home search of the report
-		{"/v1/nodes?q=" + a.ip, "", 401},
-		{"/v1/nodes?state=online", "", 401},
-		{"/v1/nodes?role=beacon", "", 401},
-		{"/v1/nodes?offset=1", "", 401},
-		{"/v1/nodes?limit=1", "", 401},
-		{"/v1/nodes/" + a.id, "", 401},
-		{"/v1/nodes/", "Bearer wrong", 401},
-		{"/v1/nodes", "Bearer wrong", 401},
-		{"/v1/nodes/" + a.id, "Basic " + testToken, 401},
+		{protocol.PathNodes + "?q=" + a.owner, "", 401}, // the wallet → home search of the report
+		{protocol.PathNodes + "?q=" + a.ip, "", 401},
+		{protocol.PathNodes + "?state=online", "", 401},
+		{protocol.PathNodes + "?role=beacon", "", 401},
+		{protocol.PathNodes + "?offset=1", "", 401},
+		{protocol.PathNodes + "?limit=1", "", 401},
+		{protocol.PathNodes + "/" + a.id, "", 401},
+		{protocol.PathNodes + "/", "Bearer wrong", 401},
+		{protocol.PathNodes, "Bearer wrong", 401},
+		{protocol.PathNodes + "/" + a.id, "Basic " + testToken, 401},
 	} {
 		s.admin = newAdminGate() // each case from a fresh budget
 		code, body := do(t, stranger, "GET", srv.URL+tc.path, tc.auth, "")
@@ -152,24 +153,24 @@ func TestFleetDataNeedsOperator(t *testing.T) {
 			t.Errorf("GET %s (%q) shows %v", tc.path, tc.auth, l)
 		}
 	}
-	if code, _ := do(t, stranger, "POST", srv.URL+"/v1/nodes", bearer, "{}"); code != http.StatusMethodNotAllowed {
+	if code, _ := do(t, stranger, "POST", srv.URL+protocol.PathNodes, bearer, "{}"); code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /v1/nodes: %d", code)
 	}
 
 	// The operator sees everything, and can search.
-	code, body = do(t, stranger, "GET", srv.URL+"/v1/nodes", bearer, "")
+	code, body = do(t, stranger, "GET", srv.URL+protocol.PathNodes, bearer, "")
 	if code != 200 || len(leaks(body, a, b)) != len(a.secrets())+len(b.secrets()) {
 		t.Fatalf("operator's list: %d %s", code, body)
 	}
-	code, body = do(t, stranger, "GET", srv.URL+"/v1/nodes?q="+a.owner, bearer, "")
+	code, body = do(t, stranger, "GET", srv.URL+protocol.PathNodes+"?q="+a.owner, bearer, "")
 	if code != 200 || !strings.Contains(body, a.lanURL) || strings.Contains(body, b.id) {
 		t.Fatalf("operator's search: %d %s", code, body)
 	}
-	code, body = do(t, stranger, "GET", srv.URL+"/v1/nodes/"+b.id, bearer, "")
+	code, body = do(t, stranger, "GET", srv.URL+protocol.PathNodes+"/"+b.id, bearer, "")
 	if code != 200 || !strings.Contains(body, `"public_ip":"127.0.0.22"`) {
 		t.Fatalf("operator's node view: %d %s", code, body)
 	}
-	if code, _ := do(t, stranger, "GET", srv.URL+"/v1/nodes/nope", bearer, ""); code != 404 {
+	if code, _ := do(t, stranger, "GET", srv.URL+protocol.PathNodes+"/nope", bearer, ""); code != 404 {
 		t.Fatalf("operator's view of a missing node: %d", code)
 	}
 }
@@ -177,18 +178,18 @@ func TestFleetDataNeedsOperator(t *testing.T) {
 // TestFleetDataWithoutOperatorToken: with no --admin-token there is no
 // credential to show nodes to, so nobody sees them, and the log says why.
 func TestFleetDataWithoutOperatorToken(t *testing.T) {
-	var logs syncBuffer
+	var logs harness.LineBuffer
 	_, srv := newTestServer(t, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	a := registerHome(t, srv.URL, "127.0.0.23", "http://192.168.77.8:8081", true)
 	if !strings.Contains(logs.String(), "the node list needs --admin-token") {
 		t.Errorf("start log does not say the node list needs --admin-token:\n%s", logs.String())
 	}
 	c := from("127.0.0.31")
-	code, body := do(t, c, "GET", srv.URL+"/v1/nodes", "", "")
+	code, body := do(t, c, "GET", srv.URL+protocol.PathNodes, "", "")
 	if code != 200 || !strings.Contains(body, `"total":1`) || leaks(body, a) != nil {
 		t.Fatalf("GET /v1/nodes: %d %s", code, body)
 	}
-	for _, p := range []string{"/v1/nodes?q=" + a.owner, "/v1/nodes/" + a.id} {
+	for _, p := range []string{protocol.PathNodes + "?q=" + a.owner, protocol.PathNodes + "/" + a.id} {
 		for _, auth := range []string{"", "Bearer ", "Bearer x"} {
 			if code, body := do(t, c, "GET", srv.URL+p, auth, ""); code != http.StatusForbidden || leaks(body, a) != nil {
 				t.Errorf("GET %s (%q): %d %s", p, auth, code, body)
@@ -211,12 +212,12 @@ func TestMetricsNameNoNode(t *testing.T) {
 	// Traffic that touches every part with a counter: routing, refusals,
 	// a command to a node.
 	do(t, from(a.ip), "GET", srv.URL+"/some/content.mp4", "", "")
-	do(t, from(b.ip), "GET", srv.URL+"/v1/route?path=/x&client="+a.ip, "", "")
-	do(t, from(b.ip), "GET", srv.URL+"/v1/nodes/"+a.id, "", "")
-	if code, body := do(t, from(b.ip), "POST", srv.URL+"/v1/nodes/"+a.id+"/commands", "Bearer "+testToken, `{"op":"purge","arg":"/x"}`); code != http.StatusAccepted {
+	do(t, from(b.ip), "GET", srv.URL+protocol.PathRoute+"?path=/x&client="+a.ip, "", "")
+	do(t, from(b.ip), "GET", srv.URL+protocol.PathNodes+"/"+a.id, "", "")
+	if code, body := do(t, from(b.ip), "POST", srv.URL+protocol.PathNodes+"/"+a.id+protocol.PathCommandsSuffix, "Bearer "+testToken, `{"op":"purge","arg":"/x"}`); code != http.StatusAccepted {
 		t.Fatalf("command: %d %s", code, body)
 	}
-	code, body := do(t, from("127.0.0.32"), "GET", srv.URL+"/metrics", "", "")
+	code, body := do(t, from("127.0.0.32"), "GET", srv.URL+protocol.PathMetrics, "", "")
 	if code != 200 || !strings.Contains(body, "castd_registered_nodes 2") {
 		t.Fatalf("/metrics: %d\n%s", code, body)
 	}
@@ -245,7 +246,7 @@ func TestAdminTokenGuessing(t *testing.T) {
 		operator = "127.0.0.43" // a different budget, as a different host has
 	}
 	g, op := from(guesser), from(operator)
-	url := srv.URL + "/v1/nodes?q=x"
+	url := srv.URL + protocol.PathNodes + "?q=x"
 	for i := range adminFailBurst {
 		if code, _ := do(t, g, "GET", url, "Bearer guess"+string(rune('a'+i)), ""); code != http.StatusUnauthorized {
 			t.Fatalf("guess %d: %d, want 401", i, code)
@@ -258,7 +259,7 @@ func TestAdminTokenGuessing(t *testing.T) {
 	if code != http.StatusTooManyRequests || strings.Contains(body, "nodes") && strings.Contains(body, "total") {
 		t.Fatalf("right token from the limited address: %d %s, want 429", code, body)
 	}
-	if code, _ := do(t, g, "POST", srv.URL+"/v1/nodes/x/commands", "Bearer "+testToken, `{"op":"purge"}`); code != http.StatusTooManyRequests {
+	if code, _ := do(t, g, "POST", srv.URL+protocol.PathNodes+"/x/commands", "Bearer "+testToken, `{"op":"purge"}`); code != http.StatusTooManyRequests {
 		t.Fatalf("command from the limited address: %d, want 429", code)
 	}
 	if code, _ := do(t, op, "GET", url, "Bearer "+testToken, ""); code != http.StatusOK {
@@ -279,7 +280,7 @@ func TestAdminTokenGuessing(t *testing.T) {
 // and a short log line; trailing data, unknown fields and oversize bodies
 // are refused.
 func TestCommandInputClipped(t *testing.T) {
-	var logs syncBuffer
+	var logs harness.LineBuffer
 	s, srv := newTestServer(t, func(o *Options) {
 		o.AdminToken = testToken
 		o.MQTTListen = "127.0.0.1:0"
@@ -291,7 +292,7 @@ func TestCommandInputClipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := registerHome(t, srv.URL, "127.0.0.26", "http://192.168.77.10:8081", false)
-	url := srv.URL + "/v1/nodes/" + a.id + "/commands"
+	url := srv.URL + protocol.PathNodes + "/" + a.id + protocol.PathCommandsSuffix
 	c := from("127.0.0.33")
 	bearer := "Bearer " + testToken
 	huge := strings.Repeat("A", 15000)
@@ -338,30 +339,6 @@ func TestCommandInputClipped(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the handler goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
-}
-
 // FuzzDecodeCommand: whatever the operator API is sent, decodeCommand
 // answers without panicking, accepts only known ops, and never quotes more
 // than a short piece of the input back.
@@ -369,12 +346,12 @@ func FuzzDecodeCommand(f *testing.F) {
 	for _, seed := range []string{
 		`{"op":"purge","arg":"/x"}`, `{"op":"amt-join","arg":"198.51.100.1@232.1.1.1 relay=127.0.0.1:9"}`,
 		`{"op":"purge"}{}`, `{"op":"purge","agr":"/x"}`, `{"op":"` + strings.Repeat("é", 3000) + `"}`,
-		`{"op":"purge"} x`, `[]`, `null`, `{"op":1}`, "", "\xff\xfe", `{"op":"purge","arg":"\u0000"}`,
+		`{"op":"purge"} x`, `[]`, `null`, `{"op":1}`, "", "\xff\xfe", `{"op":"purge","arg":"\u0000"}`, `{"op":"prefetch","arg":"/a/../b"}`, `{"op":"amt-leave","arg":"1.2.3.4@232.0.0.1 relay=[::1]:9"}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequest(http.MethodPost, "/v1/nodes/x/commands", bytes.NewReader(body))
+		req := httptest.NewRequest(http.MethodPost, protocol.PathNodes+"/x/commands", bytes.NewReader(body))
 		cmd, status, err := decodeCommand(httptest.NewRecorder(), req)
 		if err != nil {
 			if status < 400 || status > 499 {
@@ -388,6 +365,9 @@ func FuzzDecodeCommand(f *testing.F) {
 		if !ctrlmsg.KnownOp(cmd.Op) {
 			t.Fatalf("accepted op %q", cmd.Op)
 		}
+		if err := ctrlmsg.CheckArg(cmd.Op, cmd.Arg); err != nil {
+			t.Fatalf("accepted %s %q: %v", cmd.Op, cmd.Arg, err)
+		}
 	})
 }
 
@@ -398,7 +378,7 @@ func TestRouteOfOthersNeedsToken(t *testing.T) {
 	_, srv := newTestServer(t, func(o *Options) { o.AdminToken = testToken; o.RouteToken = routeToken })
 	a := registerHome(t, srv.URL, "127.0.0.51", "http://192.168.51.1:8081", false)
 	stranger := from("127.0.0.52")
-	url := srv.URL + "/v1/route?path=/x&client=" + a.ip
+	url := srv.URL + protocol.PathRoute + "?path=/x&client=" + a.ip
 	for _, tc := range []struct {
 		name   string
 		client *http.Client
@@ -409,7 +389,7 @@ func TestRouteOfOthersNeedsToken(t *testing.T) {
 		{"stranger asks about a home", stranger, url, "", http.StatusUnauthorized},
 		{"stranger with a wrong token", stranger, url, "Bearer nope", http.StatusUnauthorized},
 		{"the home asks about itself", from(a.ip), url, "", http.StatusOK},
-		{"the home asks without client", from(a.ip), srv.URL + "/v1/route?path=/x", "", http.StatusOK},
+		{"the home asks without client", from(a.ip), srv.URL + protocol.PathRoute + "?path=/x", "", http.StatusOK},
 		{"upstream CDN with the route token", stranger, url, "Bearer " + routeToken, http.StatusOK},
 		{"operator", stranger, url, "Bearer " + testToken, http.StatusOK},
 	} {

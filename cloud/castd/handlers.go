@@ -36,16 +36,16 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(protocol.PathMetrics, s.metrics)
 	mux.HandleFunc(protocol.PathNodes, s.handleNodes)
 	mux.HandleFunc(protocol.PathNodes+"/", s.handleNodes)
-	mux.HandleFunc(protocol.PathRelays, s.handleRelays)
-	mux.HandleFunc(protocol.PathRelays+"/", s.handleRelays)
-	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(protocol.PathRelayNodes, s.handleRelayNodes)
+	mux.HandleFunc(protocol.PathRelayNodes+"/", s.handleRelayNodes)
+	mux.HandleFunc(protocol.PathAPIPrefix, func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
 	// Content paths bypass the mux: it would answer a path with dot
 	// segments with a redirect to the cleaned path, and the router must
 	// refuse such a path instead of normalising it.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := r.URL.Path; strings.HasPrefix(p, "/v1/") || p == protocol.PathHealthz || p == protocol.PathMetrics {
+		if p := r.URL.Path; strings.HasPrefix(p, protocol.PathAPIPrefix) || p == protocol.PathHealthz || p == protocol.PathMetrics {
 			mux.ServeHTTP(w, r)
 			return
 		}
@@ -130,7 +130,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := s.checkRelayURL(reg); err != nil {
+	if err := s.checkRelayNodeURL(reg); err != nil {
 		s.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -173,7 +173,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.control.registered(stored) // before the router sees a new URL
 	}
 	s.router.Upsert(stored)
-	s.relayRegistered(stored)
+	s.relayNodeRegistered(stored)
 	if s.control != nil {
 		s.control.refresh(stored.ID)
 	}

@@ -31,10 +31,10 @@ func (c *control) initProbes() error {
 	}
 	c.prober = p
 	// Relays are known before the monitor can report one online.
-	c.relays = map[string]string{}
+	c.relayNodeURLs = map[string]string{}
 	s.reg.ForEach(func(n registry.Node) error {
 		if n.Role == protocol.RoleRelay {
-			c.relays[n.ID] = n.LANURL
+			c.relayNodeURLs[n.ID] = n.LANURL
 		}
 		return nil
 	})
@@ -52,9 +52,9 @@ func (c *control) initProbes() error {
 	return nil
 }
 
-// probeRelays probes relays until ctx ends, and returns only after every
+// probeRelayNodes probes relays until ctx ends, and returns only after every
 // probe it started has returned.
-func (c *control) probeRelays(ctx context.Context) {
+func (c *control) probeRelayNodes(ctx context.Context) {
 	c.prober.Run(ctx)
 }
 
@@ -71,9 +71,9 @@ func (c *control) routable(id string) bool {
 		return false
 	}
 	c.mu.Lock()
-	_, relay := c.relays[id]
+	_, isRelayNode := c.relayNodeURLs[id]
 	c.mu.Unlock()
-	if !relay {
+	if !isRelayNode {
 		return true
 	}
 	healthy, _ := c.prober.Healthy(id)
@@ -92,9 +92,9 @@ func (c *control) refresh(id string) {
 	c.eligMu.Lock()
 	defer c.eligMu.Unlock()
 	c.mu.Lock()
-	url, relay := c.relays[id]
+	url, isRelayNode := c.relayNodeURLs[id]
 	c.mu.Unlock()
-	if st, ok := c.monitor.Get(id); relay && ok && st.State == monitor.StateOnline {
+	if st, ok := c.monitor.Get(id); isRelayNode && ok && st.State == monitor.StateOnline {
 		c.prober.Set(id, url)
 	} else {
 		c.prober.Remove(id)
@@ -108,9 +108,9 @@ func (c *control) refresh(id string) {
 func (c *control) registered(n registry.Node) {
 	c.mu.Lock()
 	if n.Role == protocol.RoleRelay {
-		c.relays[n.ID] = n.LANURL
+		c.relayNodeURLs[n.ID] = n.LANURL
 	} else {
-		delete(c.relays, n.ID)
+		delete(c.relayNodeURLs, n.ID)
 	}
 	c.mu.Unlock()
 	c.refresh(n.ID)
@@ -119,17 +119,17 @@ func (c *control) registered(n registry.Node) {
 // forget drops a node whose registration is gone.
 func (c *control) forget(id string) {
 	c.mu.Lock()
-	delete(c.relays, id)
+	delete(c.relayNodeURLs, id)
 	c.mu.Unlock()
 	c.refresh(id)
 }
 
-// checkRelayURL refuses a relay whose LAN URL names a loopback, private,
+// checkRelayNodeURL refuses a relay whose LAN URL names a loopback, private,
 // link-local or otherwise non-public address literally: castd would be
 // asked to probe it and to send end users there. Names are judged when the
 // probe dials them. Beacons' LAN URLs are private by
 // nature, are never probed, and are not checked.
-func (s *Server) checkRelayURL(reg protocol.Registration) error {
+func (s *Server) checkRelayNodeURL(reg protocol.Registration) error {
 	if reg.Role != protocol.RoleRelay || s.opts.AllowPrivateNodes {
 		return nil
 	}

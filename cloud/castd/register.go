@@ -36,22 +36,13 @@ const (
 	DefaultRegistrationTTL   = 24 * time.Hour
 )
 
-// checkRegistration fills in and checks the registration options.
+// checkRegistration checks the registration options.
 func (o *Options) checkRegistration() error {
-	if o.RegistrationRate == 0 {
-		o.RegistrationRate = DefaultRegistrationRate
-	}
-	if o.RegistrationBurst == 0 {
-		o.RegistrationBurst = DefaultRegistrationBurst
-	}
 	if o.RegistrationBurst < 0 {
-		return fmt.Errorf("castd: --registration-burst must not be negative")
+		return fieldError("RegistrationBurst", errors.New("must not be negative"))
 	}
 	if math.IsNaN(o.RegistrationRate) || math.IsInf(o.RegistrationRate, 0) {
-		return fmt.Errorf("castd: --registration-rate must be a number")
-	}
-	if o.RegistrationTTL < 0 {
-		return fmt.Errorf("castd: --registration-ttl must not be negative (0: never expire)")
+		return fieldError("RegistrationRate", errors.New("must be a number"))
 	}
 	return nil
 }

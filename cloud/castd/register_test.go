@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
+	"github.com/blockcast/beacon/test/harness"
 )
 
 // register POSTs a registration signed by kp, with X-Forwarded-For set to
@@ -50,7 +52,7 @@ var beaconBody = []byte(`{"role":"beacon","lan_url":"http://192.168.1.1:8081","v
 // nothing else is stored, other addresses and registered nodes are not
 // affected. The old castd accepted all 1,000 and kept them.
 func TestRegistrationFloodFromOneAddress(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &harness.LineBuffer{}
 	s, srv := newTestServer(t, func(o *Options) {
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -125,7 +127,7 @@ func TestRegistrationFloodFromOneAddress(t *testing.T) {
 	if n := strings.Count(logs.String(), "status=429"); n != 0 {
 		t.Errorf("%d refusals logged one by one", n)
 	}
-	resp, err := http.Get(srv.URL + "/metrics")
+	resp, err := http.Get(srv.URL + protocol.PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,24 +136,6 @@ func TestRegistrationFloodFromOneAddress(t *testing.T) {
 	if want := "castd_registrations_rate_limited_total " + strconv.FormatInt(limited.Load(), 10); !strings.Contains(string(raw), want) {
 		t.Fatalf("metrics lack %q:\n%s", want, raw)
 	}
-}
-
-// lockedBuffer is a log sink safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func st2s(st int, after, msg string) string {
@@ -175,7 +159,7 @@ func TestRegistrationLimitOff(t *testing.T) {
 func TestRegistrationOptionsRefused(t *testing.T) {
 	for _, o := range []Options{
 		{RegistrationBurst: -1},
-		{RegistrationTTL: -time.Second},
+		{RegistrationRate: math.NaN()},
 	} {
 		if err := o.checkRegistration(); err == nil {
 			t.Errorf("%+v accepted", o)

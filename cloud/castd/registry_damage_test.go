@@ -17,6 +17,7 @@ import (
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
+	"github.com/blockcast/beacon/test/harness"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -81,7 +82,7 @@ func TestDamagedRegistryRecord(t *testing.T) {
 
 	origin := httptest.NewServer(http.NotFoundHandler())
 	defer origin.Close()
-	var logs syncBuffer
+	var logs harness.LineBuffer
 	start := func() (*Server, *httptest.Server) {
 		t.Helper()
 		s, err := New(Options{StateDir: dir, Origin: origin.URL, CacheSize: 1 << 20, AdminToken: "op-token",
@@ -153,7 +154,7 @@ func TestDamagedRegistryRecord(t *testing.T) {
 	defer srv.Close()
 	del := func(token string) int {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/v1/nodes/"+damagedID, nil)
+		req, _ := http.NewRequest(http.MethodDelete, srv.URL+protocol.PathNodes+"/"+damagedID, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

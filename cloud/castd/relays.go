@@ -34,10 +34,10 @@ import (
 // checked for changes.
 const DefaultCoverageZoneInterval = 5 * time.Second
 
-// maxRelayChangeBody bounds an approve or revoke body (1024 prefixes fit).
-const maxRelayChangeBody = 128 << 10
+// maxRelayNodeChangeBody bounds an approve or revoke body (1024 prefixes fit).
+const maxRelayNodeChangeBody = 128 << 10
 
-type relayCoverage struct {
+type relayNodeCoverage struct {
 	// mu serialises computing a relay's effective prefixes with setting
 	// them in the router, so that an approval, a registration and a reload
 	// racing on one relay cannot leave an older set in force.
@@ -71,11 +71,11 @@ func statSig(path string) fileSig {
 	return sig
 }
 
-// initRelays loads the coverage-zone file and gives every relay in the
+// initRelayNodes loads the coverage-zone file and gives every relay in the
 // router its effective prefixes. A bad file at start is an error: there is
 // no earlier good one to keep.
-func (s *Server) initRelays() error {
-	rc := &s.relays
+func (s *Server) initRelayNodes() error {
+	rc := &s.relayNodes
 	rc.zone = map[string][]coverage.Assignment{}
 	if path := s.opts.CoverageZone; path != "" {
 		rc.sig = statSig(path)
@@ -97,7 +97,7 @@ func (s *Server) initRelays() error {
 		ids[id] = true
 	}
 	for id := range ids {
-		s.applyRelay(id)
+		s.applyRelayNode(id)
 	}
 	return nil
 }
@@ -105,7 +105,7 @@ func (s *Server) initRelays() error {
 // installZone makes f the coverage-zone file in force and returns the
 // nodes whose assignments it may change. The caller holds no lock.
 func (s *Server) installZone(f *coverage.File) []string {
-	rc := &s.relays
+	rc := &s.relayNodes
 	next := f.Assignments()
 	rc.mu.Lock()
 	changed := make([]string, 0, len(next)+len(rc.zone))
@@ -129,10 +129,10 @@ func (s *Server) installZone(f *coverage.File) []string {
 	return changed
 }
 
-// applyRelay computes relay id's effective prefixes and sets them in the
+// applyRelayNode computes relay id's effective prefixes and sets them in the
 // router; it is called whenever an input changes.
-func (s *Server) applyRelay(id string) {
-	rc := &s.relays
+func (s *Server) applyRelayNode(id string) {
+	rc := &s.relayNodes
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	approved, err := s.reg.Approvals(id)
@@ -141,7 +141,7 @@ func (s *Server) applyRelay(id string) {
 		s.log.Error("relay approvals unreadable; routing the relay without them", "id", id, "err", err)
 		approved = nil
 	}
-	s.router.SetRelayPrefixes(id, effectivePrefixes(approved, rc.zone[id]))
+	s.router.SetRelayNodePrefixes(id, effectivePrefixes(approved, rc.zone[id]))
 }
 
 func effectivePrefixes(approved []registry.Approval, zone []coverage.Assignment) []netip.Prefix {
@@ -154,11 +154,11 @@ func effectivePrefixes(approved []registry.Approval, zone []coverage.Assignment)
 	return out
 }
 
-// relayRegistered is called after a registration is in the router: a relay
+// relayNodeRegistered is called after a registration is in the router: a relay
 // that is new to the router (or was a beacon) gets its effective prefixes.
-func (s *Server) relayRegistered(n registry.Node) {
+func (s *Server) relayNodeRegistered(n registry.Node) {
 	if n.Role == protocol.RoleRelay {
-		s.applyRelay(n.ID)
+		s.applyRelayNode(n.ID)
 	}
 }
 
@@ -169,11 +169,7 @@ func (s *Server) watchCoverageZone(ctx context.Context) {
 	if path == "" {
 		return
 	}
-	interval := s.opts.CoverageZoneInterval
-	if interval <= 0 {
-		interval = DefaultCoverageZoneInterval
-	}
-	t := time.NewTicker(interval)
+	t := time.NewTicker(s.opts.CoverageZoneInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -187,7 +183,7 @@ func (s *Server) watchCoverageZone(ctx context.Context) {
 
 // reloadCoverageZone loads the file if it changed since it was last read.
 func (s *Server) reloadCoverageZone(path string) {
-	rc := &s.relays
+	rc := &s.relayNodes
 	sig := statSig(path)
 	if sig == rc.sig {
 		return
@@ -206,38 +202,38 @@ func (s *Server) reloadCoverageZone(path string) {
 	}
 	changed := s.installZone(f)
 	for _, id := range changed {
-		s.applyRelay(id)
+		s.applyRelayNode(id)
 	}
 	rc.reloadsOK.Add(1)
 	s.log.Info("coverage-zone file reloaded", "path", path, "revision", f.Revision, "groups", len(f.Groups),
 		"prefixes", f.Prefixes(), "relays", len(f.Assignments()))
 }
 
-func (s *Server) relayMetrics(m *metrics.Registry) {
+func (s *Server) relayNodeMetrics(m *metrics.Registry) {
 	m.Collect("castd_coverage_zone_reloads_total", "Loads of the --coverage-zone file, by result (an error keeps the last good file).", metrics.Counter, func() []metrics.Sample {
 		if s.opts.CoverageZone == "" {
 			return nil
 		}
 		return []metrics.Sample{
-			{Labels: []string{"result", "ok"}, Value: float64(s.relays.reloadsOK.Load())},
-			{Labels: []string{"result", "error"}, Value: float64(s.relays.reloadsErr.Load())},
+			{Labels: []string{"result", "ok"}, Value: float64(s.relayNodes.reloadsOK.Load())},
+			{Labels: []string{"result", "error"}, Value: float64(s.relayNodes.reloadsErr.Load())},
 		}
 	})
 	m.Collect("castd_coverage_zone_prefixes", "Prefixes in the coverage-zone file in force.", metrics.Gauge, func() []metrics.Sample {
 		if s.opts.CoverageZone == "" {
 			return nil
 		}
-		return []metrics.Sample{{Value: float64(s.relays.zonePrefixes.Load())}}
+		return []metrics.Sample{{Value: float64(s.relayNodes.zonePrefixes.Load())}}
 	})
 }
 
-// handleRelays serves the operator's relay API: GET /v1/relays,
+// handleRelayNodes serves the operator's relay API: GET /v1/relays,
 // GET /v1/relays/{id}, POST /v1/relays/{id}/approve and /revoke.
-func (s *Server) handleRelays(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleRelayNodes(w http.ResponseWriter, r *http.Request) {
 	if !s.requireAdmin(w, r) {
 		return
 	}
-	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, protocol.PathRelays), "/")
+	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, protocol.PathRelayNodes), "/")
 	id, action, _ := strings.Cut(rest, "/")
 	if action != "" {
 		action = "/" + action
@@ -249,7 +245,7 @@ func (s *Server) handleRelays(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, http.StatusMethodNotAllowed, "the relay list takes GET")
 			return
 		}
-		s.listRelays(w, r)
+		s.listRelayNodes(w, r)
 		return
 	case !plausibleNodeID(id):
 		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("%q is not a node ID", truncate(id, 64)))
@@ -260,9 +256,9 @@ func (s *Server) handleRelays(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, http.StatusMethodNotAllowed, "a relay takes GET")
 			return
 		}
-		s.showRelay(w, r, id)
+		s.showRelayNode(w, r, id)
 		return
-	case action != protocol.RelayApprove && action != protocol.RelayRevoke:
+	case action != protocol.RelayNodeApprove && action != protocol.RelayNodeRevoke:
 		s.fail(w, r, http.StatusNotFound, "no such relay action: "+truncate(action, 64)+" (approve, revoke)")
 		return
 	case r.Method != http.MethodPost:
@@ -270,12 +266,12 @@ func (s *Server) handleRelays(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusMethodNotAllowed, "approve and revoke are POSTed")
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRelayChangeBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRelayNodeChangeBody))
 	if err != nil {
-		s.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxRelayChangeBody))
+		s.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxRelayNodeChangeBody))
 		return
 	}
-	ch, err := decodeRelayChange(body)
+	ch, err := decodeRelayNodeChange(body)
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, err.Error())
 		return
@@ -285,17 +281,17 @@ func (s *Server) handleRelays(w http.ResponseWriter, r *http.Request) {
 		from = ip.String()
 	}
 	var changed []string
-	if action == protocol.RelayApprove {
+	if action == protocol.RelayNodeApprove {
 		changed, _, err = s.reg.Approve(id, ch.CIDRs, ch.By, from)
 	} else {
 		changed, _, err = s.reg.Revoke(id, ch.CIDRs)
 	}
-	if s.relayChangeFailed(w, r, id, err, ch.CIDRs) {
+	if s.relayNodeChangeFailed(w, r, id, err, ch.CIDRs) {
 		return
 	}
-	s.applyRelay(id)
-	view, err := s.relayView(id)
-	if action == protocol.RelayApprove {
+	s.applyRelayNode(id)
+	view, err := s.relayNodeView(id)
+	if action == protocol.RelayNodeApprove {
 		s.log.Info("relay prefixes approved", "id", id, "added", changed, "asked", ch.CIDRs, "by", ch.By, "from", from, "effective", view.Effective)
 		view.Added = changed
 	} else {
@@ -309,24 +305,24 @@ func (s *Server) handleRelays(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, view)
 }
 
-// relayChangeFailed answers a failed approval or revocation of cidrs.
-func (s *Server) relayChangeFailed(w http.ResponseWriter, r *http.Request, id string, err error, cidrs []string) bool {
+// relayNodeChangeFailed answers a failed approval or revocation of cidrs.
+func (s *Server) relayNodeChangeFailed(w http.ResponseWriter, r *http.Request, id string, err error, cidrs []string) bool {
 	switch {
 	case err == nil:
 		return false
 	case errors.Is(err, registry.ErrNotFound):
 		s.fail(w, r, http.StatusNotFound, "no relay "+id+" is registered")
-	case errors.Is(err, registry.ErrNotRelay):
+	case errors.Is(err, registry.ErrNotRelayNode):
 		s.fail(w, r, http.StatusConflict, err.Error())
 	case errors.Is(err, registry.ErrNotApproved):
 		msg := err.Error()
-		s.relays.mu.Lock()
-		for _, a := range s.relays.zone[id] {
+		s.relayNodes.mu.Lock()
+		for _, a := range s.relayNodes.zone[id] {
 			if slices.Contains(cidrs, a.Prefix.String()) {
 				msg += fmt.Sprintf("; %s comes from coverage-zone group %q: edit that file to take it away", a.Prefix, a.Group)
 			}
 		}
-		s.relays.mu.Unlock()
+		s.relayNodes.mu.Unlock()
 		s.fail(w, r, http.StatusConflict, msg)
 	case errors.Is(err, registry.ErrInvalid):
 		s.fail(w, r, http.StatusBadRequest, err.Error())
@@ -336,33 +332,33 @@ func (s *Server) relayChangeFailed(w http.ResponseWriter, r *http.Request, id st
 	return true
 }
 
-// decodeRelayChange reads an approve or revoke body strictly: one JSON
+// decodeRelayNodeChange reads an approve or revoke body strictly: one JSON
 // object with known members only. An empty body means an empty change
 // (everything requested, or everything approved).
-func decodeRelayChange(body []byte) (protocol.RelayChange, error) {
-	var ch protocol.RelayChange
+func decodeRelayNodeChange(body []byte) (protocol.RelayNodeChange, error) {
+	var ch protocol.RelayNodeChange
 	if len(bytes.TrimSpace(body)) == 0 {
 		return ch, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&ch); err != nil {
-		return protocol.RelayChange{}, fmt.Errorf(`body is not {"cidrs":[...],"by":"..."}: %v`, err)
+		return protocol.RelayNodeChange{}, fmt.Errorf(`body is not {"cidrs":[...],"by":"..."}: %v`, err)
 	}
 	if dec.More() {
-		return protocol.RelayChange{}, errors.New("body has data after the JSON object")
+		return protocol.RelayNodeChange{}, errors.New("body has data after the JSON object")
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return protocol.RelayChange{}, errors.New("body has data after the JSON object")
+		return protocol.RelayNodeChange{}, errors.New("body has data after the JSON object")
 	}
 	if len(ch.CIDRs) > registry.MaxCIDRs {
-		return protocol.RelayChange{}, fmt.Errorf("%d CIDRs, at most %d", len(ch.CIDRs), registry.MaxCIDRs)
+		return protocol.RelayNodeChange{}, fmt.Errorf("%d CIDRs, at most %d", len(ch.CIDRs), registry.MaxCIDRs)
 	}
 	return ch, nil
 }
 
-func (s *Server) listRelays(w http.ResponseWriter, r *http.Request) {
-	out := protocol.RelayList{Relays: []protocol.RelayView{}}
+func (s *Server) listRelayNodes(w http.ResponseWriter, r *http.Request) {
+	out := protocol.RelayNodeList{RelayNodes: []protocol.RelayNodeView{}}
 	approvals := map[string][]registry.Approval{}
 	err := s.reg.ForEachApproval(func(id string, a []registry.Approval) error {
 		approvals[id] = a
@@ -372,7 +368,7 @@ func (s *Server) listRelays(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusInternalServerError, "registry: "+err.Error())
 		return
 	}
-	rc := &s.relays
+	rc := &s.relayNodes
 	rc.mu.Lock()
 	zone := rc.zone
 	if rc.status != nil {
@@ -386,7 +382,7 @@ func (s *Server) listRelays(w http.ResponseWriter, r *http.Request) {
 			return nil
 		}
 		registered[n.ID] = true
-		out.Relays = append(out.Relays, buildRelayView(n, approvals[n.ID], zone[n.ID]))
+		out.RelayNodes = append(out.RelayNodes, buildRelayNodeView(n, approvals[n.ID], zone[n.ID]))
 		return nil
 	})
 	if err != nil {
@@ -403,49 +399,49 @@ func (s *Server) listRelays(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.Sort(orphans)
 	for _, id := range orphans {
-		v := buildRelayView(registry.Node{ID: id}, nil, zone[id])
-		v.State, v.Effective = protocol.RelayNotRegistered, []string{}
-		out.Relays = append(out.Relays, v)
+		v := buildRelayNodeView(registry.Node{ID: id}, nil, zone[id])
+		v.State, v.Effective = protocol.RelayNodeNotRegistered, []string{}
+		out.RelayNodes = append(out.RelayNodes, v)
 	}
 	writeJSON(w, out)
 }
 
-func (s *Server) showRelay(w http.ResponseWriter, r *http.Request, id string) {
-	v, err := s.relayView(id)
-	if s.relayChangeFailed(w, r, id, err, nil) {
+func (s *Server) showRelayNode(w http.ResponseWriter, r *http.Request, id string) {
+	v, err := s.relayNodeView(id)
+	if s.relayNodeChangeFailed(w, r, id, err, nil) {
 		return
 	}
 	writeJSON(w, v)
 }
 
-// relayView reads relay id as the API shows it.
-func (s *Server) relayView(id string) (protocol.RelayView, error) {
+// relayNodeView reads relay id as the API shows it.
+func (s *Server) relayNodeView(id string) (protocol.RelayNodeView, error) {
 	n, err := s.reg.Get(id)
 	if err != nil {
-		return protocol.RelayView{}, err
+		return protocol.RelayNodeView{}, err
 	}
 	if n.Role != protocol.RoleRelay {
-		return protocol.RelayView{}, fmt.Errorf("%w: %s registered as %q", registry.ErrNotRelay, id, n.Role)
+		return protocol.RelayNodeView{}, fmt.Errorf("%w: %s registered as %q", registry.ErrNotRelayNode, id, n.Role)
 	}
 	approved, err := s.reg.Approvals(id)
 	if err != nil {
-		return protocol.RelayView{}, err
+		return protocol.RelayNodeView{}, err
 	}
-	s.relays.mu.Lock()
-	zone := s.relays.zone[id]
-	s.relays.mu.Unlock()
-	return buildRelayView(n, approved, zone), nil
+	s.relayNodes.mu.Lock()
+	zone := s.relayNodes.zone[id]
+	s.relayNodes.mu.Unlock()
+	return buildRelayNodeView(n, approved, zone), nil
 }
 
-func buildRelayView(n registry.Node, approved []registry.Approval, zone []coverage.Assignment) protocol.RelayView {
-	v := protocol.RelayView{ID: n.ID, LANURL: n.LANURL, LastSeen: n.LastSeen,
-		Requested: append([]string{}, n.CIDRs...), Approved: []protocol.RelayApproval{},
-		Zone: []protocol.RelayZonePrefix{}, Effective: []string{}, Pending: []string{}}
+func buildRelayNodeView(n registry.Node, approved []registry.Approval, zone []coverage.Assignment) protocol.RelayNodeView {
+	v := protocol.RelayNodeView{ID: n.ID, LANURL: n.LANURL, LastSeen: n.LastSeen,
+		Requested: append([]string{}, n.CIDRs...), Approved: []protocol.RelayNodeApproval{},
+		Zone: []protocol.RelayNodeZonePrefix{}, Effective: []string{}, Pending: []string{}}
 	for _, a := range approved {
-		v.Approved = append(v.Approved, protocol.RelayApproval{CIDR: a.CIDR, By: a.By, From: a.From, At: a.At})
+		v.Approved = append(v.Approved, protocol.RelayNodeApproval{CIDR: a.CIDR, By: a.By, From: a.From, At: a.At})
 	}
 	for _, a := range zone {
-		v.Zone = append(v.Zone, protocol.RelayZonePrefix{CIDR: a.Prefix.String(), Group: a.Group})
+		v.Zone = append(v.Zone, protocol.RelayNodeZonePrefix{CIDR: a.Prefix.String(), Group: a.Group})
 	}
 	eff := map[string]bool{}
 	for _, p := range effectivePrefixes(approved, zone) {
@@ -459,11 +455,11 @@ func buildRelayView(n registry.Node, approved []registry.Approval, zone []covera
 	}
 	switch {
 	case len(v.Effective) == 0:
-		v.State = protocol.RelayPending
+		v.State = protocol.RelayNodePending
 	case len(v.Pending) > 0:
-		v.State = protocol.RelayPartial
+		v.State = protocol.RelayNodePartial
 	default:
-		v.State = protocol.RelayApproved
+		v.State = protocol.RelayNodeApproved
 	}
 	return v
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/blockcast/beacon/shared/signedreq"
 )
 
-const relayToken = "operator-secret"
+const relayNodeToken = "operator-secret"
 
 func registerNode(t *testing.T, url string, kp *identity.Keypair, reg protocol.Registration) {
 	t.Helper()
@@ -39,7 +39,7 @@ func registerNode(t *testing.T, url string, kp *identity.Keypair, reg protocol.R
 	}
 }
 
-func registerRelay(t *testing.T, url string, cidrs ...string) *identity.Keypair {
+func registerRelayNode(t *testing.T, url string, cidrs ...string) *identity.Keypair {
 	t.Helper()
 	kp, _ := identity.Generate()
 	registerNode(t, url, kp, protocol.Registration{Role: protocol.RoleRelay, LANURL: "http://relay-" + kp.ID()[:6] + ".example", CIDRs: cidrs})
@@ -67,21 +67,21 @@ func adminCall(t *testing.T, method, url, token, body string, out any) (int, str
 	return resp.StatusCode, string(b)
 }
 
-func approve(t *testing.T, url, id string, cidrs ...string) protocol.RelayView {
+func approve(t *testing.T, url, id string, cidrs ...string) protocol.RelayNodeView {
 	t.Helper()
-	body, _ := json.Marshal(protocol.RelayChange{CIDRs: cidrs, By: "test"})
-	var v protocol.RelayView
-	if code, msg := adminCall(t, "POST", url+protocol.RelayPath(id, protocol.RelayApprove), relayToken, string(body), &v); code != 200 {
+	body, _ := json.Marshal(protocol.RelayNodeChange{CIDRs: cidrs, By: "test"})
+	var v protocol.RelayNodeView
+	if code, msg := adminCall(t, "POST", url+protocol.RelayNodePath(id, protocol.RelayNodeApprove), relayNodeToken, string(body), &v); code != 200 {
 		t.Fatalf("approve %q: %d %s", cidrs, code, msg)
 	}
 	return v
 }
 
-func revoke(t *testing.T, url, id string, cidrs ...string) protocol.RelayView {
+func revoke(t *testing.T, url, id string, cidrs ...string) protocol.RelayNodeView {
 	t.Helper()
-	body, _ := json.Marshal(protocol.RelayChange{CIDRs: cidrs})
-	var v protocol.RelayView
-	if code, msg := adminCall(t, "POST", url+protocol.RelayPath(id, protocol.RelayRevoke), relayToken, string(body), &v); code != 200 {
+	body, _ := json.Marshal(protocol.RelayNodeChange{CIDRs: cidrs})
+	var v protocol.RelayNodeView
+	if code, msg := adminCall(t, "POST", url+protocol.RelayNodePath(id, protocol.RelayNodeRevoke), relayNodeToken, string(body), &v); code != 200 {
 		t.Fatalf("revoke %q: %d %s", cidrs, code, msg)
 	}
 	return v
@@ -104,25 +104,25 @@ func expectRoutes(t *testing.T, s *Server, want map[string]string) {
 // The hijack of issue 10: a fresh key registering as a relay for the whole
 // address space, or for a /32 inside a legitimate relay's /24, drew the
 // clients at once. Now registration requests; only approval routes.
-func TestRelayHijackNotRouted(t *testing.T) {
-	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayToken })
-	legit := registerRelay(t, srv.URL, "198.51.100.0/24")
+func TestRelayNodeHijackNotRouted(t *testing.T) {
+	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayNodeToken })
+	legit := registerRelayNode(t, srv.URL, "198.51.100.0/24")
 	approve(t, srv.URL, legit.ID())
-	hijack := registerRelay(t, srv.URL, "0.0.0.0/0", "::/0")
-	sniper := registerRelay(t, srv.URL, "198.51.100.7/32")
+	hijack := registerRelayNode(t, srv.URL, "0.0.0.0/0", "::/0")
+	sniper := registerRelayNode(t, srv.URL, "198.51.100.7/32")
 	expectRoutes(t, s, map[string]string{
 		"198.51.100.7": legit.ID(), "198.51.100.8": legit.ID(),
 		"203.0.113.5": "", "2001:db8::5": "",
 	})
-	var list protocol.RelayList
-	if code, msg := adminCall(t, "GET", srv.URL+protocol.PathRelays, relayToken, "", &list); code != 200 {
+	var list protocol.RelayNodeList
+	if code, msg := adminCall(t, "GET", srv.URL+protocol.PathRelayNodes, relayNodeToken, "", &list); code != 200 {
 		t.Fatalf("list: %d %s", code, msg)
 	}
 	states := map[string]string{}
-	for _, v := range list.Relays {
+	for _, v := range list.RelayNodes {
 		states[v.ID] = v.State
 	}
-	want := map[string]string{legit.ID(): protocol.RelayApproved, hijack.ID(): protocol.RelayPending, sniper.ID(): protocol.RelayPending}
+	want := map[string]string{legit.ID(): protocol.RelayNodeApproved, hijack.ID(): protocol.RelayNodePending, sniper.ID(): protocol.RelayNodePending}
 	if !reflect.DeepEqual(states, want) {
 		t.Errorf("states %v, want %v", states, want)
 	}
@@ -131,13 +131,13 @@ func TestRelayHijackNotRouted(t *testing.T) {
 // An approved relay gets exactly its approved prefixes: not the rest of
 // what it requested, not what it adds by registering again; revoke takes
 // them away; approvals survive a restart.
-func TestRelayApproveRevoke(t *testing.T) {
+func TestRelayNodeApproveRevoke(t *testing.T) {
 	dir := t.TempDir()
-	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayToken; o.StateDir = dir })
-	kp := registerRelay(t, srv.URL, "198.51.100.0/24", "203.0.113.0/24", "2001:db8:aa::/48")
+	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayNodeToken; o.StateDir = dir })
+	kp := registerRelayNode(t, srv.URL, "198.51.100.0/24", "203.0.113.0/24", "2001:db8:aa::/48")
 	id := kp.ID()
 	v := approve(t, srv.URL, id, "198.51.100.0/24", "2001:db8:aa::/48")
-	if v.State != protocol.RelayPartial || !reflect.DeepEqual(v.Added, []string{"198.51.100.0/24", "2001:db8:aa::/48"}) ||
+	if v.State != protocol.RelayNodePartial || !reflect.DeepEqual(v.Added, []string{"198.51.100.0/24", "2001:db8:aa::/48"}) ||
 		!reflect.DeepEqual(v.Pending, []string{"203.0.113.0/24"}) || v.Approved[0].By != "test" || v.Approved[0].From != "127.0.0.1" {
 		t.Fatalf("approve reply %+v", v)
 	}
@@ -158,7 +158,7 @@ func TestRelayApproveRevoke(t *testing.T) {
 	// Restart: approvals are on disk.
 	srv.Close()
 	s.Close()
-	s2, err := New(Options{StateDir: dir, Origin: "http://origin.example", CacheSize: 1 << 20, AdminToken: relayToken,
+	s2, err := New(Options{StateDir: dir, Origin: "http://origin.example", CacheSize: 1 << 20, AdminToken: relayNodeToken,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -171,38 +171,38 @@ func TestRelayApproveRevoke(t *testing.T) {
 	expectRoutes(t, s2, map[string]string{"2001:db8:aa::9": "", "192.0.2.1": ""})
 }
 
-func TestRelayAPIRefusals(t *testing.T) {
-	_, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayToken })
-	relay := registerRelay(t, srv.URL, "198.51.100.0/24")
-	bare := registerRelay(t, srv.URL)
+func TestRelayNodeAPIRefusals(t *testing.T) {
+	_, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayNodeToken })
+	relay := registerRelayNode(t, srv.URL, "198.51.100.0/24")
+	bare := registerRelayNode(t, srv.URL)
 	beacon, _ := identity.Generate()
 	registerNode(t, srv.URL, beacon, protocol.Registration{Role: protocol.RoleBeacon, LANURL: "http://192.168.1.1"})
 	stranger, _ := identity.Generate()
-	approvePath := func(id string) string { return protocol.RelayPath(id, protocol.RelayApprove) }
-	revokePath := func(id string) string { return protocol.RelayPath(id, protocol.RelayRevoke) }
+	approvePath := func(id string) string { return protocol.RelayNodePath(id, protocol.RelayNodeApprove) }
+	revokePath := func(id string) string { return protocol.RelayNodePath(id, protocol.RelayNodeRevoke) }
 	for _, tc := range []struct {
 		method, path, token, body string
 		want                      int
 		msg                       string
 	}{
-		{"GET", protocol.PathRelays, "", "", 401, "operator's token"},
+		{"GET", protocol.PathRelayNodes, "", "", 401, "operator's token"},
 		{"POST", approvePath(relay.ID()), "wrong", "", 401, "operator's token"},
-		{"POST", protocol.PathRelays, relayToken, "", 405, "GET"},
-		{"GET", approvePath(relay.ID()), relayToken, "", 405, "POSTed"},
-		{"POST", protocol.PathRelays + "/" + relay.ID() + "/bless", relayToken, "", 404, "approve, revoke"},
-		{"POST", approvePath("not-an-id"), relayToken, "", 400, "not a node ID"},
-		{"POST", approvePath(stranger.ID()), relayToken, "", 404, "no relay"},
-		{"GET", protocol.PathRelays + "/" + stranger.ID(), relayToken, "", 404, "no relay"},
-		{"POST", approvePath(beacon.ID()), relayToken, `{"cidrs":["10.0.0.0/8"]}`, 409, "not a relay"},
-		{"POST", approvePath(bare.ID()), relayToken, `{}`, 400, "requested no prefixes"},
-		{"POST", approvePath(relay.ID()), relayToken, `{"cidrs":["10.1.2.3/8"]}`, 400, "host bits"},
-		{"POST", approvePath(relay.ID()), relayToken, `{"cidrs":["::ffff:10.0.0.0/104"]}`, 400, "IPv4-mapped"},
-		{"POST", approvePath(relay.ID()), relayToken, `{"cidr":["10.0.0.0/8"]}`, 400, "unknown field"},
-		{"POST", approvePath(relay.ID()), relayToken, `{"cidrs":"10.0.0.0/8"}`, 400, "cidrs"},
-		{"POST", approvePath(relay.ID()), relayToken, `{"cidrs":[]} {}`, 400, "after the JSON"},
-		{"POST", approvePath(relay.ID()), relayToken, `{"cidrs":["10.0.0.0/8"],"by":"a\u0000b"}`, 400, "printable"},
-		{"POST", revokePath(relay.ID()), relayToken, `{"cidrs":["198.51.100.0/24"]}`, 409, "not approved"},
-		{"POST", approvePath(relay.ID()), relayToken, `{"cidrs":["` + strings.Repeat("1", 200<<10) + `"]}`, 413, "larger"},
+		{"POST", protocol.PathRelayNodes, relayNodeToken, "", 405, "GET"},
+		{"GET", approvePath(relay.ID()), relayNodeToken, "", 405, "POSTed"},
+		{"POST", protocol.PathRelayNodes + "/" + relay.ID() + "/bless", relayNodeToken, "", 404, "approve, revoke"},
+		{"POST", approvePath("not-an-id"), relayNodeToken, "", 400, "not a node ID"},
+		{"POST", approvePath(stranger.ID()), relayNodeToken, "", 404, "no relay"},
+		{"GET", protocol.PathRelayNodes + "/" + stranger.ID(), relayNodeToken, "", 404, "no relay"},
+		{"POST", approvePath(beacon.ID()), relayNodeToken, `{"cidrs":["10.0.0.0/8"]}`, 409, "not a relay"},
+		{"POST", approvePath(bare.ID()), relayNodeToken, `{}`, 400, "requested no prefixes"},
+		{"POST", approvePath(relay.ID()), relayNodeToken, `{"cidrs":["10.1.2.3/8"]}`, 400, "host bits"},
+		{"POST", approvePath(relay.ID()), relayNodeToken, `{"cidrs":["::ffff:10.0.0.0/104"]}`, 400, "IPv4-mapped"},
+		{"POST", approvePath(relay.ID()), relayNodeToken, `{"cidr":["10.0.0.0/8"]}`, 400, "unknown field"},
+		{"POST", approvePath(relay.ID()), relayNodeToken, `{"cidrs":"10.0.0.0/8"}`, 400, "cidrs"},
+		{"POST", approvePath(relay.ID()), relayNodeToken, `{"cidrs":[]} {}`, 400, "after the JSON"},
+		{"POST", approvePath(relay.ID()), relayNodeToken, `{"cidrs":["10.0.0.0/8"],"by":"a\u0000b"}`, 400, "printable"},
+		{"POST", revokePath(relay.ID()), relayNodeToken, `{"cidrs":["198.51.100.0/24"]}`, 409, "not approved"},
+		{"POST", approvePath(relay.ID()), relayNodeToken, `{"cidrs":["` + strings.Repeat("1", 200<<10) + `"]}`, 413, "larger"},
 	} {
 		code, msg := adminCall(t, tc.method, srv.URL+tc.path, tc.token, tc.body, nil)
 		if code != tc.want || !strings.Contains(msg, tc.msg) {
@@ -211,7 +211,7 @@ func TestRelayAPIRefusals(t *testing.T) {
 	}
 	// Without --admin-token the API is off.
 	_, off := newTestServer(t, nil)
-	if code, _ := adminCall(t, "GET", off.URL+protocol.PathRelays, "", "", nil); code != http.StatusForbidden {
+	if code, _ := adminCall(t, "GET", off.URL+protocol.PathRelayNodes, "", "", nil); code != http.StatusForbidden {
 		t.Errorf("API without admin token: %d", code)
 	}
 }
@@ -246,7 +246,7 @@ func TestCoverageZone(t *testing.T) {
 		"`+a.ID()+`": {"network": ["198.51.100.0/24"], "network6": ["2001:db8:1::/48"]},
 		"east": {"network": ["203.0.113.0/24"], "nodes": ["`+b.ID()+`"], "coordinates": {"latitude": 1, "longitude": 2}},
 		"tr-only": {"network": ["100.64.0.0/10"]}}, "revision": "r1"}`)
-	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayToken; o.CoverageZone = zone })
+	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayNodeToken; o.CoverageZone = zone })
 	registerNode(t, srv.URL, a, protocol.Registration{Role: protocol.RoleRelay, LANURL: "http://a.example", CIDRs: []string{"0.0.0.0/0"}})
 	registerNode(t, srv.URL, b, protocol.Registration{Role: protocol.RoleRelay, LANURL: "http://b.example"})
 	expectRoutes(t, s, map[string]string{"198.51.100.1": a.ID(), "2001:db8:1::1": a.ID(), "203.0.113.1": b.ID(), "100.64.0.1": "", "192.0.2.1": ""})
@@ -255,7 +255,7 @@ func TestCoverageZone(t *testing.T) {
 	// revoked through the API.
 	approve(t, srv.URL, b.ID(), "192.0.2.0/24")
 	expectRoutes(t, s, map[string]string{"192.0.2.1": b.ID(), "203.0.113.1": b.ID()})
-	code, msg := adminCall(t, "POST", srv.URL+protocol.RelayPath(b.ID(), protocol.RelayRevoke), relayToken, `{"cidrs":["203.0.113.0/24"]}`, nil)
+	code, msg := adminCall(t, "POST", srv.URL+protocol.RelayNodePath(b.ID(), protocol.RelayNodeRevoke), relayNodeToken, `{"cidrs":["203.0.113.0/24"]}`, nil)
 	if code != http.StatusConflict || !strings.Contains(msg, `coverage-zone group \"east\"`) {
 		t.Errorf("revoke of a file prefix: %d %s", code, msg)
 	}
@@ -276,13 +276,13 @@ func TestCoverageZone(t *testing.T) {
 			t.Errorf("metrics lack %s:\n%s", want, m)
 		}
 	}
-	var list protocol.RelayList
-	adminCall(t, "GET", srv.URL+protocol.PathRelays, relayToken, "", &list)
+	var list protocol.RelayNodeList
+	adminCall(t, "GET", srv.URL+protocol.PathRelayNodes, relayNodeToken, "", &list)
 	if st := list.CoverageZone; st == nil || st.Revision != "r2" || !strings.Contains(st.LastError, `group "east": network[0]`) {
 		t.Errorf("coverage-zone status %+v", st)
 	}
-	for _, v := range list.Relays {
-		if v.ID == a.ID() && (v.State != protocol.RelayPartial || len(v.Zone) != 1 || v.Zone[0].Group != "east" || !reflect.DeepEqual(v.Effective, []string{"203.0.113.0/25"})) {
+	for _, v := range list.RelayNodes {
+		if v.ID == a.ID() && (v.State != protocol.RelayNodePartial || len(v.Zone) != 1 || v.Zone[0].Group != "east" || !reflect.DeepEqual(v.Effective, []string{"203.0.113.0/25"})) {
 			t.Errorf("relay a listed as %+v", v)
 		}
 	}
@@ -292,9 +292,9 @@ func TestCoverageZone(t *testing.T) {
 	c, _ := identity.Generate()
 	writeZone(t, zone, `{"coverageZones": {"`+c.ID()+`": {"network": ["192.0.2.128/25"]}}}`)
 	s.reloadCoverageZone(zone)
-	adminCall(t, "GET", srv.URL+protocol.PathRelays, relayToken, "", &list)
-	if n := len(list.Relays); n != 3 || list.Relays[2].ID != c.ID() || list.Relays[2].State != protocol.RelayNotRegistered {
-		t.Errorf("list %+v", list.Relays)
+	adminCall(t, "GET", srv.URL+protocol.PathRelayNodes, relayNodeToken, "", &list)
+	if n := len(list.RelayNodes); n != 3 || list.RelayNodes[2].ID != c.ID() || list.RelayNodes[2].State != protocol.RelayNodeNotRegistered {
+		t.Errorf("list %+v", list.RelayNodes)
 	}
 	registerNode(t, srv.URL, c, protocol.Registration{Role: protocol.RoleRelay, LANURL: "http://c.example"})
 	expectRoutes(t, s, map[string]string{"192.0.2.200": c.ID(), "192.0.2.1": b.ID(), "203.0.113.1": ""})
@@ -306,21 +306,21 @@ func TestCoverageZone(t *testing.T) {
 	}
 }
 
-func FuzzDecodeRelayChange(f *testing.F) {
+func FuzzDecodeRelayNodeChange(f *testing.F) {
 	f.Add([]byte(`{"cidrs":["198.51.100.0/24","2001:db8::/32"],"by":"alice"}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(``))
 	f.Add([]byte(`{"cidrs":null}`))
 	f.Add([]byte(`{"cidrs":[]} x`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		ch, err := decodeRelayChange(body)
+		ch, err := decodeRelayNodeChange(body)
 		if err != nil {
 			return
 		}
 		// What is accepted is one object of known members: re-encoding it
 		// and decoding again gives the same change.
 		b, _ := json.Marshal(ch)
-		again, err := decodeRelayChange(b)
+		again, err := decodeRelayNodeChange(b)
 		if err != nil || !reflect.DeepEqual(again.By, ch.By) || len(again.CIDRs) != len(ch.CIDRs) {
 			t.Fatalf("%q accepted as %+v, re-encoded %s gives %+v, %v", body, ch, b, again, err)
 		}
@@ -330,8 +330,8 @@ func FuzzDecodeRelayChange(f *testing.F) {
 // The node view shows what a relay is routed for, not what it asked for:
 // an operator reading the dashboard must not take a request for coverage.
 func TestRelayNodeViewShowsRouted(t *testing.T) {
-	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayToken })
-	kp := registerRelay(t, srv.URL, "198.51.100.0/24", "203.0.113.0/24")
+	s, srv := newTestServer(t, func(o *Options) { o.AdminToken = relayNodeToken })
+	kp := registerRelayNode(t, srv.URL, "198.51.100.0/24", "203.0.113.0/24")
 	view := func() web.Node {
 		t.Helper()
 		for _, n := range s.nodeViews() {

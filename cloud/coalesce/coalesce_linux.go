@@ -97,7 +97,7 @@ func (p *Poller) loop() {
 		default:
 		}
 		if err != nil {
-			p.log.Error("coalesce: epoll_wait failed; closing the connections", "error", err)
+			p.log.Error("coalesce: epoll_wait failed; closing the connections", "err", err)
 			go p.Close() // it waits for this loop to end
 			return
 		}
@@ -247,7 +247,7 @@ func (p *Poller) Close() error {
 	var one [8]byte
 	one[0] = 1 // whatever the byte order, a nonzero count wakes epoll_wait
 	if _, err := unix.Write(p.wakefd, one[:]); err != nil {
-		p.log.Error("coalesce: cannot wake the poller to stop it", "error", err)
+		p.log.Error("coalesce: cannot wake the poller to stop it", "err", err)
 	}
 	<-p.loopDone
 	unix.Close(p.wakefd)

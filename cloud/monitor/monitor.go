@@ -208,7 +208,11 @@ type Monitor struct {
 	started bool
 	stopped atomic.Bool
 
-	cbMu sync.Mutex // held while calling back, taken before mu is released: keeps order
+	// Callbacks are queued under mu and delivered, in order, by one
+	// goroutine at a time (the one that found the queue idle), outside
+	// mu: a callback may call the getters, which take mu.
+	notifyQueue []notification
+	notifying   bool
 
 	accepted atomic.Uint64
 	dropped  [len(DropReasons)]atomic.Uint64
@@ -247,37 +251,62 @@ type resultEvent struct {
 	r  Result
 }
 
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Window == 0 {
+		o.Window = DefaultWindow
+	}
+	if o.DefaultInterval == 0 {
+		o.DefaultInterval = DefaultInterval
+	}
+	if o.Grace == 0 {
+		o.Grace = DefaultGrace
+	}
+	if o.MaxNodes == 0 {
+		o.MaxNodes = DefaultMaxNodes
+	}
+	if o.MaxResults == 0 {
+		o.MaxResults = DefaultMaxResults
+	}
+	if o.ReplayCacheSize == 0 {
+		o.ReplayCacheSize = DefaultReplayCacheSize
+	}
+	if o.SweepEvery == 0 {
+		o.SweepEvery = DefaultSweepEvery
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// check validates the options after ensureDefaults; its errors name the
+// fields.
+func (o *Options) check() error {
+	if o.Bus == nil {
+		return errors.New("monitor: Options.Bus is required")
+	}
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{
+		{"Window", o.Window < 0}, {"DefaultInterval", o.DefaultInterval < 0}, {"Grace", o.Grace < 0},
+		{"MaxNodes", o.MaxNodes < 0}, {"MaxResults", o.MaxResults < 0}, {"ReplayCacheSize", o.ReplayCacheSize < 0},
+	} {
+		if f.neg {
+			return fmt.Errorf("monitor: Options.%s must not be negative", f.name)
+		}
+	}
+	return nil
+}
+
 // New checks opts and returns a monitor; Start subscribes it.
 func New(opts Options) (*Monitor, error) {
-	if opts.Bus == nil {
-		return nil, errors.New("monitor: no bus")
-	}
-	if opts.Window <= 0 {
-		opts.Window = DefaultWindow
-	}
-	if opts.DefaultInterval <= 0 {
-		opts.DefaultInterval = DefaultInterval
-	}
-	if opts.Grace <= 0 {
-		opts.Grace = DefaultGrace
-	}
-	if opts.MaxNodes <= 0 {
-		opts.MaxNodes = DefaultMaxNodes
-	}
-	if opts.MaxResults <= 0 {
-		opts.MaxResults = DefaultMaxResults
-	}
-	if opts.ReplayCacheSize <= 0 {
-		opts.ReplayCacheSize = DefaultReplayCacheSize
-	}
-	if opts.SweepEvery == 0 {
-		opts.SweepEvery = DefaultSweepEvery
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	opts.ensureDefaults()
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	return &Monitor{
 		opts:    opts,
@@ -465,7 +494,7 @@ func (m *Monitor) drop(why, topic string, err error) {
 	}
 	// Debug only: a flood of junk must not become a flood of logs. The
 	// counters show it.
-	m.log.Debug("control message dropped", "reason", why, "topic", topic, "error", err)
+	m.log.Debug("control message dropped", "reason", why, "topic", topic, "err", err)
 }
 
 // nodeLocked returns id's entry, creating it (offline) if there is room.
@@ -634,28 +663,63 @@ func (m *Monitor) onResult(msg *ctrlmsg.Msg, r ctrlmsg.Result, now time.Time) {
 		}
 	}
 	m.accepted.Add(1)
-	m.log.Info("command result", "node", msg.NodeID, "id", r.ID, "op", p.op, "ok", r.OK, "error", r.Error)
+	m.log.Info("command result", "node", msg.NodeID, "id", r.ID, "op", p.op, "ok", r.OK, "err", r.Error)
 	m.unlockNotify(nil, &resultEvent{msg.NodeID, res})
 }
 
-// unlockNotify releases mu and calls the callbacks for what changed. cbMu is
-// taken before mu is released so that callbacks run in the order of the
-// changes, and outside mu so that they may call the Monitor's getters.
+// notification is what one change has to tell the callbacks.
+type notification struct {
+	evs []event
+	res *resultEvent
+}
+
+// unlockNotify releases mu and has the callbacks told what changed, in the
+// order of the changes. Callbacks run outside mu, so that they may call
+// the Monitor's getters; no lock is held across them that a change would
+// wait for (holding one made a callback's Get and the next change's
+// notification wait for each other for ever). If another goroutine is
+// delivering already, it delivers these too, after what it has.
 func (m *Monitor) unlockNotify(evs []event, res *resultEvent) {
 	if (len(evs) == 0 || m.opts.OnChange == nil) && (res == nil || m.opts.OnResult == nil) {
 		m.mu.Unlock()
 		return
 	}
-	m.cbMu.Lock()
+	m.notifyQueue = append(m.notifyQueue, notification{evs, res})
+	if m.notifying {
+		m.mu.Unlock()
+		return
+	}
+	m.notifying = true
+	defer func() {
+		if p := recover(); p != nil {
+			// A callback panicked: let the next change deliver again.
+			m.mu.Lock()
+			m.notifying = false
+			m.mu.Unlock()
+			panic(p)
+		}
+	}()
+	for len(m.notifyQueue) > 0 {
+		q := m.notifyQueue
+		m.notifyQueue = nil
+		m.mu.Unlock()
+		for _, n := range q {
+			m.deliver(n)
+		}
+		m.mu.Lock()
+	}
+	m.notifying = false
 	m.mu.Unlock()
-	defer m.cbMu.Unlock()
+}
+
+func (m *Monitor) deliver(n notification) {
 	if m.opts.OnChange != nil {
-		for _, e := range evs {
+		for _, e := range n.evs {
 			m.opts.OnChange(e.id, e.state, e.load)
 		}
 	}
-	if res != nil && m.opts.OnResult != nil {
-		m.opts.OnResult(res.id, res.r)
+	if n.res != nil && m.opts.OnResult != nil {
+		m.opts.OnResult(n.res.id, n.res.r)
 	}
 }
 

@@ -645,3 +645,77 @@ func TestWorkersKeepNodeOrder(t *testing.T) {
 		t.Fatal("one node's topics shard differently")
 	}
 }
+
+// Callbacks that read the Monitor while other nodes' changes arrive on
+// other goroutines: a lock held across the callbacks made a callback's Get
+// and the next change's notification wait for each other for ever (castd
+// stopped hearing nodes and could not shut down). Every change must still
+// be delivered, in order per node.
+func TestConcurrentChangesWithReadingCallbacks(t *testing.T) {
+	var m *Monitor
+	var mu sync.Mutex
+	got := map[string][]State{}
+	f := newFixture(t, func(o *Options) {
+		o.Known = func(string) bool { return true }
+		o.OnChange = func(id string, s State, _ float64) {
+			n, _ := m.Get(id) // as castd's routable does
+			time.Sleep(50 * time.Microsecond)
+			mu.Lock()
+			got[id] = append(got[id], n.State)
+			mu.Unlock()
+		}
+	})
+	m = f.m
+	const nodes, rounds = 8, 50
+	keys := make([]*identity.Keypair, nodes)
+	for i := range keys {
+		keys[i] = newKey(t)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for _, kp := range keys {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				topic := ctrlmsg.Topic(kp.ID(), ctrlmsg.LeafStatus)
+				for r := 0; r < rounds; r++ {
+					state := ctrlmsg.StateOnline
+					if r%2 == 1 {
+						state = ctrlmsg.StateOffline
+					}
+					p, err := ctrlmsg.Seal(kp, topic, ctrlmsg.KindStatus, ctrlmsg.Status{State: state, Version: "v1", Interval: iv.Seconds()}, f.clk.Now().Add(time.Duration(r)*time.Millisecond))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					m.Handle(topic, p, false)
+				}
+			}()
+		}
+		wg.Wait()
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("changes and callbacks deadlocked")
+	}
+	// Deliveries may still be finishing on another goroutine.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		total := 0
+		for _, s := range got {
+			total += len(s)
+		}
+		mu.Unlock()
+		if total == nodes*rounds || time.Now().After(deadline) {
+			if total != nodes*rounds {
+				t.Fatalf("%d changes delivered, want %d", total, nodes*rounds)
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -132,22 +132,39 @@ func (t *target) classOf() int {
 	return classFailing
 }
 
+// ensureDefaults gives every zero field its default; Timeout's depends on
+// Interval.
+func (o *Options) ensureDefaults() {
+	if o.Timeout == 0 {
+		o.Timeout = min(o.Interval/2, maxTimeout)
+	}
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = DefaultMaxInFlight
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// check validates the options after ensureDefaults; its errors name the
+// fields.
+func (o *Options) check() error {
+	switch {
+	case o.Interval < minInterval:
+		return fmt.Errorf("probe: Options.Interval %s is too short (at least %s)", o.Interval, minInterval)
+	case o.Timeout <= 0 || o.Timeout >= o.Interval:
+		return fmt.Errorf("probe: Options.Timeout %s must be positive and shorter than Options.Interval %s", o.Timeout, o.Interval)
+	case o.MaxInFlight < 0:
+		return fmt.Errorf("probe: Options.MaxInFlight %d must not be negative", o.MaxInFlight)
+	}
+	return nil
+}
+
 // New returns a Prober with no targets.
 func New(opts Options) (*Prober, error) {
-	if opts.Interval < minInterval {
-		return nil, fmt.Errorf("probe: interval %s is too short (at least %s)", opts.Interval, minInterval)
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = min(opts.Interval/2, maxTimeout)
-	}
-	if opts.Timeout >= opts.Interval {
-		return nil, fmt.Errorf("probe: timeout %s must be shorter than the interval %s", opts.Timeout, opts.Interval)
-	}
-	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = DefaultMaxInFlight
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	opts.ensureDefaults()
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	p := &Prober{
 		opts:      opts,

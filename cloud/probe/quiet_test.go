@@ -1,38 +1,20 @@
 package probe
 
 import (
-	"bytes"
 	"log"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/blockcast/beacon/test/harness"
 )
-
-// lockedBuffer is a log destination read while the logger writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestEagerAnswerLogsNothing: a relay that answers before it is asked made
 // net/http write "Unsolicited response" to the process's standard log on
 // every probe, outside any rate limit.
 func TestEagerAnswerLogsNothing(t *testing.T) {
-	var out lockedBuffer
+	var out harness.LineBuffer
 	log.SetOutput(&out)
 	t.Cleanup(func() { log.SetOutput(nil) })
 	var urls []string

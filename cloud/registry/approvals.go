@@ -25,8 +25,8 @@ import (
 
 // Errors callers branch on, besides ErrNotFound and ErrInvalid.
 var (
-	// ErrNotRelay means the node exists but is not a relay.
-	ErrNotRelay = errors.New("node is not a relay")
+	// ErrNotRelayNode means the node exists but is not a relay.
+	ErrNotRelayNode = errors.New("node is not a relay")
 	// ErrNotApproved means a revocation named a prefix that is not
 	// approved for the relay.
 	ErrNotApproved = errors.New("prefix is not approved")
@@ -69,7 +69,7 @@ func (r *Registry) Approve(id string, cidrs []string, by, from string) (added []
 	}
 	now := r.nowUTC()
 	err = r.update(func(tx *bolt.Tx) error {
-		n, err := storedRelay(tx, id)
+		n, err := storedRelayNode(tx, id)
 		if err != nil {
 			return err
 		}
@@ -119,7 +119,7 @@ func (r *Registry) Revoke(id string, cidrs []string) (removed []string, left []A
 		return nil, nil, fmt.Errorf("%w: cidrs: %v", ErrInvalid, err)
 	}
 	err = r.update(func(tx *bolt.Tx) error {
-		if _, err := storedRelay(tx, id); err != nil {
+		if _, err := storedRelayNode(tx, id); err != nil {
 			return err
 		}
 		rec, err := getApprovals(tx, id)
@@ -207,7 +207,7 @@ func Prefixes(approved []Approval) []netip.Prefix {
 	return out
 }
 
-func storedRelay(tx *bolt.Tx, id string) (Node, error) {
+func storedRelayNode(tx *bolt.Tx, id string) (Node, error) {
 	v := tx.Bucket(bucketNodes).Get([]byte(id))
 	if v == nil {
 		return Node{}, fmt.Errorf("%w: %q", ErrNotFound, clip(id))
@@ -217,7 +217,7 @@ func storedRelay(tx *bolt.Tx, id string) (Node, error) {
 		return Node{}, err
 	}
 	if n.Role != protocol.RoleRelay {
-		return Node{}, fmt.Errorf("%w: %s registered as %q", ErrNotRelay, id, n.Role)
+		return Node{}, fmt.Errorf("%w: %s registered as %q", ErrNotRelayNode, id, n.Role)
 	}
 	return n, nil
 }

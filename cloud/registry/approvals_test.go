@@ -109,7 +109,7 @@ func TestApproveRefused(t *testing.T) {
 		want  error
 	}{
 		{key(9), nil, "", ErrNotFound},
-		{beacon, []string{"10.0.0.0/8"}, "", ErrNotRelay},
+		{beacon, []string{"10.0.0.0/8"}, "", ErrNotRelayNode},
 		{bare, nil, "", ErrInvalid}, // requested nothing: name the prefixes
 		{relay, []string{"10.0.0.1/8"}, "", ErrInvalid},
 		{relay, []string{"::ffff:10.0.0.0/104"}, "", ErrInvalid},

@@ -41,21 +41,21 @@ type Client struct {
 }
 
 // List returns every relay and the coverage-zone file in force.
-func (c *Client) List(ctx context.Context) (protocol.RelayList, error) {
-	var out protocol.RelayList
-	return out, c.do(ctx, http.MethodGet, protocol.PathRelays, nil, &out)
+func (c *Client) List(ctx context.Context) (protocol.RelayNodeList, error) {
+	var out protocol.RelayNodeList
+	return out, c.do(ctx, http.MethodGet, protocol.PathRelayNodes, nil, &out)
 }
 
 // Approve approves cidrs for relay id (none: everything it requests).
-func (c *Client) Approve(ctx context.Context, id string, cidrs []string, by string) (protocol.RelayView, error) {
-	var out protocol.RelayView
-	return out, c.do(ctx, http.MethodPost, protocol.RelayPath(url.PathEscape(id), protocol.RelayApprove), &protocol.RelayChange{CIDRs: cidrs, By: by}, &out)
+func (c *Client) Approve(ctx context.Context, id string, cidrs []string, by string) (protocol.RelayNodeView, error) {
+	var out protocol.RelayNodeView
+	return out, c.do(ctx, http.MethodPost, protocol.RelayNodePath(url.PathEscape(id), protocol.RelayNodeApprove), &protocol.RelayNodeChange{CIDRs: cidrs, By: by}, &out)
 }
 
 // Revoke revokes cidrs from relay id (none: everything approved).
-func (c *Client) Revoke(ctx context.Context, id string, cidrs []string, by string) (protocol.RelayView, error) {
-	var out protocol.RelayView
-	return out, c.do(ctx, http.MethodPost, protocol.RelayPath(url.PathEscape(id), protocol.RelayRevoke), &protocol.RelayChange{CIDRs: cidrs, By: by}, &out)
+func (c *Client) Revoke(ctx context.Context, id string, cidrs []string, by string) (protocol.RelayNodeView, error) {
+	var out protocol.RelayNodeView
+	return out, c.do(ctx, http.MethodPost, protocol.RelayNodePath(url.PathEscape(id), protocol.RelayNodeRevoke), &protocol.RelayNodeChange{CIDRs: cidrs, By: by}, &out)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
@@ -192,14 +192,14 @@ func Run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	var out any
 	switch verb {
 	case "list":
-		var l protocol.RelayList
+		var l protocol.RelayNodeList
 		l, err = c.List(ctx)
 		out = l
 		if err == nil && !asJSON {
 			printList(stdout, l)
 		}
 	case "approve", "revoke":
-		var v protocol.RelayView
+		var v protocol.RelayNodeView
 		if verb == "approve" {
 			v, err = c.Approve(ctx, pos[0], pos[1:], by)
 		} else {
@@ -237,7 +237,7 @@ func list(s []string) string {
 	return strings.Join(s, ",")
 }
 
-func printList(w io.Writer, l protocol.RelayList) {
+func printList(w io.Writer, l protocol.RelayNodeList) {
 	if z := l.CoverageZone; z != nil {
 		fmt.Fprintf(w, "coverage-zone %s: revision %q, %d groups, %d prefixes, loaded %s\n", z.Path, z.Revision, z.Groups, z.Prefixes, z.LoadedAt.Format(time.RFC3339))
 		if z.LastError != "" {
@@ -249,13 +249,13 @@ func printList(w io.Writer, l protocol.RelayList) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tEFFECTIVE\tNOT APPROVED\tLAN URL")
-	for _, v := range l.Relays {
+	for _, v := range l.RelayNodes {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.State, list(v.Effective), list(v.Pending), v.LANURL)
 	}
 	tw.Flush()
 }
 
-func printChange(w io.Writer, verb string, v protocol.RelayView) {
+func printChange(w io.Writer, verb string, v protocol.RelayNodeView) {
 	switch verb {
 	case "approve":
 		fmt.Fprintf(w, "approved for %s: %s\n", v.ID, list(v.Added))

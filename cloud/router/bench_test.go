@@ -17,7 +17,7 @@ import (
 // building it takes seconds and would otherwise dominate every benchmark.
 const (
 	benchBeacons      = 1_000_000
-	benchRelays       = 25_000
+	benchRelayNodes   = 25_000
 	benchCIDRsPerRely = 4 // 100,000 relay prefixes in all
 )
 
@@ -62,11 +62,11 @@ func randPublicV4(rng *rand.Rand, lo, hi int) netip.Addr {
 	}
 }
 
-// randRelayPrefix draws the prefixes relays announce: IPv4 in 1.0.0.0 to
+// randRelayNodePrefix draws the prefixes relays announce: IPv4 in 1.0.0.0 to
 // 99.255.255.255, mostly /16 to /24 with some shorter and some longer, and
 // IPv6 /32 to /64 in 2001::/16. Addresses from 128.0.0.0 and in 2a00::/16
 // are left uncovered.
-func randRelayPrefix(rng *rand.Rand) netip.Prefix {
+func randRelayNodePrefix(rng *rand.Rand) netip.Prefix {
 	if rng.Intn(2) == 0 {
 		a := randPublicV4(rng, 1, 100)
 		var n int
@@ -118,10 +118,10 @@ func buildFleet(b *testing.B) {
 		ipList := uint64(len(f.beaconIPs)) * uint64(24)
 		f.bytesPer = float64(heapInUse()-before-ipList) / benchBeacons
 
-		for i := 0; i < benchRelays; i++ {
+		for i := 0; i < benchRelayNodes; i++ {
 			cidrs := make([]string, benchCIDRsPerRely)
 			for j := range cidrs {
-				p := randRelayPrefix(rng)
+				p := randRelayNodePrefix(rng)
 				f.prefixes = append(f.prefixes, p)
 				cidrs[j] = p.String()
 			}
@@ -289,7 +289,7 @@ func BenchmarkUpsert(b *testing.B) {
 		var sets [2][]string
 		for i := range sets {
 			for j := 0; j < benchCIDRsPerRely; j++ {
-				sets[i] = append(sets[i], randRelayPrefix(rng).String())
+				sets[i] = append(sets[i], randRelayNodePrefix(rng).String())
 			}
 		}
 		rl := registry.Node{ID: randID(rng), Role: protocol.RoleRelay, LANURL: "https://relay.example.net"}

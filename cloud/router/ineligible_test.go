@@ -19,7 +19,7 @@ func TestNewIneligible(t *testing.T) {
 	}
 	client := netip.MustParseAddr("10.1.2.3")
 	r.Upsert(relay("r", "http://r.example", "10.0.0.0/8"))
-	r.SetRelayPrefixes("r", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	r.SetRelayNodePrefixes("r", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
 	if d := r.Decide(client, "/x"); d.Decision != protocol.DecisionOrigin {
 		t.Fatalf("new relay routed before its health was known: %+v", d)
 	}

@@ -2,18 +2,18 @@ package router
 
 import "net/netip"
 
-// RelayFor returns the eligible relay whose CIDRs cover addr (longest prefix
+// RelayNodeFor returns the eligible relay whose CIDRs cover addr (longest prefix
 // wins; several relays on one prefix are chosen between as Decide would for
 // the path "/"). The dashboard uses it to draw the tree CAST → relays →
 // beacons.
-func (r *Router) RelayFor(addr netip.Addr) (id string, ok bool) {
+func (r *Router) RelayNodeFor(addr netip.Addr) (id string, ok bool) {
 	addr = addr.Unmap().WithZone("")
 	if !addr.IsValid() {
 		return "", false
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	i, _ := r.pickRelay(addr, "/")
+	i, _ := r.pickRelayNode(addr, "/")
 	if i == none {
 		return "", false
 	}

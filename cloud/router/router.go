@@ -77,7 +77,7 @@ const groupBit = 1 << 31
 const (
 	roleFree uint8 = iota
 	roleBeacon
-	roleRelay
+	roleRelayNode
 )
 
 // none ends a list of node indices.
@@ -122,21 +122,25 @@ func (c *coldEntry) addr() netip.Addr {
 	return netip.AddrFrom16(c.ip)
 }
 
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
 // New returns an empty Router.
 func New(opts Options) (*Router, error) {
 	if opts.Origin == nil {
-		return nil, errors.New("router: an origin URL is required")
+		return nil, errors.New("router: Options.Origin is required")
 	}
 	origin, err := baseURL(opts.Origin)
 	if err != nil {
-		return nil, fmt.Errorf("router: origin: %w", err)
+		return nil, fmt.Errorf("router: Options.Origin: %w", err)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	opts.ensureDefaults()
 	return &Router{
-		log:      log,
+		log:      opts.Logger,
 		origin:   origin,
 		newOK:    !opts.NewIneligible,
 		byID:     make(map[string]uint32),
@@ -170,7 +174,7 @@ func (r *Router) Upsert(n registry.Node) {
 	case protocol.RoleBeacon:
 		role = roleBeacon
 	case protocol.RoleRelay:
-		role = roleRelay
+		role = roleRelayNode
 	default:
 		r.refuse(n, fmt.Errorf("role %q", n.Role))
 		return
@@ -215,19 +219,19 @@ func (r *Router) Upsert(n registry.Node) {
 		e.role = role
 		r.nBeacons++
 		r.linkBeacon(idx, e, ip)
-	case e.role == roleFree && role == roleRelay:
+	case e.role == roleFree && role == roleRelayNode:
 		e.role = role
 		r.nRelays++
 	}
 }
 
-// SetRelayPrefixes sets the prefixes relay id is routed for, replacing what
+// SetRelayNodePrefixes sets the prefixes relay id is routed for, replacing what
 // it had; nil routes it for none. These are the prefixes the operator
 // approved, never the CIDRs a relay registered with: Upsert ignores those,
 // so nothing a relay says about itself can draw clients to it. Prefixes
 // are masked and IPv4-mapped ones unmapped. It reports false, changing
 // nothing, when id is not a known relay.
-func (r *Router) SetRelayPrefixes(id string, prefixes []netip.Prefix) bool {
+func (r *Router) SetRelayNodePrefixes(id string, prefixes []netip.Prefix) bool {
 	norm := make([]netip.Prefix, 0, len(prefixes))
 	seen := newPrefixSet(nil)
 	for _, p := range prefixes {
@@ -246,15 +250,15 @@ func (r *Router) SetRelayPrefixes(id string, prefixes []netip.Prefix) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	idx, ok := r.byID[id]
-	if !ok || r.nodes.at(idx).role != roleRelay {
+	if !ok || r.nodes.at(idx).role != roleRelayNode {
 		return false
 	}
 	r.setCIDRs(idx, norm)
 	return true
 }
 
-// RelayPrefixes returns the prefixes relay id is routed for.
-func (r *Router) RelayPrefixes(id string) []netip.Prefix {
+// RelayNodePrefixes returns the prefixes relay id is routed for.
+func (r *Router) RelayNodePrefixes(id string) []netip.Prefix {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	idx, ok := r.byID[id]
@@ -344,7 +348,7 @@ func (r *Router) unindex(idx uint32, e *nodeEntry) {
 	case roleBeacon:
 		r.unlinkBeacon(idx, e)
 		r.nBeacons--
-	case roleRelay:
+	case roleRelayNode:
 		r.setCIDRs(idx, nil)
 		delete(r.cidrs, idx)
 		r.nRelays--
@@ -548,7 +552,7 @@ func (r *Router) Decide(client netip.Addr, path string) protocol.RouteDecision {
 		if i := r.pickBeacon(client, path); i != none {
 			return r.decision(protocol.DecisionBeacon, i, path, client, netip.Prefix{})
 		}
-		if i, prefix := r.pickRelay(client, path); i != none {
+		if i, prefix := r.pickRelayNode(client, path); i != none {
 			return r.decision(protocol.DecisionRelay, i, path, client, prefix)
 		}
 	}
@@ -577,7 +581,7 @@ func (r *Router) pickBeacon(client netip.Addr, path string) uint32 {
 	return c.best
 }
 
-func (r *Router) pickRelay(client netip.Addr, path string) (best uint32, prefix netip.Prefix) {
+func (r *Router) pickRelayNode(client netip.Addr, path string) (best uint32, prefix netip.Prefix) {
 	best = none
 	r.lpm.Lookup(client, func(v uint32, bits int) bool {
 		if v&groupBit == 0 {

@@ -430,7 +430,7 @@ func TestRendezvousSpread(t *testing.T) {
 	}
 }
 
-func TestRendezvousRelaysShareAPrefix(t *testing.T) {
+func TestRendezvousRelayNodesShareAPrefix(t *testing.T) {
 	r := newRouter(t)
 	for _, id := range []string{"r1", "r2"} {
 		upsert(r, relay(id, "http://"+id, "2001:db8::/32"))
@@ -590,7 +590,7 @@ func TestLongBaseURL(t *testing.T) {
 	}
 }
 
-func TestRelayFor(t *testing.T) {
+func TestRelayNodeFor(t *testing.T) {
 	r := newRouter(t)
 	upsert(r, registry.Node{ID: "relayWide", Role: protocol.RoleRelay, LANURL: "http://w.example", CIDRs: []string{"10.0.0.0/8"}})
 	upsert(r, registry.Node{ID: "relayNarrow", Role: protocol.RoleRelay, LANURL: "http://n.example", CIDRs: []string{"10.1.0.0/16"}})
@@ -598,13 +598,13 @@ func TestRelayFor(t *testing.T) {
 		t.Error("Has")
 	}
 	for addr, want := range map[string]string{"10.1.2.3": "relayNarrow", "10.9.9.9": "relayWide", "192.0.2.1": "", "::ffff:10.1.0.1": "relayNarrow"} {
-		got, ok := r.RelayFor(netip.MustParseAddr(addr))
+		got, ok := r.RelayNodeFor(netip.MustParseAddr(addr))
 		if got != want || ok != (want != "") {
 			t.Errorf("RelayFor(%s) = %q %v, want %q", addr, got, ok, want)
 		}
 	}
 	r.SetEligible("relayNarrow", false)
-	if got, _ := r.RelayFor(netip.MustParseAddr("10.1.2.3")); got != "relayWide" {
+	if got, _ := r.RelayNodeFor(netip.MustParseAddr("10.1.2.3")); got != "relayWide" {
 		t.Errorf("ineligible relay still chosen: %q", got)
 	}
 }
@@ -622,7 +622,7 @@ func upsert(r *Router, n registry.Node) {
 			ps = append(ps, p)
 		}
 	}
-	r.SetRelayPrefixes(n.ID, ps)
+	r.SetRelayNodePrefixes(n.ID, ps)
 }
 
 // A relay's registered CIDRs route nothing: a fresh key claiming the whole
@@ -631,7 +631,7 @@ func upsert(r *Router, n registry.Node) {
 func TestRegisteredCIDRsAreNotRouted(t *testing.T) {
 	r := newRouter(t)
 	r.Upsert(relay("legit", "http://legit.example", "198.51.100.0/24"))
-	r.SetRelayPrefixes("legit", []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")})
+	r.SetRelayNodePrefixes("legit", []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")})
 	r.Upsert(relay("hijack", "http://evil.example", "0.0.0.0/0", "::/0"))
 	r.Upsert(relay("sniper", "http://evil.example", "198.51.100.7/32"))
 	for client, want := range map[string]string{
@@ -650,20 +650,20 @@ func TestRegisteredCIDRsAreNotRouted(t *testing.T) {
 	if d := r.Decide(netip.MustParseAddr("198.51.100.9"), "/x"); d.NodeID != "legit" {
 		t.Errorf("re-registration dropped the approved prefix: %+v", d)
 	}
-	if !r.SetRelayPrefixes("sniper", []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}) {
+	if !r.SetRelayNodePrefixes("sniper", []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}) {
 		t.Fatal("SetRelayPrefixes refused a known relay")
 	}
 	if d := r.Decide(netip.MustParseAddr("198.51.100.7"), "/x"); d.NodeID != "sniper" {
 		t.Errorf("approved /32 not routed: %+v", d)
 	}
-	if got := r.RelayPrefixes("sniper"); len(got) != 1 || got[0].String() != "198.51.100.7/32" {
+	if got := r.RelayNodePrefixes("sniper"); len(got) != 1 || got[0].String() != "198.51.100.7/32" {
 		t.Errorf("RelayPrefixes = %v", got)
 	}
 	r.Upsert(beacon("b", "203.0.113.9", "http://b"))
-	if r.SetRelayPrefixes("b", []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}) || r.SetRelayPrefixes("nobody", nil) {
+	if r.SetRelayNodePrefixes("b", []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}) || r.SetRelayNodePrefixes("nobody", nil) {
 		t.Error("SetRelayPrefixes accepted a beacon or an unknown ID")
 	}
-	if !r.SetRelayPrefixes("sniper", nil) {
+	if !r.SetRelayNodePrefixes("sniper", nil) {
 		t.Fatal("clearing refused")
 	}
 	if d := r.Decide(netip.MustParseAddr("198.51.100.7"), "/x"); d.NodeID != "legit" {

@@ -75,11 +75,16 @@ type Dashboard struct {
 // registry: one walk a second, however many of them ask.
 const summaryTTL = time.Second
 
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
 // New returns a dashboard over opts.List.
 func New(opts Options) *Dashboard {
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
+	opts.ensureDefaults()
 	return &Dashboard{opts: opts, now: time.Now}
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 func fleet() []Node {
@@ -45,12 +47,12 @@ func TestServeNodes(t *testing.T) {
 		first       string
 		wantParents int
 	}{
-		{"/v1/nodes", 31, 31, "beacon00", 1},
-		{"/v1/nodes?state=offline", 10, 10, "beacon02", 1},
-		{"/v1/nodes?role=relay", 1, 1, "relayA", 0},
-		{"/v1/nodes?q=100.7", 1, 1, "beacon07", 0},
-		{"/v1/nodes?limit=5&offset=3", 31, 5, "beacon09", 1},
-		{"/v1/nodes?offset=100", 31, 0, "", 0},
+		{protocol.PathNodes, 31, 31, "beacon00", 1},
+		{protocol.PathNodes + "?state=offline", 10, 10, "beacon02", 1},
+		{protocol.PathNodes + "?role=relay", 1, 1, "relayA", 0},
+		{protocol.PathNodes + "?q=100.7", 1, 1, "beacon07", 0},
+		{protocol.PathNodes + "?limit=5&offset=3", 31, 5, "beacon09", 1},
+		{protocol.PathNodes + "?offset=100", 31, 0, "", 0},
 	}
 	for _, tc := range tests {
 		rec, l := get(t, d, tc.url)
@@ -67,7 +69,7 @@ func TestServeNodes(t *testing.T) {
 			t.Errorf("%s: counts %v roles %v", tc.url, l.Counts, l.Roles)
 		}
 	}
-	for _, bad := range []string{"/v1/nodes?limit=-1", "/v1/nodes?offset=x", "/v1/nodes?limit=1e9"} {
+	for _, bad := range []string{protocol.PathNodes + "?limit=-1", protocol.PathNodes + "?offset=x", protocol.PathNodes + "?limit=1e9"} {
 		if rec, _ := get(t, d, bad); rec.Code != http.StatusBadRequest {
 			t.Errorf("%s: %d, want 400", bad, rec.Code)
 		}
@@ -77,12 +79,12 @@ func TestServeNodes(t *testing.T) {
 func TestServeNodeAndPage(t *testing.T) {
 	d := New(Options{List: fleet})
 	rec := httptest.NewRecorder()
-	d.ServeNode(rec, httptest.NewRequest("GET", "/v1/nodes/beacon03", nil), "beacon03")
+	d.ServeNode(rec, httptest.NewRequest("GET", protocol.PathNodes+"/beacon03", nil), "beacon03")
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"id":"beacon03"`) {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
 	rec = httptest.NewRecorder()
-	d.ServeNode(rec, httptest.NewRequest("GET", "/v1/nodes/nope", nil), "nope")
+	d.ServeNode(rec, httptest.NewRequest("GET", protocol.PathNodes+"/nope", nil), "nope")
 	if rec.Code != 404 {
 		t.Fatalf("missing node: %d", rec.Code)
 	}
@@ -104,7 +106,7 @@ func TestServeSummaryNamesNoNode(t *testing.T) {
 	nodes[1].Owner, nodes[1].LANURL = "OwnerWallet1111", "http://192.168.7.7:8081"
 	d := New(Options{List: func() []Node { return nodes }, CastID: "CAST", Version: "test"})
 	rec := httptest.NewRecorder()
-	d.ServeSummary(rec, httptest.NewRequest("GET", "/v1/nodes", nil))
+	d.ServeSummary(rec, httptest.NewRequest("GET", protocol.PathNodes, nil))
 	if rec.Code != 200 {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
@@ -142,13 +144,13 @@ func TestServeSummaryCached(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	d.now = func() time.Time { return now }
 	for i := 0; i < 100; i++ {
-		d.ServeSummary(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/nodes", nil))
+		d.ServeSummary(httptest.NewRecorder(), httptest.NewRequest("GET", protocol.PathNodes, nil))
 	}
 	if calls != 1 {
 		t.Fatalf("100 requests in one instant listed the fleet %d times", calls)
 	}
 	now = now.Add(summaryTTL)
-	d.ServeSummary(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/nodes", nil))
+	d.ServeSummary(httptest.NewRecorder(), httptest.NewRequest("GET", protocol.PathNodes, nil))
 	if calls != 2 {
 		t.Fatalf("after the TTL: %d lists, want 2", calls)
 	}

@@ -135,53 +135,81 @@ type queued struct {
 	seq    uint64 // identifies it in the queue
 }
 
-// New checks opts and returns an agent; Run starts it.
-func New(opts Options) (*Agent, error) {
-	if opts.Key == nil {
-		return nil, errors.New("agent: no node key")
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Interval == 0 {
+		o.Interval = DefaultInterval
 	}
-	u, err := url.Parse(opts.BrokerURL)
+	if o.QueueLimit == 0 {
+		o.QueueLimit = DefaultQueueLimit
+	}
+	if o.KeepAlive == 0 {
+		o.KeepAlive = DefaultKeepAlive
+	}
+	if o.Window == 0 {
+		o.Window = DefaultWindow
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff = DefaultMinBackoff
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+		o.Dial = d.DialContext
+	}
+}
+
+// check validates the options after ensureDefaults; its errors name the
+// fields.
+func (o *Options) check() error {
+	if o.Key == nil {
+		return errors.New("agent: Options.Key is required (the node key)")
+	}
+	u, err := url.Parse(o.BrokerURL)
 	if err != nil {
-		return nil, fmt.Errorf("agent: broker URL: %w", err)
+		return fmt.Errorf("agent: Options.BrokerURL: %w", err)
 	}
 	switch u.Scheme {
 	case "tcp", "mqtt", "tls", "ssl", "mqtts":
 	default:
-		return nil, fmt.Errorf("agent: broker URL %q: scheme must be tcp:// or tls://", opts.BrokerURL)
+		return fmt.Errorf("agent: Options.BrokerURL %q: scheme must be tcp:// or tls://", o.BrokerURL)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("agent: broker URL %q has no host", opts.BrokerURL)
+		return fmt.Errorf("agent: Options.BrokerURL %q has no host", o.BrokerURL)
 	}
-	if opts.Interval <= 0 {
-		opts.Interval = DefaultInterval
+	if o.Interval > ctrlmsg.MaxInterval {
+		return fmt.Errorf("agent: Options.Interval %s over %s", o.Interval, ctrlmsg.MaxInterval)
 	}
-	if opts.Interval > ctrlmsg.MaxInterval {
-		return nil, fmt.Errorf("agent: interval %s over %s", opts.Interval, ctrlmsg.MaxInterval)
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{
+		{"Interval", o.Interval < 0}, {"QueueLimit", o.QueueLimit < 0}, {"KeepAlive", o.KeepAlive < 0},
+		{"Window", o.Window < 0}, {"MinBackoff", o.MinBackoff < 0},
+	} {
+		if f.neg {
+			return fmt.Errorf("agent: Options.%s must not be negative", f.name)
+		}
 	}
-	if opts.QueueLimit <= 0 {
-		opts.QueueLimit = DefaultQueueLimit
+	if o.MaxBackoff < o.MinBackoff {
+		return fmt.Errorf("agent: Options.MaxBackoff %s is under MinBackoff %s", o.MaxBackoff, o.MinBackoff)
 	}
-	if opts.KeepAlive <= 0 {
-		opts.KeepAlive = DefaultKeepAlive
-	}
-	if opts.Window <= 0 {
-		opts.Window = DefaultWindow
-	}
-	if opts.MinBackoff <= 0 {
-		opts.MinBackoff = DefaultMinBackoff
-	}
-	if opts.MaxBackoff < opts.MinBackoff {
-		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Dial == nil {
-		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-		opts.Dial = d.DialContext
+	return nil
+}
+
+// New checks opts and returns an agent; Run starts it.
+func New(opts Options) (*Agent, error) {
+	opts.ensureDefaults()
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	a := &Agent{
 		opts:   opts,
@@ -251,7 +279,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			wait := a.backoff(failures)
 			failures++
-			a.log.Warn("mqtt connect failed", "broker", a.opts.BrokerURL, "error", err, "retry_in", wait.Round(time.Millisecond))
+			a.log.Warn("mqtt connect failed", "broker", a.opts.BrokerURL, "err", err, "retry_in", wait.Round(time.Millisecond))
 			if !sleep(ctx, wait) {
 				return nil
 			}
@@ -350,7 +378,7 @@ func (a *Agent) connect(ctx context.Context) (paho.Client, chan error, error) {
 		SetCredentialsProvider(func() (string, string) {
 			tok, err := ctrlmsg.MakeToken(a.opts.Key, a.opts.Now())
 			if err != nil {
-				a.log.Error("mqtt token", "error", err)
+				a.log.Error("mqtt token", "err", err)
 			}
 			return a.id, tok
 		}).
@@ -444,7 +472,7 @@ func (a *Agent) serve(ctx context.Context, c paho.Client, lost chan error) {
 		// offline status is published explicitly first.
 		if p, err := a.status(ctrlmsg.StateOffline, a.opts.Now()); err == nil {
 			if err := wait(context.Background(), c.Publish(a.topics.status, 1, true, p), 2*time.Second); err != nil {
-				a.log.Warn("mqtt offline status", "error", err)
+				a.log.Warn("mqtt offline status", "err", err)
 			}
 		}
 		c.Disconnect(250)
@@ -492,7 +520,7 @@ func (a *Agent) send(q queued) {
 		if err == nil {
 			return
 		}
-		a.log.Debug("mqtt publish failed; queued", "error", err)
+		a.log.Debug("mqtt publish failed; queued", "err", err)
 		signalClosed(err, lost)
 	}
 	a.enqueue(q)
@@ -537,7 +565,7 @@ func (a *Agent) publish(c paho.Client, q queued, fromQueue bool) error {
 	}
 	if err != nil {
 		// Not the broker's fault: queuing would not help.
-		a.log.Error("mqtt seal", "error", err)
+		a.log.Error("mqtt seal", "err", err)
 		return nil
 	}
 	if err := wait(context.Background(), c.Publish(topic, 1, false, payload), min(a.opts.Interval, 10*time.Second)); err != nil {
@@ -573,7 +601,7 @@ func (a *Agent) flush(c paho.Client, lost chan error) {
 		q := a.queue[0]
 		a.mu.Unlock()
 		if err := a.publish(c, q, true); err != nil {
-			a.log.Debug("mqtt flush stopped", "error", err)
+			a.log.Debug("mqtt flush stopped", "err", err)
 			signalClosed(err, lost)
 			return
 		}
@@ -599,13 +627,13 @@ func (a *Agent) onCommand(_ paho.Client, m paho.Message) {
 		// Unsigned, forged, stale or replayed: no answer, which would only
 		// help whoever sent it.
 		a.cmdRefused.Add(1)
-		a.log.Warn("mqtt command refused", "topic", m.Topic(), "error", err)
+		a.log.Warn("mqtt command refused", "topic", m.Topic(), "err", err)
 		return
 	}
 	cmd, err := msg.Command()
 	if err != nil {
 		a.cmdRefused.Add(1)
-		a.log.Warn("mqtt command refused", "error", err)
+		a.log.Warn("mqtt command refused", "err", err)
 		return
 	}
 	if !ctrlmsg.KnownOp(cmd.Op) || a.opts.Handle == nil {

@@ -129,38 +129,61 @@ type Options struct {
 	MaxDatagram int
 }
 
-func (o *Options) setDefaults() {
+// Defaults of Options, the RFCs' where they give one; ensureDefaults gives
+// them to zero fields.
+const (
+	DefaultLocalAddr         = ":0"
+	DefaultReadBuffer        = 1 << 20
+	DefaultNoDataTimeout     = 30 * time.Second
+	DefaultRetransmitInitial = time.Second
+	DefaultRetransmitMax     = 120 * time.Second
+	DefaultConnectAttempts   = 4
+	DefaultBackoffInitial    = 4 * time.Second
+	DefaultBackoffMax        = 120 * time.Second
+	DefaultHoldDown          = 5 * time.Minute
+	DefaultLimitHoldDown     = 10 * time.Minute
+	DefaultReportInterval    = time.Second
+	DefaultResolveTimeout    = 10 * time.Second
+	DefaultResolveCache      = 5 * time.Minute
+	DefaultQueueLen          = 256
+	DefaultMaxDatagram       = 2048
+)
+
+// ensureDefaults gives every zero (or negative: none of these can be
+// turned off) field its default, and raises a maximum below its initial
+// value to it.
+func (o *Options) ensureDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
 		}
 	}
 	if o.LocalAddr == "" {
-		o.LocalAddr = ":0"
+		o.LocalAddr = DefaultLocalAddr
 	}
 	if o.ReadBuffer <= 0 {
-		o.ReadBuffer = 1 << 20
+		o.ReadBuffer = DefaultReadBuffer
 	}
-	def(&o.NoDataTimeout, 30*time.Second)
-	def(&o.RetransmitInitial, time.Second)
-	def(&o.RetransmitMax, 120*time.Second)
-	def(&o.BackoffInitial, 4*time.Second)
-	def(&o.BackoffMax, 120*time.Second)
-	def(&o.HoldDown, 5*time.Minute)
-	def(&o.LimitHoldDown, 10*time.Minute)
-	def(&o.ReportInterval, time.Second)
-	def(&o.ResolveTimeout, 10*time.Second)
-	def(&o.ResolveCache, 5*time.Minute)
+	def(&o.NoDataTimeout, DefaultNoDataTimeout)
+	def(&o.RetransmitInitial, DefaultRetransmitInitial)
+	def(&o.RetransmitMax, DefaultRetransmitMax)
+	def(&o.BackoffInitial, DefaultBackoffInitial)
+	def(&o.BackoffMax, DefaultBackoffMax)
+	def(&o.HoldDown, DefaultHoldDown)
+	def(&o.LimitHoldDown, DefaultLimitHoldDown)
+	def(&o.ReportInterval, DefaultReportInterval)
+	def(&o.ResolveTimeout, DefaultResolveTimeout)
+	def(&o.ResolveCache, DefaultResolveCache)
 	o.RetransmitMax = max(o.RetransmitMax, o.RetransmitInitial)
 	o.BackoffMax = max(o.BackoffMax, o.BackoffInitial)
 	if o.ConnectAttempts <= 0 {
-		o.ConnectAttempts = 4
+		o.ConnectAttempts = DefaultConnectAttempts
 	}
 	if o.QueueLen <= 0 {
-		o.QueueLen = 256
+		o.QueueLen = DefaultQueueLen
 	}
 	if o.MaxDatagram <= 0 {
-		o.MaxDatagram = 2048
+		o.MaxDatagram = DefaultMaxDatagram
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -212,7 +235,7 @@ type joinReq struct {
 
 // New returns a gateway; Run starts it.
 func New(opts Options) (*Gateway, error) {
-	opts.setDefaults()
+	opts.ensureDefaults()
 	g := &Gateway{
 		opts:     opts,
 		log:      opts.Logger,

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/blockcast/beacon/firmware/castclient"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/connguard"
+	"github.com/blockcast/beacon/shared/ctrlmsg"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
@@ -32,25 +34,26 @@ import (
 	"github.com/blockcast/beacon/shared/protocol"
 )
 
-// Options configure a beacon.
+// Options configure a beacon. A zero field means its Default* constant;
+// an empty AdminListen turns the local API off.
 type Options struct {
-	Listen         string        // where end users are served
+	Listen         string        // where end users are served (DefaultListen)
 	AdminListen    string        // local status endpoint ("" to disable)
 	LANURL         string        // URL end users reach Listen at; derived when empty
 	CastURL        string        // castd base URL
 	KeyFile        string        // node wallet (Solana keypair file), created on first start
 	DelegationFile string        // optional owner delegation (JSON protocol.Delegation)
 	StateDir       string        // cache file lives here
-	CacheSize      int64         // bound on cached bytes
-	CheckInterval  time.Duration // how often registration is checked (public IP, LAN URL)
+	CacheSize      int64         // bound on cached bytes (DefaultCacheSize)
+	CheckInterval  time.Duration // how often registration is checked (public IP, LAN URL; DefaultCheckInterval)
 	MQTTURL        string        // control-plane broker; default: the one castd names at registration
 	CastKey        string        // CAST key commands must be signed by; default: learned at first registration, then pinned
-	HealthInterval time.Duration // health report interval
+	HealthInterval time.Duration // health report interval (DefaultHealthInterval)
 
 	// Slow and hostile clients (see package connguard).
-	MaxConns    int           // open connections on Listen at once (0: DefaultMaxConns; the admin listener has its own few)
-	WriteStall  time.Duration // a write to a client that accepts no byte for this long fails (0: 30 s)
-	BodyTimeout time.Duration // time a request body may take to arrive (0: 30 s)
+	MaxConns    int           // open connections on Listen at once (DefaultMaxConns; the admin listener has its own few)
+	WriteStall  time.Duration // a write to a client that accepts no byte for this long fails (DefaultWriteStall)
+	BodyTimeout time.Duration // time a request body may take to arrive (DefaultBodyTimeout)
 
 	// AMT gateway (RFC 7450).
 	AMTRelay     string   // relay ADDR[:PORT] for channels whose join names none
@@ -67,50 +70,125 @@ type Options struct {
 	AllowHosts []string // Host names the status page and the local API answer to besides IP literals, localhost and --lan-url's host
 }
 
-func (o *Options) check() error {
-	if o.CastURL == "" {
-		return errors.New("beacon: --cast-url is required (the castd this beacon belongs to)")
+// Defaults of Options: ensureDefaults gives them to zero fields, and the
+// beacon command's flags start from them.
+const (
+	DefaultListen         = ":8081"
+	DefaultCacheSize      = 256 << 20
+	DefaultCheckInterval  = time.Minute
+	DefaultHealthInterval = agent.DefaultInterval
+	DefaultWriteStall     = connguard.DefaultWriteStall
+	DefaultBodyTimeout    = connguard.DefaultBodyTimeout
+	// DefaultMaxConns: a router has a few thousand file descriptors and
+	// little RAM, and a home's devices need far fewer.
+	DefaultMaxConns = 256
+)
+
+// The beacon command's defaults for what Options leave off when empty: the
+// local API's address and the state directory.
+const (
+	DefaultAdminListen = "127.0.0.1:8082"
+	DefaultStateDir    = "/var/lib/blockcast"
+)
+
+// ensureDefaults gives every zero field its default, and the key and
+// delegation files their places in StateDir. New calls it once, before
+// check.
+func (o *Options) ensureDefaults() {
+	if o.Listen == "" {
+		o.Listen = DefaultListen
 	}
-	if o.StateDir == "" {
-		return errors.New("beacon: --state-dir is required")
+	if o.CacheSize == 0 {
+		o.CacheSize = DefaultCacheSize
 	}
-	if o.KeyFile == "" {
-		o.KeyFile = filepath.Join(o.StateDir, "wallet.json")
+	if o.CheckInterval == 0 {
+		o.CheckInterval = DefaultCheckInterval
 	}
-	if o.DelegationFile == "" {
-		if p := filepath.Join(o.StateDir, "delegation.json"); fileExists(p) {
-			o.DelegationFile = p
-		}
-	}
-	if o.CacheSize <= 0 {
-		return errors.New("beacon: --cache-size must be positive")
-	}
-	if o.CheckInterval <= 0 {
-		o.CheckInterval = time.Minute
-	}
-	if o.MaxConns < 0 {
-		return errors.New("beacon: --max-conns must not be negative")
+	if o.HealthInterval == 0 {
+		o.HealthInterval = DefaultHealthInterval
 	}
 	if o.MaxConns == 0 {
 		o.MaxConns = DefaultMaxConns
 	}
+	if o.WriteStall == 0 {
+		o.WriteStall = DefaultWriteStall
+	}
+	if o.BodyTimeout == 0 {
+		o.BodyTimeout = DefaultBodyTimeout
+	}
+	if o.KeyFile == "" && o.StateDir != "" {
+		o.KeyFile = filepath.Join(o.StateDir, "wallet.json")
+	}
+	if o.DelegationFile == "" && o.StateDir != "" {
+		if p := filepath.Join(o.StateDir, "delegation.json"); fileExists(p) {
+			o.DelegationFile = p
+		}
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.LANURL != "" {
-		if _, err := protocol.ParseBaseURL(o.LANURL); err != nil {
-			return fmt.Errorf("beacon: --lan-url (e.g. http://192.168.1.1:8081): %w", err)
-		}
-	}
-	if err := checkAllowHosts(o.AllowHosts); err != nil {
-		return err
-	}
-	return nil
 }
 
-// DefaultMaxConns is the default --max-conns: a router has a few thousand
-// file descriptors and little RAM, and a home's devices need far fewer.
-const DefaultMaxConns = 256
+// check validates the options after ensureDefaults. Its errors name the
+// field (an *OptionError); cmd/beacon names the flag instead.
+func (o *Options) check() error {
+	if o.CastURL == "" {
+		return fieldError("CastURL", errors.New("is required (the castd this beacon belongs to)"))
+	}
+	if o.StateDir == "" {
+		return fieldError("StateDir", errors.New("is required"))
+	}
+	for _, f := range []struct {
+		name string
+		neg  bool
+	}{
+		{"CacheSize", o.CacheSize < 0}, {"CheckInterval", o.CheckInterval < 0}, {"HealthInterval", o.HealthInterval < 0},
+		{"MaxConns", o.MaxConns < 0}, {"WriteStall", o.WriteStall < 0}, {"BodyTimeout", o.BodyTimeout < 0},
+	} {
+		if f.neg {
+			return fieldError(f.name, errors.New("must not be negative"))
+		}
+	}
+	if o.LANURL != "" {
+		if _, err := protocol.ParseBaseURL(o.LANURL); err != nil {
+			return fieldError("LANURL", fmt.Errorf("(e.g. http://192.168.1.1:8081): %w", err))
+		}
+	}
+	if o.AMTRelay != "" {
+		if _, err := ctrlmsg.ParseAMTRelayTarget(o.AMTRelay); err != nil {
+			return fieldError("AMTRelay", err)
+		}
+	}
+	for _, s := range o.AMTJoins {
+		spec, err := ctrlmsg.ParseChannelSpec(s)
+		if err != nil {
+			return fieldError("AMTJoins", err)
+		}
+		if spec.Reemit && o.LANInterface == "" {
+			return fieldError("AMTJoins", fmt.Errorf("%q: reemit needs LANInterface", s))
+		}
+	}
+	return checkAllowHosts(o.AllowHosts)
+}
+
+// OptionError is a refused Options field. Field is the Go field's name, so
+// that a program filling Options from its own flags can name the flag.
+type OptionError struct {
+	Field string
+	Err   error
+}
+
+func (e *OptionError) Error() string {
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, "is ") || strings.HasPrefix(msg, "must ") || strings.HasPrefix(msg, "(") || strings.HasPrefix(msg, "\"") {
+		return "beacon: Options." + e.Field + " " + msg
+	}
+	return "beacon: Options." + e.Field + ": " + msg
+}
+
+func (e *OptionError) Unwrap() error { return e.Err }
+
+func fieldError(field string, err error) error { return &OptionError{Field: field, Err: err} }
 
 // adminMaxConns caps the local status and API listener.
 const adminMaxConns = 16
@@ -153,6 +231,7 @@ type Beacon struct {
 
 // New loads (or creates) the node key and opens the cache.
 func New(opts Options) (*Beacon, error) {
+	opts.ensureDefaults()
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
@@ -188,6 +267,9 @@ func New(opts Options) (*Beacon, error) {
 	}
 	b.cast.SetReregister(b.forceRegister)
 	if b.gw, err = b.newGateway(); err != nil {
+		if oe := (*OptionError)(nil); errors.As(err, &oe) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("beacon: AMT gateway: %w", err)
 	}
 	b.store, err = objstore.Open(filepath.Join(opts.StateDir, "cache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
@@ -430,7 +512,7 @@ func (st Status) WriteText(w io.Writer) {
 
 func (b *Beacon) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc(protocol.PathHealthz, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	m := metrics.NewRegistry()
 	m.RegisterProcess()
 	b.cache.RegisterMetrics(m, "beacon_cache")
@@ -456,8 +538,8 @@ func (b *Beacon) adminHandler() http.Handler {
 	listenerStat("beacon_http_write_stalls_total", "Responses cut off because the client accepted no byte for --write-stall-timeout.", metrics.Counter,
 		func(ln net.Listener) float64 { return float64(connguard.Stalls(ln)) })
 	mux.Handle(protocol.PathMetrics, m)
-	mux.HandleFunc("/v1/amt", b.handleAMT)
-	mux.HandleFunc("/v1/amt/", b.handleAMT)
+	mux.HandleFunc(protocol.PathAMT, b.handleAMT)
+	mux.HandleFunc(protocol.PathAMT+"/", b.handleAMT)
 	mux.HandleFunc(protocol.PathStatus, b.serveStatusJSON)
 	return b.hosts.wrap(jsonOnly(b.log, mux))
 }

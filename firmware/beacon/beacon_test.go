@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,47 +17,6 @@ import (
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/protocol"
 )
-
-func TestParseChannelSpec(t *testing.T) {
-	tests := []struct {
-		in      string
-		src     string
-		grp     string
-		relay   string
-		reemit  bool
-		wantErr string
-	}{
-		{in: "198.51.100.1@232.1.1.1", src: "198.51.100.1", grp: "232.1.1.1"},
-		{in: " 198.51.100.1@232.1.1.1  reemit ", src: "198.51.100.1", grp: "232.1.1.1", reemit: true},
-		{in: "198.51.100.1@232.1.1.1 relay=203.0.113.5", src: "198.51.100.1", grp: "232.1.1.1", relay: "203.0.113.5:2268"},
-		{in: "2001:db8::1@ff3e::8000:1 relay=[2001:db8::2]:4000", src: "2001:db8::1", grp: "ff3e::8000:1", relay: "[2001:db8::2]:4000"},
-		{in: "", wantErr: "empty"},
-		{in: "198.51.100.1", wantErr: "SOURCE@GROUP"},
-		{in: "x@232.1.1.1", wantErr: "source"},
-		{in: "198.51.100.1@239.1.1.1", wantErr: "not a source-specific"},
-		{in: "198.51.100.1@232.1.1.1 loud", wantErr: "unknown option"},
-		{in: "198.51.100.1@232.1.1.1 relay=nowhere", wantErr: "relay"},
-	}
-	for _, tc := range tests {
-		spec, err := ParseChannelSpec(tc.in)
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%q: err %v, want %q", tc.in, err, tc.wantErr)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%q: %v", tc.in, err)
-			continue
-		}
-		if spec.Channel.Source != netip.MustParseAddr(tc.src) || spec.Channel.Group != netip.MustParseAddr(tc.grp) || spec.Reemit != tc.reemit {
-			t.Errorf("%q: got %+v", tc.in, spec)
-		}
-		if (tc.relay == "") != !spec.Relay.IsValid() || (tc.relay != "" && spec.Relay.String() != tc.relay) {
-			t.Errorf("%q: relay %v, want %q", tc.in, spec.Relay, tc.relay)
-		}
-	}
-}
 
 func TestCastKeyPinning(t *testing.T) {
 	dir := t.TempDir()

@@ -187,20 +187,17 @@ func (b *Beacon) handleCommand(ctx context.Context, c ctrlmsg.Command) ctrlmsg.R
 	}
 	switch c.Op {
 	case ctrlmsg.OpPurge:
-		if prefix, ok := strings.CutSuffix(c.Arg, "*"); ok {
-			if _, err := protocol.CleanContentPath(prefix + "x"); err != nil && prefix != "/" {
-				return fail(err)
-			}
-			n, err := b.cache.Purge(prefix)
+		key, prefix, err := ctrlmsg.ParsePurgeArg(c.Arg)
+		if err != nil {
+			return fail(err)
+		}
+		if prefix {
+			n, err := b.cache.Purge(key)
 			if err != nil {
 				return fail(err)
 			}
-			res.OK, res.Detail = true, fmt.Sprintf("purged %d objects under %s", n, prefix)
+			res.OK, res.Detail = true, fmt.Sprintf("purged %d objects under %s", n, key)
 		} else {
-			key, err := protocol.CleanContentPath(c.Arg)
-			if err != nil {
-				return fail(err)
-			}
 			switch err := b.store.Delete(key); {
 			case errors.Is(err, objstore.ErrNotFound):
 				res.OK, res.Detail = true, "not cached"
@@ -211,7 +208,7 @@ func (b *Beacon) handleCommand(ctx context.Context, c ctrlmsg.Command) ctrlmsg.R
 			}
 		}
 	case ctrlmsg.OpPrefetch:
-		key, err := protocol.CleanContentPath(c.Arg)
+		key, err := ctrlmsg.ParsePrefetchArg(c.Arg)
 		if err != nil {
 			return fail(err)
 		}

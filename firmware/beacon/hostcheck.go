@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockcast/beacon/shared/ctrlmsg"
 	"github.com/blockcast/beacon/shared/ratelimit"
 )
 
@@ -121,8 +122,8 @@ func checkAllowHosts(names []string) error {
 		if n == "localhost" {
 			continue
 		}
-		if err := checkHostName(n); err != nil {
-			return fmt.Errorf("beacon: --allow-host %q: want a host name such as beacon.lan: %w", n, err)
+		if err := ctrlmsg.CheckHostName(n); err != nil {
+			return fieldError("AllowHosts", fmt.Errorf("%q: want a host name such as beacon.lan: %w", n, err))
 		}
 	}
 	return nil

@@ -107,7 +107,7 @@ func TestCheckAllowHosts(t *testing.T) {
 			t.Errorf("--allow-host %q accepted", bad)
 		}
 	}
-	if _, err := New(Options{CastURL: "http://127.0.0.1:1", StateDir: t.TempDir(), CacheSize: 1, AllowHosts: []string{"*"}}); err == nil || !strings.Contains(err.Error(), "--allow-host") {
+	if _, err := New(Options{CastURL: "http://127.0.0.1:1", StateDir: t.TempDir(), CacheSize: 1, AllowHosts: []string{"*"}}); err == nil || !strings.Contains(err.Error(), "Options.AllowHosts") {
 		t.Fatalf("New with --allow-host '*': %v", err)
 	}
 }
@@ -125,12 +125,12 @@ func TestLocalAPIRebinding(t *testing.T) {
 	if code != http.StatusMisdirectedRequest || strings.Contains(body, b.ID()) {
 		t.Errorf("GET status with Host evil.example: %d %q", code, body)
 	}
-	for _, p := range []string{protocol.PathMetrics, "/v1/amt", "/healthz"} {
+	for _, p := range []string{protocol.PathMetrics, protocol.PathAMT, protocol.PathHealthz} {
 		if code, _ := do(t, "GET", srv.URL+p, "evil.example", "", ""); code != http.StatusMisdirectedRequest {
 			t.Errorf("GET %s with Host evil.example: %d", p, code)
 		}
 	}
-	code, body = do(t, "POST", srv.URL+"/v1/amt/join", "evil.example:8082", "application/json", `{"channel":"198.51.100.1@232.1.1.1"}`)
+	code, body = do(t, "POST", srv.URL+protocol.PathAMT+protocol.AMTJoin, "evil.example:8082", "application/json", `{"channel":"198.51.100.1@232.1.1.1"}`)
 	if code != http.StatusMisdirectedRequest {
 		t.Errorf("rebound POST join: %d %q", code, body)
 	}
@@ -147,7 +147,7 @@ func TestLocalAPIRebinding(t *testing.T) {
 			t.Errorf("GET status with Host %q: %d %q", host, code, body)
 		}
 	}
-	if code, body := do(t, "POST", srv.URL+"/v1/amt/join", "", "application/json", `{"channel":"198.51.100.1@232.1.1.1"}`); code != 200 {
+	if code, body := do(t, "POST", srv.URL+protocol.PathAMT+protocol.AMTJoin, "", "application/json", `{"channel":"198.51.100.1@232.1.1.1"}`); code != 200 {
 		t.Errorf("local POST join: %d %q", code, body)
 	}
 }
@@ -169,7 +169,7 @@ func TestStatusPageReadOnly(t *testing.T) {
 	}
 	// The local API's state-changing paths are not on this listener: they
 	// are content paths here, which take GET and HEAD only.
-	if code, _ := do(t, "POST", srv.URL+"/v1/amt/join", "", "application/json", `{"channel":"198.51.100.1@232.1.1.1"}`); code != http.StatusMethodNotAllowed {
+	if code, _ := do(t, "POST", srv.URL+protocol.PathAMT+protocol.AMTJoin, "", "application/json", `{"channel":"198.51.100.1@232.1.1.1"}`); code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /v1/amt/join on the LAN listener: %d", code)
 	}
 	if after := b.Status(); after.Cache != before.Cache || len(b.gw.State().Channels) != 0 {

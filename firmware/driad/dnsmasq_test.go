@@ -1,7 +1,6 @@
 package driad
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -11,10 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blockcast/beacon/test/harness"
 )
 
 // These tests run the lookup against a real DNS server: dnsmasq (Debian
@@ -44,7 +44,7 @@ func startDNSMasq(t *testing.T, opts ...string) netip.AddrPort {
 			"--user=" + currentUser(),
 		}, opts...)
 		cmd := exec.Command(path, args...)
-		var stderr syncBuffer
+		var stderr harness.LineBuffer
 		cmd.Stdout, cmd.Stderr = &stderr, &stderr
 		// dnsmasq forks a child per TCP connection, which keeps the output
 		// pipe open: kill the whole group, and do not wait on the pipe
@@ -114,23 +114,6 @@ func waitDNS(addr netip.AddrPort, exited <-chan struct{}) bool {
 		}
 	}
 	return false
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // rr returns a dnsmasq --dns-rr option serving r at name.

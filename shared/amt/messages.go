@@ -207,7 +207,8 @@ func appendGateway(dst []byte, ap netip.AddrPort) []byte {
 
 // gatewayFrom decodes the 18 gateway bytes. IPv4-compatible and IPv4-mapped
 // addresses decode as IPv4. All zeros (a port-0, "::" Teardown that some
-// gateways send) decodes as the IPv6 unspecified address. The IPv4-compatible
+// gateways send), and the mapped 0.0.0.0, decode as the IPv6 unspecified
+// address. The IPv4-compatible
 // form makes ::/96 ambiguous; no gateway has such an address.
 func gatewayFrom(b []byte) netip.AddrPort {
 	port := binary.BigEndian.Uint16(b[0:2])
@@ -217,6 +218,11 @@ func gatewayFrom(b []byte) netip.AddrPort {
 		addr = addr.Unmap()
 	} else if [12]byte(a[:12]) == ([12]byte{}) && !addr.IsUnspecified() {
 		addr = netip.AddrFrom4([4]byte(a[12:16]))
+	}
+	if addr.IsUnspecified() {
+		// ::ffff:0.0.0.0 too: "no address" has one form, which encodes
+		// back to the same bytes as it decodes from (found by FuzzParse).
+		addr = netip.IPv6Unspecified()
 	}
 	return netip.AddrPortFrom(addr, port)
 }

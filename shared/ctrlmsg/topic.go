@@ -26,8 +26,9 @@
 // so to another node or kind) without breaking it. The receiver verifies the
 // bytes it got, never a re-encoding.
 //
-// This package uses only the standard library and shared/identity: it is
-// linked into router firmware.
+// This package uses only the standard library and shared/identity, amt
+// and protocol (for the grammar of command arguments): it is linked into
+// router firmware.
 package ctrlmsg
 
 import (

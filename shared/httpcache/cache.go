@@ -97,13 +97,42 @@ type Cache struct {
 	bytesServed, upstreamBytes, upstreamErrors atomic.Int64
 }
 
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.FillTimeout == 0 {
+		o.FillTimeout = DefaultFillTimeout
+	}
+	if o.CloseTimeout == 0 {
+		o.CloseTimeout = DefaultCloseTimeout
+	}
+}
+
+// check validates the options after ensureDefaults.
+func (o *Options) check() error {
+	switch {
+	case o.Store == nil:
+		return errors.New("httpcache: Options.Store is required")
+	case o.Upstream == nil:
+		return errors.New("httpcache: Options.Upstream is required")
+	case o.FillTimeout < 0:
+		return errors.New("httpcache: Options.FillTimeout must not be negative")
+	case o.CloseTimeout < 0:
+		return errors.New("httpcache: Options.CloseTimeout must not be negative")
+	}
+	return nil
+}
+
 // New returns a Cache.
 func New(opts Options) (*Cache, error) {
-	if opts.Store == nil {
-		return nil, errors.New("httpcache: Options.Store is required")
-	}
-	if opts.Upstream == nil {
-		return nil, errors.New("httpcache: Options.Upstream is required")
+	opts.ensureDefaults()
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	c := &Cache{
 		store:        opts.Store,
@@ -113,18 +142,6 @@ func New(opts Options) (*Cache, error) {
 		fillTimeout:  opts.FillTimeout,
 		closeTimeout: opts.CloseTimeout,
 		flights:      make(map[string]*flight),
-	}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	if c.fillTimeout <= 0 {
-		c.fillTimeout = DefaultFillTimeout
-	}
-	if c.closeTimeout <= 0 {
-		c.closeTimeout = DefaultCloseTimeout
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil

@@ -35,10 +35,10 @@ var (
 // Options configures a Store.
 type Options struct {
 	MaxBytes   int64         // bound on the stored objects' sizes plus their metadata charge (required, > 0)
-	AtimeFlush time.Duration // how often batched access times are written; 0 means 30 s
+	AtimeFlush time.Duration // how often batched access times are written (DefaultAtimeFlush)
 	Logger     *slog.Logger  // nil means slog.Default()
 	// LockTimeout is how long Open waits for another process to release
-	// the file lock before failing with ErrLocked; 0 means 1 s.
+	// the file lock before failing with ErrLocked (DefaultLockTimeout).
 	LockTimeout time.Duration
 }
 

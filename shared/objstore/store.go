@@ -26,8 +26,8 @@ var ErrLocked = errors.New("objstore: cache file is locked by another process")
 var errOldFormat = errors.New("objstore: cache file has format 1")
 
 const (
-	defaultAtimeFlush  = 30 * time.Second
-	defaultLockTimeout = time.Second
+	DefaultAtimeFlush  = 30 * time.Second
+	DefaultLockTimeout = time.Second
 
 	// defaultInlineMax is the largest body kept in bbolt. Larger bodies are
 	// files, sent with sendfile. Measured (BenchmarkServeBody): below about
@@ -90,6 +90,34 @@ type Store struct {
 	noSpaceErrs atomic.Int64 // fills failed with ErrNoSpace
 }
 
+// ensureDefaults gives every zero field its default.
+func (o *Options) ensureDefaults() {
+	if o.AtimeFlush == 0 {
+		o.AtimeFlush = DefaultAtimeFlush
+	}
+	if o.LockTimeout == 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// check validates the options after ensureDefaults.
+func (o *Options) check() error {
+	if o.MaxBytes <= 0 {
+		return fmt.Errorf("objstore: Options.MaxBytes must be > 0, got %d", o.MaxBytes)
+	}
+	if strconv.IntSize == 32 && o.MaxBytes > max32BitBytes {
+		return fmt.Errorf("objstore: Options.MaxBytes %d too large for a 32-bit system (at most %d: bbolt maps the whole file into memory)",
+			o.MaxBytes, max32BitBytes)
+	}
+	if o.AtimeFlush < 0 || o.LockTimeout < 0 {
+		return errors.New("objstore: negative Options.AtimeFlush or Options.LockTimeout")
+	}
+	return nil
+}
+
 // Open opens or creates the cache file at path and its body directory
 // path+".bodies". A file that is not a valid bbolt database or whose
 // buckets or records are broken gives an error wrapping ErrCorrupt; the file
@@ -98,28 +126,11 @@ type Store struct {
 // the older format 1 (bodies in bbolt) is deleted and the cache starts empty:
 // its large bodies cannot be kept, and bbolt cannot give their space back.
 func Open(path string, opts Options) (*Store, error) {
-	if opts.MaxBytes <= 0 {
-		return nil, fmt.Errorf("objstore: MaxBytes must be > 0, got %d", opts.MaxBytes)
+	opts.ensureDefaults()
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
-	if strconv.IntSize == 32 && opts.MaxBytes > max32BitBytes {
-		return nil, fmt.Errorf("objstore: MaxBytes %d too large for a 32-bit system (at most %d: bbolt maps the whole file into memory)",
-			opts.MaxBytes, max32BitBytes)
-	}
-	if opts.AtimeFlush < 0 || opts.LockTimeout < 0 {
-		return nil, errors.New("objstore: negative AtimeFlush or LockTimeout")
-	}
-	flushEvery := opts.AtimeFlush
-	if flushEvery == 0 {
-		flushEvery = defaultAtimeFlush
-	}
-	lockTimeout := opts.LockTimeout
-	if lockTimeout == 0 {
-		lockTimeout = defaultLockTimeout
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	flushEvery, lockTimeout, log := opts.AtimeFlush, opts.LockTimeout, opts.Logger
 
 	if err := preflight(path, lockTimeout); err != nil {
 		return nil, err

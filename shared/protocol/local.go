@@ -10,4 +10,10 @@ const (
 	// listener. "/" is never a content URL: castd serves its dashboard
 	// there, so no user is ever redirected to a beacon's "/".
 	PathStatusPage = "/"
+	// PathAMT is the beacon's local AMT gateway API: GET PathAMT answers
+	// the gateway's state; POST PathAMT + AMTJoin or AMTLeave with
+	// {"channel": "<an amt-join argument>"} joins or leaves a channel.
+	PathAMT  = "/v1/amt"
+	AMTJoin  = "/join"
+	AMTLeave = "/leave"
 )

@@ -25,12 +25,28 @@ const (
 	PathMetrics = "/metrics"
 	// PathHealthz answers 200 while the process serves.
 	PathHealthz = "/healthz"
+	// PathAPIPrefix starts every API path; castd answers an unknown one
+	// with a JSON 404 rather than treating it as content.
+	PathAPIPrefix = "/v1/"
 )
 
 // Roles a node can register with.
+//
+// "Relay" names two things in this project, and identifiers say which:
+//   - a RELAY node (RoleRelay; RelayNode…, relayNode… in code) is the HTTP
+//     edge tier the request router sends clients to for the prefixes the
+//     operator approved (it registers with role "relay"): approvals, probes, coverage
+//     zone, routed prefixes;
+//   - an AMT relay (AMTRelay…, amtRelay…; the package cloud/amtrelay) is
+//     the RFC 7450 tunnel endpoint that AMT gateways, such as the beacon's,
+//     join multicast channels through (castd --amt-listen, beacon
+//     --amt-relay, DRIAD's AMTRELAY records).
+//
+// Wire values, JSON field names, API paths, flags and the `castd relays`
+// command keep the bare word "relay": users depend on them.
 const (
 	RoleBeacon = "beacon"
-	RoleRelay  = "relay"
+	RoleRelay  = "relay" // a RELAY node
 )
 
 // Header names used on the HTTP paths.

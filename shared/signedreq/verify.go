@@ -17,11 +17,11 @@ import (
 // Options configures a Verifier.
 type Options struct {
 	// Window is how far a request timestamp may be from the verifier's
-	// clock, past or future. 0 means 60 s.
+	// clock, past or future (DefaultWindow).
 	Window time.Duration
 	// MaxNonces bounds the remembered nonces (about 150 bytes each, so the
 	// default holds the table near 15 MB). When it is full of unexpired
-	// nonces, Verify fails with ErrBusy. 0 means 100000.
+	// nonces, Verify fails with ErrBusy (DefaultMaxNonces).
 	MaxNonces int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -45,17 +45,29 @@ type nonceKey struct {
 	nonce [NonceSize]byte
 }
 
+// Defaults of Options.
+const (
+	DefaultWindow    = 60 * time.Second
+	DefaultMaxNonces = 100000
+)
+
+// ensureDefaults gives every zero (or negative: neither can be turned off)
+// field its default.
+func (o *Options) ensureDefaults() {
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	if o.MaxNonces <= 0 {
+		o.MaxNonces = DefaultMaxNonces
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
 // NewVerifier returns a Verifier with opts, defaults filled in.
 func NewVerifier(opts Options) *Verifier {
-	if opts.Window <= 0 {
-		opts.Window = 60 * time.Second
-	}
-	if opts.MaxNonces <= 0 {
-		opts.MaxNonces = 100000
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts.ensureDefaults()
 	return &Verifier{
 		window: opts.Window,
 		max:    opts.MaxNonces,

@@ -76,7 +76,7 @@ func TestDebUnitReemits(t *testing.T) {
 		"--amt-driad=false",
 		"--lan-iface", lanIface,
 		"--amt-reemit-ttl", "4",
-		"--amt-join", srcIP4.String()+"@"+group.Addr().String()+" relay="+relayIP4.String()+" reemit",
+		"--amt-join", srcIP4.String()+"@"+group.Addr().String()+" relay="+amtRelayIP4.String()+" reemit",
 	)
 	wbin, wargs := l.gw.Wrap(tools["setpriv"], argv...)
 	p, err := harness.Start("beacon", filepath.Join(l.dir, "beacon.log"), wbin, wargs...)
@@ -104,7 +104,7 @@ func TestDebUnitReemits(t *testing.T) {
 
 	snd := newSender(t, l.src, "eth0", srcIP4, group)
 	rcv := newReceiver(t, l.lan, "eth0", srcIP4, group, snd.run)
-	waitRelayNative(t, l, 1)
+	waitAMTRelayNative(t, l, 1)
 	const n = 200
 	if err := snd.send(0, n, time.Millisecond); err != nil {
 		t.Fatal(err)

@@ -16,12 +16,12 @@ func TestDeliveryIPv4(t *testing.T) {
 	l := newLab(t, labOpts{})
 	group := netip.MustParseAddrPort("232.10.1.1:5001")
 	l.startCastd("--amt-query-interval", "10s")
-	l.startBeacon("--amt-join", srcIP4.String()+"@"+group.Addr().String()+" relay="+relayIP4.String()+" reemit")
+	l.startBeacon("--amt-join", srcIP4.String()+"@"+group.Addr().String()+" relay="+amtRelayIP4.String()+" reemit")
 	l.waitJoined(srcIP4, group.Addr(), 15*time.Second)
 
 	snd := newSender(t, l.src, "eth0", srcIP4, group)
 	rcv := newReceiver(t, l.lan, "eth0", srcIP4, group, snd.run)
-	waitRelayNative(t, l, 1)
+	waitAMTRelayNative(t, l, 1)
 
 	const n = 2000
 	start := time.Now()
@@ -70,18 +70,18 @@ func TestDeliveryIPv6(t *testing.T) {
 	l := newLab(t, labOpts{})
 	group := netip.MustParseAddrPort("[ff3e::8000:1]:5002")
 	l.startCastd("--amt-query-interval", "10s")
-	l.startBeacon("--amt-join", srcIP6.String()+"@"+group.Addr().String()+" relay=["+relayIP6.String()+"]:2268")
+	l.startBeacon("--amt-join", srcIP6.String()+"@"+group.Addr().String()+" relay=["+amtRelayIP6.String()+"]:2268")
 	l.waitJoined(srcIP6, group.Addr(), 15*time.Second)
 	st, err := l.gwState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Tunnels) != 1 || st.Tunnels[0].Relay != netip.AddrPortFrom(relayIP6, 2268) {
-		t.Fatalf("tunnels %+v, want one to [%s]:2268", st.Tunnels, relayIP6)
+	if len(st.Tunnels) != 1 || st.Tunnels[0].Relay != netip.AddrPortFrom(amtRelayIP6, 2268) {
+		t.Fatalf("tunnels %+v, want one to [%s]:2268", st.Tunnels, amtRelayIP6)
 	}
 
 	snd := newSender(t, l.src, "eth0", srcIP6, group)
-	waitRelayNative(t, l, 1)
+	waitAMTRelayNative(t, l, 1)
 	const n = 2000
 	if err := snd.send(0, n, 500*time.Microsecond); err != nil {
 		t.Fatal(err)
@@ -106,10 +106,10 @@ func TestDeliveryIPv6(t *testing.T) {
 	t.Logf("IPv6: %d datagrams, %d payload bytes counted by the gateway", c.packets, c.bytes)
 }
 
-// waitRelayNative waits until castd holds native memberships for n
+// waitAMTRelayNative waits until castd holds native memberships for n
 // channels: the gateway's Membership Update reached it and it joined
 // (S,G) on its native interface.
-func waitRelayNative(tb testing.TB, l *lab, n int) {
+func waitAMTRelayNative(tb testing.TB, l *lab, n int) {
 	tb.Helper()
 	if !harness.WaitFor(10*time.Second, func() bool {
 		v, err := l.castdMetric("castd_amt_channels")
@@ -120,7 +120,7 @@ func waitRelayNative(tb testing.TB, l *lab, n int) {
 	}
 }
 
-// TestRelayRestart kills castd with SIGKILL in the middle of a stream and
+// TestAMTRelayRestart kills castd with SIGKILL in the middle of a stream and
 // starts it again (new process, new MAC secret, no tunnel state). The
 // beacon is not told: its gateway notices the silence (half its 30 s
 // no-data timeout), asks the relay again with a Request, and re-joins,
@@ -128,17 +128,17 @@ func waitRelayNative(tb testing.TB, l *lab, n int) {
 // 125 s query interval, so this is the silence detection at work, not the
 // routine refresh. The gap is logged; it must stay within the gateway's
 // no-data timeout.
-func TestRelayRestart(t *testing.T) {
+func TestAMTRelayRestart(t *testing.T) {
 	require(t)
 	l := newLab(t, labOpts{})
 	group := netip.MustParseAddrPort("232.10.4.1:5005")
 	l.startCastd()
-	l.startBeacon("--amt-join", srcIP4.String()+"@"+group.Addr().String()+" relay="+relayIP4.String()+" reemit")
+	l.startBeacon("--amt-join", srcIP4.String()+"@"+group.Addr().String()+" relay="+amtRelayIP4.String()+" reemit")
 	l.waitJoined(srcIP4, group.Addr(), 15*time.Second)
 
 	snd := newSender(t, l.src, "eth0", srcIP4, group)
 	rcv := newReceiver(t, l.lan, "eth0", srcIP4, group, snd.run)
-	waitRelayNative(t, l, 1)
+	waitAMTRelayNative(t, l, 1)
 	stopStream := snd.start(10 * time.Millisecond)
 	t.Cleanup(func() { stopStream() })
 	if !rcv.waitCount(100, 10*time.Second) {
@@ -195,7 +195,7 @@ func TestRelayRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Tunnels) != 1 || st.Tunnels[0].Phase != "joined" || st.Tunnels[0].Relay != netip.AddrPortFrom(relayIP4, 2268) {
+	if len(st.Tunnels) != 1 || st.Tunnels[0].Phase != "joined" || st.Tunnels[0].Relay != netip.AddrPortFrom(amtRelayIP4, 2268) {
 		t.Errorf("tunnels after the restart: %+v", st.Tunnels)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/test/harness"
 	"github.com/blockcast/beacon/test/harness/netns"
 )
@@ -31,19 +32,19 @@ import (
 // namespaces. The relay link also holds the discovery anycast address
 // 192.52.193.1, so the beacon can find the relay by RFC 7450 discovery.
 var (
-	srcIP4      = netip.MustParseAddr("10.200.1.1")
-	srcIP6      = netip.MustParseAddr("fd00:200:1::1")
-	relayIP4    = netip.MustParseAddr("10.200.2.1")
-	relayIP6    = netip.MustParseAddr("fd00:200:2::1")
-	gwIP4       = netip.MustParseAddr("10.200.2.2")
-	gwIP6       = netip.MustParseAddr("fd00:200:2::2")
-	gwLANIP4    = netip.MustParseAddr("10.200.3.1")
-	lanIP4      = netip.MustParseAddr("10.200.3.2")
-	attackerIP4 = netip.MustParseAddr("10.200.4.2")
-	natInIP4    = netip.MustParseAddr("10.200.5.1")
-	natGwIP4    = netip.MustParseAddr("10.200.5.2")
-	natOutIP4   = netip.MustParseAddr("10.200.6.2")
-	relayNatIP4 = netip.MustParseAddr("10.200.6.1")
+	srcIP4         = netip.MustParseAddr("10.200.1.1")
+	srcIP6         = netip.MustParseAddr("fd00:200:1::1")
+	amtRelayIP4    = netip.MustParseAddr("10.200.2.1")
+	amtRelayIP6    = netip.MustParseAddr("fd00:200:2::1")
+	gwIP4          = netip.MustParseAddr("10.200.2.2")
+	gwIP6          = netip.MustParseAddr("fd00:200:2::2")
+	gwLANIP4       = netip.MustParseAddr("10.200.3.1")
+	lanIP4         = netip.MustParseAddr("10.200.3.2")
+	attackerIP4    = netip.MustParseAddr("10.200.4.2")
+	natInIP4       = netip.MustParseAddr("10.200.5.1")
+	natGwIP4       = netip.MustParseAddr("10.200.5.2")
+	natOutIP4      = netip.MustParseAddr("10.200.6.2")
+	amtRelayNatIP4 = netip.MustParseAddr("10.200.6.1")
 )
 
 const (
@@ -65,7 +66,7 @@ type lab struct {
 	net *netns.Lab
 	dir string
 
-	src, relay, gw, lan, attacker, nat *netns.NS
+	src, amtRelay, gw, lan, attacker, nat *netns.NS
 
 	castd, beacon *harness.Proc
 	castdArgs     []string
@@ -104,13 +105,13 @@ func newLab(tb testing.TB, opts labOpts) *lab {
 		}
 		return n
 	}
-	l.src, l.relay, l.gw, l.lan = add("src"), add("relay"), add("gw"), add("lan")
+	l.src, l.amtRelay, l.gw, l.lan = add("src"), add("relay"), add("gw"), add("lan")
 
-	must(nl.Link(l.src, "eth0", l.relay, nativeIface))
+	must(nl.Link(l.src, "eth0", l.amtRelay, nativeIface))
 	must(l.src.Addr("eth0", "10.200.1.1/30"))
 	must(l.src.Addr("eth0", "fd00:200:1::1/64"))
-	must(l.relay.Addr(nativeIface, "10.200.1.2/30"))
-	must(l.relay.Addr(nativeIface, "fd00:200:1::2/64"))
+	must(l.amtRelay.Addr(nativeIface, "10.200.1.2/30"))
+	must(l.amtRelay.Addr(nativeIface, "fd00:200:1::2/64"))
 	// The sources send SSM out of their only link.
 	must(l.src.IP("route", "add", "232.0.0.0/8", "dev", "eth0"))
 
@@ -119,19 +120,19 @@ func newLab(tb testing.TB, opts labOpts) *lab {
 		must(nl.Link(l.gw, "wan0", l.nat, "in0"))
 		must(l.gw.Addr("wan0", "10.200.5.2/30"))
 		must(l.nat.Addr("in0", "10.200.5.1/30"))
-		must(nl.Link(l.nat, "out0", l.relay, "nat0"))
+		must(nl.Link(l.nat, "out0", l.amtRelay, "nat0"))
 		must(l.nat.Addr("out0", "10.200.6.2/30"))
-		must(l.relay.Addr("nat0", "10.200.6.1/30"))
+		must(l.amtRelay.Addr("nat0", "10.200.6.1/30"))
 		must(l.gw.IP("route", "add", "default", "via", natInIP4.String()))
 	} else {
-		must(nl.Link(l.relay, "gw0", l.gw, "wan0"))
-		must(l.relay.Addr("gw0", "10.200.2.1/30"))
-		must(l.relay.Addr("gw0", "fd00:200:2::1/64"))
-		must(l.relay.Addr("gw0", amt.DiscoveryAddr4.String()+"/32"))
+		must(nl.Link(l.amtRelay, "gw0", l.gw, "wan0"))
+		must(l.amtRelay.Addr("gw0", "10.200.2.1/30"))
+		must(l.amtRelay.Addr("gw0", "fd00:200:2::1/64"))
+		must(l.amtRelay.Addr("gw0", amt.DiscoveryAddr4.String()+"/32"))
 		must(l.gw.Addr("wan0", "10.200.2.2/30"))
 		must(l.gw.Addr("wan0", "fd00:200:2::2/64"))
-		must(l.gw.IP("route", "add", "default", "via", relayIP4.String()))
-		must(l.gw.IP("-6", "route", "add", "default", "via", relayIP6.String()))
+		must(l.gw.IP("route", "add", "default", "via", amtRelayIP4.String()))
+		must(l.gw.IP("-6", "route", "add", "default", "via", amtRelayIP6.String()))
 	}
 
 	must(nl.Link(l.gw, lanIface, l.lan, "eth0"))
@@ -142,8 +143,8 @@ func newLab(tb testing.TB, opts labOpts) *lab {
 
 	if opts.attacker {
 		l.attacker = add("attacker")
-		must(nl.Link(l.relay, "atk0", l.attacker, "eth0"))
-		must(l.relay.Addr("atk0", "10.200.4.1/30"))
+		must(nl.Link(l.amtRelay, "atk0", l.attacker, "eth0"))
+		must(l.amtRelay.Addr("atk0", "10.200.4.1/30"))
 		must(l.attacker.Addr("eth0", "10.200.4.2/30"))
 		must(l.attacker.IP("route", "add", "default", "via", "10.200.4.1"))
 	}
@@ -184,7 +185,7 @@ func (l *lab) startCastd(extra ...string) {
 
 func (l *lab) runCastd() {
 	l.tb.Helper()
-	bin, args := l.relay.Wrap(binaries(l.tb).Castd, l.castdArgs...)
+	bin, args := l.amtRelay.Wrap(binaries(l.tb).Castd, l.castdArgs...)
 	p, err := harness.Start("castd", filepath.Join(l.dir, "castd.log"), bin, args...)
 	if err != nil {
 		l.tb.Fatal(err)
@@ -235,7 +236,7 @@ func (l *lab) startBeacon(extra ...string) {
 // gwState reads the beacon's gateway state from its local API.
 func (l *lab) gwState() (amtgw.State, error) {
 	var st amtgw.State
-	resp, err := l.gw.HTTPClient(5 * time.Second).Get("http://" + beaconAdmin + "/v1/amt")
+	resp, err := l.gw.HTTPClient(5 * time.Second).Get("http://" + beaconAdmin + protocol.PathAMT)
 	if err != nil {
 		return st, err
 	}
@@ -278,7 +279,7 @@ func (l *lab) waitJoined(s, g netip.Addr, timeout time.Duration) {
 func (l *lab) amtCommand(op, channel string) {
 	l.tb.Helper()
 	body := strings.NewReader(`{"channel":` + strconv.Quote(channel) + `}`)
-	resp, err := l.gw.HTTPClient(5*time.Second).Post("http://"+beaconAdmin+"/v1/amt/"+op, "application/json", body)
+	resp, err := l.gw.HTTPClient(5*time.Second).Post("http://"+beaconAdmin+protocol.PathAMT+"/"+op, "application/json", body)
 	if err != nil {
 		l.tb.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func (l *lab) amtCommand(op, channel string) {
 
 // castdMetric reads one unlabelled sample from castd's /metrics.
 func (l *lab) castdMetric(name string) (float64, error) {
-	resp, err := l.relay.HTTPClient(5 * time.Second).Get("http://" + castdHTTP + "/metrics")
+	resp, err := l.amtRelay.HTTPClient(5 * time.Second).Get("http://" + castdHTTP + protocol.PathMetrics)
 	if err != nil {
 		return 0, err
 	}

@@ -50,7 +50,7 @@ func TestFFmpegToVLC(t *testing.T) {
 	l := newLab(t, labOpts{})
 	group := netip.MustParseAddrPort("232.10.3.1:5004")
 	l.startCastd("--amt-query-interval", "10s")
-	l.startBeacon("--amt-join", srcIP4.String()+"@"+group.Addr().String()+" relay="+relayIP4.String()+" reemit")
+	l.startBeacon("--amt-join", srcIP4.String()+"@"+group.Addr().String()+" relay="+amtRelayIP4.String()+" reemit")
 	l.waitJoined(srcIP4, group.Addr(), 15*time.Second)
 
 	shared := sharedDir(t)

@@ -35,7 +35,7 @@ import (
 func TestNATRebind(t *testing.T) {
 	tools := require(t, "tshark")
 	l := newLab(t, labOpts{nat: true})
-	nat := newUDPNAT(t, l.nat, netip.AddrPortFrom(natInIP4, amt.Port), natOutIP4, netip.AddrPortFrom(relayNatIP4, amt.Port))
+	nat := newUDPNAT(t, l.nat, netip.AddrPortFrom(natInIP4, amt.Port), natOutIP4, netip.AddrPortFrom(amtRelayNatIP4, amt.Port))
 	ch := amt.Channel{Source: srcIP4, Group: netip.MustParseAddr("232.10.7.1")}
 	group := netip.AddrPortFrom(ch.Group, 5007)
 	l.startCastd("--amt-query-interval", "10s", "--amt-gateway-addr")
@@ -44,7 +44,7 @@ func TestNATRebind(t *testing.T) {
 
 	snd := newSender(t, l.src, "eth0", srcIP4, group)
 	rcv := newReceiver(t, l.lan, "eth0", srcIP4, group, snd.run)
-	waitRelayNative(t, l, 1)
+	waitAMTRelayNative(t, l, 1)
 	stopStream := snd.start(10 * time.Millisecond)
 	t.Cleanup(func() { stopStream() })
 	if !rcv.waitCount(50, 10*time.Second) {
@@ -59,7 +59,7 @@ func TestNATRebind(t *testing.T) {
 		t.Fatalf("gateway's view of its address %+v, want the NAT mapping %v", st.Tunnels, old)
 	}
 
-	tap := startCapture(t, tools["tshark"], l.relay, "nat0", "udp port 2268", natOutIP4)
+	tap := startCapture(t, tools["tshark"], l.amtRelay, "nat0", "udp port 2268", natOutIP4)
 	rebound := time.Now()
 	cur := nat.rebind()
 	t.Logf("NAT mapping moved from %v to %v", old, cur)
@@ -88,7 +88,7 @@ func TestNATRebind(t *testing.T) {
 		t.Errorf("castd holds %v tunnels after the rebind, want 1: the old one was not torn down", v)
 	}
 	time.Sleep(time.Second) // data after the Teardown, for the capture
-	tap.sync(l.relay)
+	tap.sync(l.amtRelay)
 	tap.stop()
 	strays := nat.strays()
 	stopStream()

@@ -37,13 +37,13 @@ func BenchmarkBeaconRSS(b *testing.B) {
 	groups := make([]netip.AddrPort, channels)
 	for i := range groups {
 		groups[i] = netip.MustParseAddrPort(fmt.Sprintf("232.10.8.%d:5008", i+1))
-		joins = append(joins, "--amt-join", srcIP4.String()+"@"+groups[i].Addr().String()+" relay="+relayIP4.String()+" reemit")
+		joins = append(joins, "--amt-join", srcIP4.String()+"@"+groups[i].Addr().String()+" relay="+amtRelayIP4.String()+" reemit")
 	}
 	l.startBeacon(joins...)
 	for _, g := range groups {
 		l.waitJoined(srcIP4, g.Addr(), 15*time.Second)
 	}
-	waitRelayNative(b, l, channels)
+	waitAMTRelayNative(b, l, channels)
 	snds := make([]*sender, channels)
 	dsts := make([]*net.UDPAddr, channels)
 	for i, g := range groups {

@@ -35,12 +35,12 @@ func TestSpoofedUpdate(t *testing.T) {
 	ch := amt.Channel{Source: srcIP4, Group: netip.MustParseAddr("232.10.6.1")}
 	group := netip.AddrPortFrom(ch.Group, 5006)
 	l.startCastd("--amt-query-interval", "10s")
-	l.startBeacon("--amt-join", ch.Source.String()+"@"+ch.Group.String()+" relay="+relayIP4.String()+" reemit")
+	l.startBeacon("--amt-join", ch.Source.String()+"@"+ch.Group.String()+" relay="+amtRelayIP4.String()+" reemit")
 	l.waitJoined(ch.Source, ch.Group, 15*time.Second)
 
 	snd := newSender(t, l.src, "eth0", srcIP4, group)
 	rcv := newReceiver(t, l.lan, "eth0", srcIP4, group, snd.run)
-	waitRelayNative(t, l, 1)
+	waitAMTRelayNative(t, l, 1)
 	stopStream := snd.start(10 * time.Millisecond)
 	t.Cleanup(func() { stopStream() })
 	if !rcv.waitCount(50, 10*time.Second) {

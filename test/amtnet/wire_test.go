@@ -52,16 +52,16 @@ func TestWire(t *testing.T) {
 	l.startCastd("--amt-query-interval", "10s", "--amt-gateway-addr")
 	l.startBeacon("--amt-anycast")
 
-	tap := startCapture(t, tools["tshark"], l.gw, "wan0", "udp port 2268", relayIP4)
+	tap := startCapture(t, tools["tshark"], l.gw, "wan0", "udp port 2268", amtRelayIP4)
 
 	ch4 := amt.Channel{Source: srcIP4, Group: netip.MustParseAddr("232.10.2.1")}
 	ch6 := amt.Channel{Source: srcIP6, Group: netip.MustParseAddr("ff3e::8000:2")}
 	const port = 5003
 	l.amtCommand("join", ch4.Source.String()+"@"+ch4.Group.String()+" reemit")
-	l.amtCommand("join", ch6.Source.String()+"@"+ch6.Group.String()+" relay=["+relayIP6.String()+"]:2268")
+	l.amtCommand("join", ch6.Source.String()+"@"+ch6.Group.String()+" relay=["+amtRelayIP6.String()+"]:2268")
 	l.waitJoined(ch4.Source, ch4.Group, 20*time.Second)
 	l.waitJoined(ch6.Source, ch6.Group, 20*time.Second)
-	waitRelayNative(t, l, 2)
+	waitAMTRelayNative(t, l, 2)
 
 	const n = 10
 	snd4 := newSender(t, l.src, "eth0", ch4.Source, netip.AddrPortFrom(ch4.Group, port))
@@ -211,9 +211,9 @@ func (w *wireCheck) check(p packet) {
 	}
 	src, dst := p.outer()
 	v6 := p.outer6()
-	relay, gateway := netip.AddrPortFrom(relayIP4, amt.Port), w.gateway4
+	relay, gateway := netip.AddrPortFrom(amtRelayIP4, amt.Port), w.gateway4
 	if v6 {
-		relay, gateway = netip.AddrPortFrom(relayIP6, amt.Port), w.gateway6
+		relay, gateway = netip.AddrPortFrom(amtRelayIP6, amt.Port), w.gateway6
 	}
 	fromGateway := src == gateway
 	switch {
@@ -244,7 +244,7 @@ func (w *wireCheck) check(p packet) {
 		} else if ds, dd := d.outer(); src != dd || dst != ds {
 			w.bad(p, "Relay Advertisement %v → %v answers a Discovery %v → %v", src, dst, ds, dd)
 		}
-		w.wantAddr(p, "amt.relay_address.ipv4", relayIP4)
+		w.wantAddr(p, "amt.relay_address.ipv4", amtRelayIP4)
 	case amt.TypeRequest:
 		w.count("request")
 		if !fromGateway || dst != relay {

@@ -131,14 +131,14 @@ func TestPrefetchAndReregister(t *testing.T) {
 		// why.
 		missing := "/gone/1k/x.bin" // the origin answers 404
 		r = commandResult(t, sys, sendCommand(t, sys, id, "prefetch", missing))
-		if r["ok"] != "false" || !strings.Contains(r["error"], "404") {
+		if r["ok"] != "false" || !strings.Contains(r["err"], "404") {
 			t.Errorf("prefetch of a missing object: result %v, want ok=false naming the 404", r)
 		}
 		// So does one whose answer a shared cache may not store: an "ok"
 		// would tell the operator it is there when it is not.
 		nostore := "/nostore/1k/x.bin" // Cache-Control: no-store
 		r = commandResult(t, sys, sendCommand(t, sys, id, "prefetch", nostore))
-		if r["ok"] != "false" || !strings.Contains(r["error"], "not cached") {
+		if r["ok"] != "false" || !strings.Contains(r["err"], "not cached") {
 			t.Errorf("prefetch of a no-store object: result %v, want ok=false saying it is not cached", r)
 		}
 		if c, _ := mustStatus(t, sys)["cache"].(map[string]any); c["Objects"] != float64(1) {

@@ -70,7 +70,7 @@ func nodeView(t *testing.T, sys *harness.System, id string) map[string]any {
 
 func decision(t *testing.T, sys *harness.System) string {
 	t.Helper()
-	resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=/x&client=127.0.0.1")
+	resp, err := harness.GetRoute(sys.CastdURL() + protocol.PathRoute + "?path=/x&client=127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func decision(t *testing.T, sys *harness.System) string {
 // metric reads one sample from castd's /metrics.
 func metric(t *testing.T, sys *harness.System, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(sys.CastdURL() + "/metrics")
+	resp, err := http.Get(sys.CastdURL() + protocol.PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestControlPlane(t *testing.T) {
 
 		// A signed purge from the operator API reaches the beacon.
 		cmd := func(op, arg string) *http.Response {
-			req, _ := http.NewRequest(http.MethodPost, sys.CastdURL()+"/v1/nodes/"+id+"/commands",
+			req, _ := http.NewRequest(http.MethodPost, sys.CastdURL()+protocol.PathNodes+"/"+id+protocol.PathCommandsSuffix,
 				strings.NewReader(fmt.Sprintf(`{"op":%q,"arg":%q}`, op, arg)))
 			req.Header.Set("Authorization", "Bearer op-secret")
 			resp, err := http.DefaultClient.Do(req)
@@ -147,7 +147,7 @@ func TestControlPlane(t *testing.T) {
 		// (through a loopback relay address: only the join's bookkeeping is
 		// checked here; test/amtnet runs real tunnels).
 		amtChannels := func() string {
-			resp, err := http.Get("http://" + sys.AdminAddr + "/v1/amt")
+			resp, err := http.Get("http://" + sys.AdminAddr + protocol.PathAMT)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -253,9 +253,9 @@ func controlField(t *testing.T, sys *harness.System, field string) float64 {
 	return v
 }
 
-// TestRelayProbe: a relay that reports online over MQTT is routed to only
+// TestRelayNodeProbe: a relay that reports online over MQTT is routed to only
 // while its health endpoint answers.
-func TestRelayProbe(t *testing.T) {
+func TestRelayNodeProbe(t *testing.T) {
 	sys, err := harness.NewSystem(t.TempDir(), bins)
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +280,7 @@ func TestRelayProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	approveRelay(t, sys.CastdURL(), kp.ID())
+	approveRelayNode(t, sys.CastdURL(), kp.ID())
 	castKey, _ := identity.ParsePublicKey(reply.CastKey)
 	a, err := agent.New(agent.Options{BrokerURL: reply.MQTT, Key: kp, CastKey: castKey, Interval: time.Second, Version: "relay-test"})
 	if err != nil {
@@ -290,7 +290,7 @@ func TestRelayProbe(t *testing.T) {
 	defer cancel()
 	go a.Run(ctx)
 	routed := func() bool {
-		resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=/x&client=198.51.100.9")
+		resp, err := harness.GetRoute(sys.CastdURL() + protocol.PathRoute + "?path=/x&client=198.51.100.9")
 		if err != nil {
 			return false
 		}

@@ -142,7 +142,7 @@ func TestRouterDecisions(t *testing.T) {
 		CIDRs: []string{"198.51.100.0/24", "198.51.0.0/16", "2001:db8:aa::/48"}}); err != nil {
 		t.Fatal(err)
 	}
-	approveRelay(t, sys.CastdURL(), kp.ID()) // a relay's CIDRs are routed once approved
+	approveRelayNode(t, sys.CastdURL(), kp.ID()) // a relay's CIDRs are routed once approved
 	beaconID := mustStatus(t, sys)["node_id"]
 	tests := []struct {
 		client, decision, node, location, prefix string
@@ -154,7 +154,7 @@ func TestRouterDecisions(t *testing.T) {
 		{"203.0.113.5", protocol.DecisionOrigin, "", sys.Origin.URL + "/a/b?c=1", ""},
 	}
 	for _, tc := range tests {
-		resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=" + "%2Fa%2Fb%3Fc%3D1" + "&client=" + tc.client)
+		resp, err := harness.GetRoute(sys.CastdURL() + protocol.PathRoute + "?path=" + "%2Fa%2Fb%3Fc%3D1" + "&client=" + tc.client)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -419,7 +419,7 @@ func TestReRegisterOnPublicIPChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	routeOf := func(client string) string {
-		resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=/x&client=" + client)
+		resp, err := harness.GetRoute(sys.CastdURL() + protocol.PathRoute + "?path=/x&client=" + client)
 		if err != nil {
 			t.Fatal(err)
 		}

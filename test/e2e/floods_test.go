@@ -26,7 +26,7 @@ const adminToken = "op-secret"
 // when found, its view.
 func nodeStatus(t *testing.T, sys *harness.System, id string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, sys.CastdURL()+"/v1/nodes/"+id, nil)
+	req, _ := http.NewRequest(http.MethodGet, sys.CastdURL()+protocol.PathNodes+"/"+id, nil)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/test/harness"
 )
 
@@ -70,7 +71,7 @@ func TestMetricsPromtool(t *testing.T) {
 	expectVia(t, sys, fetch(t, sys.CastdURL()+path), path, "MISS", 64<<10)
 	expectVia(t, sys, fetch(t, sys.CastdURL()+path), path, "HIT", 64<<10)
 	commandResult(t, sys, sendCommand(t, sys, id, "purge", "/nothing-here"))
-	if resp, err := http.Get(sys.CastdURL() + "/v1/route?path=relative"); err == nil {
+	if resp, err := http.Get(sys.CastdURL() + protocol.PathRoute + "?path=relative"); err == nil {
 		resp.Body.Close()
 	}
 
@@ -78,13 +79,13 @@ func TestMetricsPromtool(t *testing.T) {
 		what, url string
 		moved     []string // series that traffic must have set above 0
 	}{
-		{"castd", sys.CastdURL() + "/metrics", []string{
+		{"castd", sys.CastdURL() + protocol.PathMetrics, []string{
 			"castd_midcache_misses_total", "castd_midcache_upstream_bytes_total", "castd_midcache_objects",
 			"castd_registered_nodes", `castd_nodes{state="online"}`, `castd_router_entries{kind="beacon"}`,
 			"castd_mqtt_clients", "castd_mqtt_read_rounds_total",
 			"castd_control_messages_accepted_total", "castd_requests_refused_total",
 		}},
-		{"beacon", "http://" + sys.AdminAddr + "/metrics", []string{
+		{"beacon", "http://" + sys.AdminAddr + protocol.PathMetrics, []string{
 			"beacon_cache_hits_total", "beacon_cache_misses_total", "beacon_cache_served_bytes_total",
 			"beacon_cache_upstream_bytes_total", "beacon_registered",
 		}},

@@ -56,8 +56,8 @@ func operatorGet(sys *harness.System, path string) (*http.Response, error) {
 	return http.DefaultClient.Do(req)
 }
 
-// registerRelay makes a signed relay registration.
-func registerRelay(sys *harness.System, kp *identity.Keypair, lanURL, cidr string) (protocol.RegistrationReply, error) {
+// registerRelayNode makes a signed relay registration.
+func registerRelayNode(sys *harness.System, kp *identity.Keypair, lanURL, cidr string) (protocol.RegistrationReply, error) {
 	cc, err := castclient.New(sys.CastdURL(), kp)
 	if err != nil {
 		return protocol.RegistrationReply{}, err
@@ -65,20 +65,20 @@ func registerRelay(sys *harness.System, kp *identity.Keypair, lanURL, cidr strin
 	return cc.Register(context.Background(), protocol.Registration{Role: protocol.RoleRelay, LANURL: lanURL, CIDRs: []string{cidr}})
 }
 
-// addRelay registers a relay covering cidr and brings it online on the
+// addRelayNode registers a relay covering cidr and brings it online on the
 // control plane: everything a relay does to be routed to, except passing
 // its health probe, which is castd's to check.
-func addRelay(t *testing.T, sys *harness.System, lanURL, cidr string) *identity.Keypair {
+func addRelayNode(t *testing.T, sys *harness.System, lanURL, cidr string) *identity.Keypair {
 	t.Helper()
 	kp, err := identity.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, err := registerRelay(sys, kp, lanURL, cidr)
+	reply, err := registerRelayNode(sys, kp, lanURL, cidr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	approveRelay(t, sys.CastdURL(), kp.ID())
+	approveRelayNode(t, sys.CastdURL(), kp.ID())
 	runAgent(t, kp, reply)
 	return kp
 }
@@ -107,7 +107,7 @@ func runAgent(t *testing.T, kp *identity.Keypair, reply protocol.RegistrationRep
 // routeDecision is castd's routing decision for a client address.
 func routeDecision(t *testing.T, sys *harness.System, client string) protocol.RouteDecision {
 	t.Helper()
-	resp, err := operatorGet(sys, "/v1/route?path=/x&client="+client)
+	resp, err := operatorGet(sys, protocol.PathRoute+"?path=/x&client="+client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func routeDecision(t *testing.T, sys *harness.System, client string) protocol.Ro
 // nodeState is what castd's node API says of id.
 func nodeState(t *testing.T, sys *harness.System, id string) (state string, routable bool) {
 	t.Helper()
-	resp, err := operatorGet(sys, "/v1/nodes/"+id)
+	resp, err := operatorGet(sys, protocol.PathNodes+"/"+id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,12 +187,12 @@ func TestProbeSSRF(t *testing.T) {
 		"http://0.0.0.0:" + port,
 	} {
 		kp, _ := identity.Generate()
-		_, err := registerRelay(sys, kp, u, "198.51.100.0/24")
+		_, err := registerRelayNode(sys, kp, u, "198.51.100.0/24")
 		if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "allow-private-nodes") {
 			t.Errorf("relay at %s: registration answered %v, want a 400 naming --allow-private-nodes", u, err)
 		}
 	}
-	kp := addRelay(t, sys, "http://localhost:"+port, "198.51.100.0/24")
+	kp := addRelayNode(t, sys, "http://localhost:"+port, "198.51.100.0/24")
 	if !harness.WaitFor(10*time.Second, func() bool { st, _ := nodeState(t, sys, kp.ID()); return st == "online" }) {
 		t.Fatal("relay never online on the control plane")
 	}
@@ -227,7 +227,7 @@ func TestProbeNotRoutedBeforeFirstPass(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	kp := addRelay(t, sys, srv.URL, "198.51.100.0/24")
+	kp := addRelayNode(t, sys, srv.URL, "198.51.100.0/24")
 	if !harness.WaitFor(10*time.Second, func() bool { st, _ := nodeState(t, sys, kp.ID()); return st == "online" }) {
 		t.Fatal("relay never online on the control plane")
 	}
@@ -243,7 +243,7 @@ func TestProbeNotRoutedBeforeFirstPass(t *testing.T) {
 	// Re-registering at a new URL starts over: the old URL's verdict does
 	// not carry over, not even for the first request after the reply.
 	newURL := tarpit(t, false)
-	if _, err := registerRelay(sys, kp, newURL, "198.51.100.0/24"); err != nil {
+	if _, err := registerRelayNode(sys, kp, newURL, "198.51.100.0/24"); err != nil {
 		t.Fatal(err)
 	}
 	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
@@ -305,7 +305,7 @@ func TestProbeTarpits(t *testing.T) {
 	const interval = 500 * time.Millisecond
 	sys := startCastd(t, "--probe-interval", interval.String())
 	for i := range 20 {
-		addRelay(t, sys, tarpit(t, i%2 == 1), fmt.Sprintf("203.0.113.%d/32", i))
+		addRelayNode(t, sys, tarpit(t, i%2 == 1), fmt.Sprintf("203.0.113.%d/32", i))
 	}
 	var healthy atomic.Bool
 	healthy.Store(true)
@@ -317,7 +317,7 @@ func TestProbeTarpits(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	defer srv.Close()
-	addRelay(t, sys, srv.URL, "198.51.100.0/24")
+	addRelayNode(t, sys, srv.URL, "198.51.100.0/24")
 	if !harness.WaitFor(10*time.Second, func() bool { return routeDecision(t, sys, "198.51.100.9").Decision == protocol.DecisionRelay }) {
 		t.Fatal("healthy relay among tarpits never routed to")
 	}
@@ -337,19 +337,19 @@ func TestProbeTarpits(t *testing.T) {
 	}
 }
 
-// TestProbeOnlyOnlineRelays: castd probes only relays heard online on the
+// TestProbeOnlyOnlineRelayNodes: castd probes only relays heard online on the
 // control plane (the only ones it could route to): a registration alone
 // makes it send no request, and a relay that goes offline is no longer
 // probed.
-func TestProbeOnlyOnlineRelays(t *testing.T) {
+func TestProbeOnlyOnlineRelayNodes(t *testing.T) {
 	sys := startCastd(t, "--probe-interval", "200ms")
 	srv, hits := countingServer(t)
 	kp, _ := identity.Generate()
-	reply, err := registerRelay(sys, kp, srv.URL, "198.51.100.0/24")
+	reply, err := registerRelayNode(sys, kp, srv.URL, "198.51.100.0/24")
 	if err != nil {
 		t.Fatal(err)
 	}
-	approveRelay(t, sys.CastdURL(), kp.ID())
+	approveRelayNode(t, sys.CastdURL(), kp.ID())
 	time.Sleep(time.Second)
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("relay never online got %d probes", n)

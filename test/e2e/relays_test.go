@@ -26,9 +26,9 @@ import (
 // operator API.
 const e2eAdminToken = "e2e-operator-token"
 
-// relayCastdArgs is castd's command line in the relay-coverage tests, in
+// relayNodeCastdArgs is castd's command line in the relay-coverage tests, in
 // one place so that a flag is easy to add.
-func relayCastdArgs(zoneFile string) []string {
+func relayNodeCastdArgs(zoneFile string) []string {
 	return []string{
 		"--admin-token", e2eAdminToken,
 		"--probe-interval", "300ms",
@@ -37,12 +37,12 @@ func relayCastdArgs(zoneFile string) []string {
 	}
 }
 
-// approveRelay approves cidrs (none: all requested) for a relay through the
+// approveRelayNode approves cidrs (none: all requested) for a relay through the
 // HTTP API.
-func approveRelay(t *testing.T, castdURL, id string, cidrs ...string) {
+func approveRelayNode(t *testing.T, castdURL, id string, cidrs ...string) {
 	t.Helper()
-	body, _ := json.Marshal(protocol.RelayChange{CIDRs: cidrs, By: "e2e"})
-	req, _ := http.NewRequest(http.MethodPost, castdURL+protocol.RelayPath(id, protocol.RelayApprove), bytes.NewReader(body))
+	body, _ := json.Marshal(protocol.RelayNodeChange{CIDRs: cidrs, By: "e2e"})
+	req, _ := http.NewRequest(http.MethodPost, castdURL+protocol.RelayNodePath(id, protocol.RelayNodeApprove), bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+e2eAdminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -55,18 +55,18 @@ func approveRelay(t *testing.T, castdURL, id string, cidrs ...string) {
 	}
 }
 
-// testRelay is a relay node as test code plays it: a signed registration,
+// testRelayNode is a relay node as test code plays it: a signed registration,
 // an agent reporting online over MQTT, and an HTTP server answering the
 // health probe and content.
-type testRelay struct {
+type testRelayNode struct {
 	name string
 	key  *identity.Keypair
 	srv  *httptest.Server
 	cc   *castclient.Client
 }
 
-// startTestRelay starts a relay with key kp (nil: a fresh one).
-func startTestRelay(t *testing.T, sys *harness.System, name string, kp *identity.Keypair, cidrs ...string) *testRelay {
+// startTestRelayNode starts a relay with key kp (nil: a fresh one).
+func startTestRelayNode(t *testing.T, sys *harness.System, name string, kp *identity.Keypair, cidrs ...string) *testRelayNode {
 	t.Helper()
 	if kp == nil {
 		var err error
@@ -82,7 +82,7 @@ func startTestRelay(t *testing.T, sys *harness.System, name string, kp *identity
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl := &testRelay{name: name, key: kp, srv: srv, cc: cc}
+	rl := &testRelayNode{name: name, key: kp, srv: srv, cc: cc}
 	reply := rl.register(t, cidrs...)
 	castKey, err := identity.ParsePublicKey(reply.CastKey)
 	if err != nil {
@@ -106,9 +106,9 @@ func startTestRelay(t *testing.T, sys *harness.System, name string, kp *identity
 	return rl
 }
 
-func (rl *testRelay) id() string { return rl.key.ID() }
+func (rl *testRelayNode) id() string { return rl.key.ID() }
 
-func (rl *testRelay) register(t *testing.T, cidrs ...string) protocol.RegistrationReply {
+func (rl *testRelayNode) register(t *testing.T, cidrs ...string) protocol.RegistrationReply {
 	t.Helper()
 	reply, err := rl.cc.Register(context.Background(), protocol.Registration{Role: protocol.RoleRelay, LANURL: rl.srv.URL, CIDRs: cidrs})
 	if err != nil {
@@ -152,7 +152,7 @@ func routeFrom(t *testing.T, sys *harness.System, src string) (node, body string
 // send from (IPv6 outside ::1).
 func routeFor(t *testing.T, sys *harness.System, client string) string {
 	t.Helper()
-	resp, err := harness.GetRoute(sys.CastdURL() + "/v1/route?path=/x&client=" + client)
+	resp, err := harness.GetRoute(sys.CastdURL() + protocol.PathRoute + "?path=/x&client=" + client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +162,8 @@ func routeFor(t *testing.T, sys *harness.System, client string) string {
 	return d.NodeID
 }
 
-// castdRelays runs the real castd binary's `relays` subcommand.
-func castdRelays(t *testing.T, sys *harness.System, args ...string) string {
+// castdRelayNodes runs the real castd binary's `relays` subcommand.
+func castdRelayNodes(t *testing.T, sys *harness.System, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(bins.Castd, append([]string{"relays", "--url", sys.CastdURL()}, args...)...)
 	cmd.Env = append(os.Environ(), "CASTD_ADMIN_TOKEN="+e2eAdminToken, "CASTD_BY=e2e-operator")
@@ -201,12 +201,12 @@ func writeFileAtomic(t *testing.T, path, content string) {
 	}
 }
 
-// TestRelayCoverageFromOperator is issue 10's relay hijack against a real
+// TestRelayNodeCoverageFromOperator is issue 10's relay hijack against a real
 // castd: relays registered by fresh keys are online and healthy, yet get
 // no client until the operator approves prefixes (with the real `castd
 // relays` command) or the coverage-zone file assigns them; then they get
 // exactly those.
-func TestRelayCoverageFromOperator(t *testing.T) {
+func TestRelayNodeCoverageFromOperator(t *testing.T) {
 	dir := t.TempDir()
 	zone := filepath.Join(dir, "coverage-zone.json")
 	zoneOf := func(id, network string) string {
@@ -220,7 +220,7 @@ func TestRelayCoverageFromOperator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sys.CastdArgs = relayCastdArgs(zone)
+	sys.CastdArgs = relayNodeCastdArgs(zone)
 	t.Cleanup(func() {
 		if err := sys.Close(); err != nil {
 			t.Errorf("shutdown: %v", err)
@@ -233,14 +233,14 @@ func TestRelayCoverageFromOperator(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	legit := startTestRelay(t, sys, "legit", nil, "127.0.0.0/24")
-	hijack := startTestRelay(t, sys, "hijack", nil, "0.0.0.0/0", "::/0")
-	sniper := startTestRelay(t, sys, "sniper", nil, "127.0.0.7/32")
-	multi := startTestRelay(t, sys, "multi", nil, "127.0.2.0/24", "127.0.3.0/24")
+	legit := startTestRelayNode(t, sys, "legit", nil, "127.0.0.0/24")
+	hijack := startTestRelayNode(t, sys, "hijack", nil, "0.0.0.0/0", "::/0")
+	sniper := startTestRelayNode(t, sys, "sniper", nil, "127.0.0.7/32")
+	multi := startTestRelayNode(t, sys, "multi", nil, "127.0.2.0/24", "127.0.3.0/24")
 	// Every relay is online and answers its probe: only coverage decides.
-	for _, rl := range []*testRelay{legit, hijack, sniper, multi} {
+	for _, rl := range []*testRelayNode{legit, hijack, sniper, multi} {
 		if !harness.WaitFor(15*time.Second, func() bool {
-			req, _ := http.NewRequest(http.MethodGet, sys.CastdURL()+"/v1/nodes/"+rl.id(), nil)
+			req, _ := http.NewRequest(http.MethodGet, sys.CastdURL()+protocol.PathNodes+"/"+rl.id(), nil)
 			req.Header.Set("Authorization", "Bearer "+e2eAdminToken)
 			resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 			if err != nil {
@@ -263,7 +263,7 @@ func TestRelayCoverageFromOperator(t *testing.T) {
 
 	// The operator approves the legitimate relay's request; the /32 inside
 	// it stays unapproved and draws nothing.
-	out := castdRelays(t, sys, "approve", legit.id())
+	out := castdRelayNodes(t, sys, "approve", legit.id())
 	if !strings.Contains(out, "approved for "+legit.id()+": 127.0.0.0/24") {
 		t.Errorf("approve said:\n%s", out)
 	}
@@ -277,10 +277,10 @@ func TestRelayCoverageFromOperator(t *testing.T) {
 
 	// An approval of part of a request gives exactly that part, and a
 	// wider re-registration adds nothing.
-	castdRelays(t, sys, "approve", multi.id(), "127.0.2.0/24")
+	castdRelayNodes(t, sys, "approve", multi.id(), "127.0.2.0/24")
 	multi.register(t, "127.0.0.0/8")
 	expectRouted(t, sys, map[string]string{"127.0.2.5": multi.id(), "127.0.3.5": "", "127.0.4.4": "", "127.0.0.9": legit.id()})
-	out = castdRelays(t, sys, "list")
+	out = castdRelayNodes(t, sys, "list")
 	for _, want := range []string{
 		legit.id() + "  approved", hijack.id() + "  pending", sniper.id() + "  pending",
 		multi.id() + "  partial   127.0.2.0/24", zoned.ID() + "  not-registered",
@@ -290,12 +290,12 @@ func TestRelayCoverageFromOperator(t *testing.T) {
 		}
 	}
 	// Revoke takes them away.
-	castdRelays(t, sys, "revoke", multi.id())
+	castdRelayNodes(t, sys, "revoke", multi.id())
 	expectRouted(t, sys, map[string]string{"127.0.2.5": ""})
 
 	// The coverage-zone file: the relay it names is routed once it
 	// registers, and an edit moves it.
-	startTestRelay(t, sys, "zoned", zoned)
+	startTestRelayNode(t, sys, "zoned", zoned)
 	waitRouted(t, sys, "127.0.1.5", zoned.ID())
 	writeFileAtomic(t, zone, zoneOf(zoned.ID(), "127.0.6.0/24"))
 	waitRouted(t, sys, "127.0.6.5", zoned.ID())
@@ -310,6 +310,6 @@ func TestRelayCoverageFromOperator(t *testing.T) {
 	expectRouted(t, sys, map[string]string{"127.0.6.5": zoned.ID(), "127.0.7.5": ""})
 
 	// Only coverage kept the hijacker away: approved, it is routed.
-	castdRelays(t, sys, "approve", hijack.id(), "127.0.9.0/24")
+	castdRelayNodes(t, sys, "approve", hijack.id(), "127.0.9.0/24")
 	expectRouted(t, sys, map[string]string{"127.0.9.9": hijack.id(), "127.0.5.5": ""})
 }

@@ -59,7 +59,7 @@ func TestSlowClients(t *testing.T) {
 			t.Fatalf("a fifth connection was served past --max-conns 4 (%v)", err)
 		}
 		// The local status endpoint has its own slots.
-		if _, err := http.Get("http://" + sys.AdminAddr + "/healthz"); err != nil {
+		if _, err := http.Get("http://" + sys.AdminAddr + protocol.PathHealthz); err != nil {
 			t.Fatalf("admin listener starved: %v", err)
 		}
 		held[0].Close()
@@ -154,7 +154,7 @@ func TestSlowClients(t *testing.T) {
 // beaconMetric reads one sample from the beacon's /metrics.
 func beaconMetric(t *testing.T, sys *harness.System, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + sys.AdminAddr + "/metrics")
+	resp, err := http.Get("http://" + sys.AdminAddr + protocol.PathMetrics)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestLocalAPICrossSite(t *testing.T) {
 	sys := startSystem(t)
 	body := `{"channel":"198.51.100.1@232.1.1.1 relay=127.0.0.1:9"}`
 	post := func(ctype string) int {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+sys.AdminAddr+"/v1/amt/join", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, "http://"+sys.AdminAddr+protocol.PathAMT+protocol.AMTJoin, strings.NewReader(body))
 		req.Header.Set("Content-Type", ctype)
 		req.Header.Set("Origin", "http://evil.example")
 		resp, err := http.DefaultClient.Do(req)
@@ -192,7 +192,7 @@ func TestLocalAPICrossSite(t *testing.T) {
 		return resp.StatusCode
 	}
 	channels := func() int {
-		resp, err := http.Get("http://" + sys.AdminAddr + "/v1/amt")
+		resp, err := http.Get("http://" + sys.AdminAddr + protocol.PathAMT)
 		if err != nil {
 			t.Fatal(err)
 		}

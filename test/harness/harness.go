@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // ModuleRoot finds the repository root (the directory holding go.mod).
@@ -154,9 +156,22 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	case <-p.done:
 		return p.err
 	case <-time.After(timeout):
-		p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not stop within %s after SIGTERM", p.Name, timeout)
+		// A Go program dumps its goroutines on SIGQUIT: the log then
+		// shows where the shutdown hung.
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(3 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		// The test's temporary directory goes with the test: keep the
+		// log, dump included, where a person can read it afterwards.
+		kept := filepath.Join(os.TempDir(), fmt.Sprintf("blockcast-hang-%s-%d.log", p.Name, p.cmd.Process.Pid))
+		if b, err := os.ReadFile(p.Log); err == nil {
+			os.WriteFile(kept, b, 0o644)
+		}
+		return fmt.Errorf("%s did not stop within %s after SIGTERM (log with a goroutine dump kept in %s)", p.Name, timeout, kept)
 	}
 }
 
@@ -213,7 +228,7 @@ func WaitHTTP(url string, timeout time.Duration) error {
 
 // BeaconStatus reads a beacon's local status endpoint into a map.
 func BeaconStatus(adminAddr string) (map[string]any, error) {
-	resp, err := http.Get("http://" + adminAddr + "/v1/status")
+	resp, err := http.Get("http://" + adminAddr + protocol.PathStatus)
 	if err != nil {
 		return nil, err
 	}

@@ -6,8 +6,8 @@ import (
 	"sync"
 )
 
-// LineBuffer collects a child process's output (as its Stdout or Stderr)
-// so a test can poll it while the child runs.
+// LineBuffer collects a child process's output (as its Stdout or Stderr),
+// or a logger's, so a test can read it while the writer runs.
 type LineBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -25,6 +25,13 @@ func (w *LineBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// Reset forgets what was written.
+func (w *LineBuffer) Reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Reset()
 }
 
 // Lines returns the complete lines written so far.

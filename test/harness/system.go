@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"time"
+
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // System is an origin, castd and one beacon on loopback, with all state and
@@ -98,7 +100,7 @@ func (s *System) publicIP() string {
 func (s *System) WaitRoutable(timeout time.Duration) error {
 	var last string
 	if WaitFor(timeout, func() bool {
-		resp, err := GetRoute(s.CastdURL() + "/v1/route?path=/probe&client=" + s.publicIP())
+		resp, err := GetRoute(s.CastdURL() + protocol.PathRoute + "?path=/probe&client=" + s.publicIP())
 		if err != nil {
 			last = err.Error()
 			return false
@@ -132,7 +134,7 @@ func (s *System) StartCastd() error {
 		return err
 	}
 	s.Castd = p
-	if err := WaitHTTP(s.CastdURL()+"/healthz", 15*time.Second); err != nil {
+	if err := WaitHTTP(s.CastdURL()+protocol.PathHealthz, 15*time.Second); err != nil {
 		return fmt.Errorf("castd: %w\n%s", err, p.Tail(2000))
 	}
 	return nil
@@ -166,7 +168,7 @@ func (s *System) StartBeacon() error {
 		return err
 	}
 	s.Beacon = p
-	if err := WaitHTTP("http://"+s.AdminAddr+"/healthz", 15*time.Second); err != nil {
+	if err := WaitHTTP("http://"+s.AdminAddr+protocol.PathHealthz, 15*time.Second); err != nil {
 		return fmt.Errorf("beacon: %w\n%s", err, p.Tail(2000))
 	}
 	return nil

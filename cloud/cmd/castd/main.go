@@ -9,11 +9,11 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/blockcast/beacon/cloud/castd"
 	"github.com/blockcast/beacon/cloud/clientip"
-	"github.com/blockcast/beacon/cloud/probe"
 	"github.com/blockcast/beacon/cloud/relayadmin"
 	"github.com/blockcast/beacon/shared/cli"
 )
@@ -58,19 +58,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		opts         castd.Options
 		logOpts      cli.LogOptions
-		cacheSize    = cli.Size(1 << 30)
+		cacheSize    = cli.Size(castd.DefaultCacheSize)
 		trusted      string
 		amtAdvertise string
 		showVersion  bool
 	)
-	fs.StringVar(&opts.Listen, "listen", ":8080", "HTTP address for the API, the request router and node fetches")
-	fs.StringVar(&opts.StateDir, "state-dir", "/var/lib/castd", "directory for the CAST key, node registry and mid-tier cache")
+	fs.StringVar(&opts.Listen, "listen", castd.DefaultListen, "HTTP address for the API, the request router and node fetches")
+	fs.StringVar(&opts.StateDir, "state-dir", castd.DefaultStateDir, "directory for the CAST key, node registry and mid-tier cache")
 	fs.StringVar(&opts.Origin, "origin", "", "base URL of the HTTP origin (required), e.g. http://origin.example")
 	fs.Var(&cacheSize, "cache-size", "disk bound of the mid-tier cache, e.g. 10GiB")
 	fs.StringVar(&trusted, "trusted-proxy", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed")
-	fs.DurationVar(&opts.SignWindow, "sign-window", time.Minute, "accepted clock skew of nodes' signed requests")
+	fs.DurationVar(&opts.SignWindow, "sign-window", castd.DefaultSignWindow, "accepted clock skew of nodes' signed requests")
 	fs.BoolVar(&opts.RequireDelegation, "require-delegation", false, "refuse nodes that carry no owner wallet delegation")
-	fs.StringVar(&opts.MQTTListen, "mqtt-listen", ":1883", "address of the embedded MQTT broker nodes report to (empty: no control plane)")
+	fs.StringVar(&opts.MQTTListen, "mqtt-listen", castd.DefaultMQTTListen, "address of the embedded MQTT broker nodes report to (empty: no control plane)")
 	fs.StringVar(&opts.MQTTBroker, "mqtt-broker", "", "use this external MQTT broker instead (tcp://host:1883 or tls://host:8883)")
 	fs.StringVar(&opts.MQTTUser, "mqtt-user", "", "login on the external broker (default: castd's wallet token); an extra admin login on the embedded one")
 	fs.StringVar(&opts.MQTTPassword, "mqtt-password", "", "password for --mqtt-user")
@@ -78,24 +78,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MQTTTLSCert, "mqtt-tls-cert", "", "PEM certificate for the embedded broker (with --mqtt-tls-key: TLS)")
 	fs.StringVar(&opts.MQTTTLSKey, "mqtt-tls-key", "", "PEM key for the embedded broker")
 	fs.DurationVar(&opts.MQTTCoalesce, "mqtt-coalesce", castd.DefaultMQTTCoalesce, "how long nodes' packets may wait so that the embedded broker reads many per wake-up (Linux; 0: read each at once)")
-	fs.DurationVar(&opts.ProbeInterval, "probe-interval", 10*time.Second, "how often relays' health endpoints are probed")
-	fs.IntVar(&opts.ProbeConcurrency, "probe-concurrency", probe.DefaultMaxInFlight, "relay health probes in flight at most (each has a deadline of half the interval, at most 5s)")
+	fs.DurationVar(&opts.ProbeInterval, "probe-interval", castd.DefaultProbeInterval, "how often relays' health endpoints are probed")
+	fs.IntVar(&opts.ProbeConcurrency, "probe-concurrency", castd.DefaultProbeConcurrency, "relay health probes in flight at most (each has a deadline of half the interval, at most 5s)")
 	fs.BoolVar(&opts.AllowPrivateNodes, "allow-private-nodes", false, "let relays register and be probed at loopback, private, link-local and other non-public addresses (labs and tests only)")
 	fs.StringVar(&opts.AdminToken, "admin-token", "", "operator's bearer token: the dashboard's node list, GET /v1/nodes/{id}, POST /v1/nodes/{id}/commands, relay approvals (empty: operator API off, totals only)")
 	fs.StringVar(&opts.RouteToken, "route-token", "", "bearer token upstream CDNs send to ask GET /v1/route?client=<ip> about addresses other than their own (the admin token works too)")
-	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", 30*time.Second, "drop a client that accepts no response byte for this long")
-	fs.DurationVar(&opts.BodyTimeout, "body-timeout", 30*time.Second, "drop a request whose body takes longer than this to arrive")
+	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", castd.DefaultWriteStall, "drop a client that accepts no response byte for this long")
+	fs.DurationVar(&opts.BodyTimeout, "body-timeout", castd.DefaultBodyTimeout, "drop a request whose body takes longer than this to arrive")
 	fs.Float64Var(&opts.RegistrationRate, "registration-rate", castd.DefaultRegistrationRate, "new nodes one source address may register a minute once --registration-burst is spent (negative: no limit)")
 	fs.IntVar(&opts.RegistrationBurst, "registration-burst", castd.DefaultRegistrationBurst, "new nodes one source address (IPv6: /64) may register at once")
 	fs.DurationVar(&opts.RegistrationTTL, "registration-ttl", castd.DefaultRegistrationTTL, "remove a registration the control plane has not seen online this long after it was made (0: never)")
 	fs.StringVar(&opts.CoverageZone, "coverage-zone", "", "Apache Traffic Control coverage-zone JSON file assigning client prefixes to relays (reloaded when it changes)")
 	fs.DurationVar(&opts.CoverageZoneInterval, "coverage-zone-interval", castd.DefaultCoverageZoneInterval, "how often the --coverage-zone file is checked for changes")
-	fs.StringVar(&opts.AMTListen, "amt-listen", ":2268", "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
+	fs.StringVar(&opts.AMTListen, "amt-listen", castd.DefaultAMTListen, "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
 	fs.StringVar(&amtAdvertise, "amt-advertise", "", "address the relay advertises to gateways (behind cloud NAT; default: the address discovery reached)")
 	fs.StringVar(&opts.AMTNativeInterface, "amt-native-iface", "", "interface where native SSM is received for joined channels (relays third-party streams)")
-	fs.DurationVar(&opts.AMTQueryInterval, "amt-query-interval", 125*time.Second, "query interval gateways refresh their joins at")
+	fs.DurationVar(&opts.AMTQueryInterval, "amt-query-interval", castd.DefaultAMTQueryInterval, "query interval gateways refresh their joins at")
 	fs.BoolVar(&opts.AMTGatewayAddr, "amt-gateway-addr", false, "tell gateways the address the relay sees (G flag; some gateways, e.g. VLC, do not expect it)")
-	fs.IntVar(&opts.AMTMaxGateways, "amt-max-gateways", 10000, "tunnels the relay accepts before it sets the L flag")
+	fs.IntVar(&opts.AMTMaxGateways, "amt-max-gateways", castd.DefaultAMTMaxGateways, "tunnels the relay accepts before it sets the L flag")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)
 	fs.Usage = cli.Usage(fs, "CASTD", intro)
@@ -133,13 +133,37 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	opts.CacheSize = int64(cacheSize)
+	// The flags keep their documented "0: off"; in Options zero is the
+	// default and negative is off.
+	offAtZero(&opts.MQTTCoalesce)
+	offAtZero(&opts.RegistrationTTL)
 	opts.Version = version
 	opts.Logger = log
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	if err := castd.Run(ctx, opts); err != nil {
+		if oe := (*castd.OptionError)(nil); errors.As(err, &oe) && fieldFlags[oe.Field] != "" {
+			fmt.Fprintf(stderr, "castd: --%s: %v\n", fieldFlags[oe.Field], strings.TrimPrefix(oe.Err.Error(), "is "))
+			return 2
+		}
 		log.Error("castd stopped", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// offAtZero turns a flag's "0: off" into Options' negative.
+func offAtZero(d *time.Duration) {
+	if *d == 0 {
+		*d = -1
+	}
+}
+
+// fieldFlags names the flag of each Options field castd's errors name.
+var fieldFlags = map[string]string{
+	"StateDir": "state-dir", "Origin": "origin", "CacheSize": "cache-size", "SignWindow": "sign-window",
+	"ProbeInterval": "probe-interval", "ProbeConcurrency": "probe-concurrency",
+	"CoverageZoneInterval": "coverage-zone-interval", "AMTQueryInterval": "amt-query-interval",
+	"AMTMaxGateways": "amt-max-gateways", "WriteStall": "write-stall-timeout", "BodyTimeout": "body-timeout",
+	"RegistrationBurst": "registration-burst", "RegistrationRate": "registration-rate",
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/offchain"
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -67,7 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return serve(args, stdout, stderr)
 }
 
-const defaultStateDir = "/var/lib/blockcast"
+const defaultStateDir = beacon.DefaultStateDir
 
 func serve(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("beacon", flag.ContinueOnError)
@@ -75,26 +76,26 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	var (
 		opts        beacon.Options
 		logOpts     cli.LogOptions
-		cacheSize   = cli.Size(256 << 20)
+		cacheSize   = cli.Size(beacon.DefaultCacheSize)
 		memLimit    = cli.Size(0)
 		showVersion bool
 	)
-	fs.StringVar(&opts.Listen, "listen", ":8081", "HTTP address end users are served on")
-	fs.StringVar(&opts.AdminListen, "admin-listen", "127.0.0.1:8082", "local status endpoint (empty to disable)")
+	fs.StringVar(&opts.Listen, "listen", beacon.DefaultListen, "HTTP address end users are served on")
+	fs.StringVar(&opts.AdminListen, "admin-listen", beacon.DefaultAdminListen, "local status endpoint (empty to disable)")
 	fs.StringVar(&opts.LANURL, "lan-url", "", "URL end users reach this beacon at (default: made from --listen or the LAN address)")
 	fs.StringVar(&opts.CastURL, "cast-url", "", "base URL of castd (required)")
 	fs.StringVar(&opts.StateDir, "state-dir", defaultStateDir, "directory for the cache file (and the wallet, unless --key)")
 	fs.StringVar(&opts.KeyFile, "key", "", "node wallet file, Solana keypair format (default STATE-DIR/wallet.json)")
 	fs.StringVar(&opts.DelegationFile, "delegation", "", "owner wallet delegation file (default STATE-DIR/delegation.json when present)")
 	fs.Var(&cacheSize, "cache-size", "bound on cached bytes, e.g. 64MiB")
-	fs.DurationVar(&opts.CheckInterval, "check-interval", time.Minute, "how often to check that the registration (public IP, LAN URL) is current")
+	fs.DurationVar(&opts.CheckInterval, "check-interval", beacon.DefaultCheckInterval, "how often to check that the registration (public IP, LAN URL) is current")
 	fs.StringVar(&opts.MQTTURL, "mqtt-url", "", "control-plane MQTT broker (default: the one castd names at registration)")
 	fs.StringVar(&opts.CastKey, "cast-key", "", "CAST key (base58) that must sign castd's commands (default: learned at first registration, then pinned)")
-	fs.DurationVar(&opts.HealthInterval, "health-interval", 30*time.Second, "how often a health report is sent to castd")
+	fs.DurationVar(&opts.HealthInterval, "health-interval", beacon.DefaultHealthInterval, "how often a health report is sent to castd")
 	fs.StringVar(&opts.AMTRelay, "amt-relay", "", "AMT relay HOST[:PORT] or ADDR[:PORT] for channels whose join names none; a name is resolved at join time and again when the relay stops answering (default: DRIAD)")
 	fs.IntVar(&opts.MaxConns, "max-conns", beacon.DefaultMaxConns, "end users' connections open at once; more wait in the backlog")
-	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", 30*time.Second, "drop a client that accepts no response byte for this long")
-	fs.DurationVar(&opts.BodyTimeout, "body-timeout", 30*time.Second, "drop a request whose body takes longer than this to arrive")
+	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", beacon.DefaultWriteStall, "drop a client that accepts no response byte for this long")
+	fs.DurationVar(&opts.BodyTimeout, "body-timeout", beacon.DefaultBodyTimeout, "drop a request whose body takes longer than this to arrive")
 	fs.BoolVar(&opts.AMTDRIAD, "amt-driad", true, "find AMT relays by DRIAD (DNS AMTRELAY records) when --amt-relay is empty")
 	fs.BoolVar(&opts.AMTAnycast, "amt-anycast", false, "fall back to the AMT relay discovery anycast address 192.52.193.1 / 2001:3::1")
 	fs.Func("amt-join", "join an SSM channel at start: 'SOURCE@GROUP [relay=ADDR] [reemit]' (repeatable, or ';'-separated)", func(v string) error {
@@ -157,10 +158,22 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	if err := beacon.Run(ctx, opts); err != nil {
+		if oe := (*beacon.OptionError)(nil); errors.As(err, &oe) && fieldFlags[oe.Field] != "" {
+			fmt.Fprintf(stderr, "beacon: --%s: %v\n", fieldFlags[oe.Field], strings.TrimPrefix(oe.Err.Error(), "is "))
+			return 2
+		}
 		log.Error("beacon stopped", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// fieldFlags names the flag of each Options field beacon's errors name.
+var fieldFlags = map[string]string{
+	"CastURL": "cast-url", "StateDir": "state-dir", "CacheSize": "cache-size", "CheckInterval": "check-interval",
+	"HealthInterval": "health-interval", "MaxConns": "max-conns", "WriteStall": "write-stall-timeout",
+	"BodyTimeout": "body-timeout", "LANURL": "lan-url", "AllowHosts": "allow-host", "AMTRelay": "amt-relay",
+	"AMTJoins": "amt-join",
 }
 
 // keyFlags parses the --key / --state-dir pair the key subcommands share.
@@ -214,7 +227,7 @@ func showID(args []string, stdout, stderr io.Writer) int {
 func status(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("beacon status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin-listen", "127.0.0.1:8082", "the running beacon's local status address")
+	admin := fs.String("admin-listen", beacon.DefaultAdminListen, "the running beacon's local status address")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -224,7 +237,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
-	url := "http://" + *admin + "/v1/status"
+	url := "http://" + *admin + protocol.PathStatus
 	resp, err := client.Get(url)
 	if err != nil {
 		fmt.Fprintf(stderr, "beacon status: is the beacon running? %v\n", err)
