@@ -197,7 +197,7 @@ func TestTarpitsDelayNobody(t *testing.T) {
 	}
 	// Once the tarpits have failed, a new relay's first probe goes before
 	// their next ones.
-	if !waitFor(20*testInterval, func() bool { return p.Counts()[Timeout] >= 20 }) {
+	if !waitFor(40*testInterval, func() bool { c := p.Counts(); return c[Timeout]+c[Error] >= 20 }) {
 		t.Fatalf("tarpits not probed: %v", p.Counts())
 	}
 	p.Set("good", good.URL)

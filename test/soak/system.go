@@ -135,7 +135,7 @@ func (s *system) startBeacon(n *node) error {
 	s.mu.Lock()
 	n.proc = p
 	s.mu.Unlock()
-	if err := harness.WaitHTTP("http://"+n.admin+"/healthz", s.start); err != nil {
+	if err := harness.WaitHTTP("http://"+n.admin+protocol.PathHealthz, s.start); err != nil {
 		return fmt.Errorf("%s: %w\n%s", n.name, err, p.Tail(2000))
 	}
 	return nil
