@@ -175,6 +175,11 @@ func New(m *manifest.Manifest, cast identity.PublicKey, w io.Writer, cfg Config)
 	if err := m.Verify(cast); err != nil {
 		return nil, fmt.Errorf("objrecv: %w", err)
 	}
+	return newAssembler(m, w, cfg)
+}
+
+// newAssembler is New after the signature check.
+func newAssembler(m *manifest.Manifest, w io.Writer, cfg Config) (*Assembler, error) {
 	p, err := fec.Partition(m.ContentLength, int(m.FEC.SymbolLen), int(m.FEC.MaxBlockLen))
 	if err != nil {
 		return nil, fmt.Errorf("objrecv: %w", err)
