@@ -2,6 +2,8 @@ package objrecv
 
 import (
 	"io"
+	"os"
+	"strconv"
 	"testing"
 )
 
@@ -68,6 +70,48 @@ func BenchmarkRejectForged(b *testing.B) {
 	for range b.N {
 		if err := a.Feed(forged, "attacker"); err == nil {
 			b.Fatal("accepted")
+		}
+	}
+}
+
+// TestCountInstructions runs one block through an Assembler
+// $OBJRECV_COUNT_N times, for counting guest instructions under qemu user
+// emulation (as test/wirebench does): run it with N = 0 and N = 2 and
+// halve the difference in "Trace" lines; setup cancels out.
+//
+//	GOARCH=mipsle GOMIPS=softfloat go test -c -o objrecv.mipsle ./shared/objrecv
+//	OBJRECV_COUNT_N=2 OBJRECV_COUNT_LOST=20 qemu-mipsel-static -singlestep -d exec,nochain \
+//	  ./objrecv.mipsle -test.run CountInstructions 2>&1 | grep -c Trace
+func TestCountInstructions(t *testing.T) {
+	n, err := strconv.Atoi(os.Getenv("OBJRECV_COUNT_N"))
+	if err != nil {
+		t.Skip("set OBJRECV_COUNT_N (and OBJRECV_COUNT_LOST) to count instructions under qemu")
+	}
+	lost, _ := strconv.Atoi(os.Getenv("OBJRECV_COUNT_LOST"))
+	sh := shape{e: full.e, k: full.k, mp: max(lost, 1)} // parity only as needed: cheap setup
+	s := newSender(t, object(sh.k*sh.e, 13), sh, 9, 5, testKey(t, 1))
+	var pkts [][]byte
+	for c := range s.lists[0].Parts() {
+		pkts = append(pkts, s.hashPart(0, c))
+	}
+	for esi := lost; esi < sh.k+lost; esi++ {
+		pkts = append(pkts, s.data(0, esi))
+	}
+	if _, err := codec.NewDecoder(sh.k, sh.mp, sh.e); err != nil { // warm the encoder cache
+		t.Fatal(err)
+	}
+	for range n {
+		a, err := newAssembler(s.m, io.Discard, Config{Codec: codec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkts {
+			if err := a.Feed(p, "multicast"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !a.Done() {
+			t.Fatal("not done")
 		}
 	}
 }

@@ -18,10 +18,12 @@
 // evicted and counted) and checked when the chunk arrives.
 //
 // Memory: at most Config.MaxBlocks blocks have state at once (hash list,
-// decoder, or decoded bytes waiting for an earlier block). One slot is
-// always kept for the next block to write, so out-of-order blocks can
-// never starve it; a packet for a block that finds no slot is dropped and
-// counted (RejectNoRoom) and shows up again in Missing. With the defaults
+// decoder, or decoded bytes waiting for an earlier block): the lowest
+// blocks not yet written. When all slots are taken the farthest block
+// gives way to a nearer one, so the next block to write always finds a
+// slot and out-of-order or replayed packets can never starve it; a packet
+// for a block farther than all held ones is dropped and counted
+// (RejectNoRoom) and shows up again in Missing. With the defaults
 // (8 blocks of 200 symbols of 1344 bytes, 256 held symbols) that is about
 // 2.2 MB of symbols plus 0.35 MB held.
 //
@@ -98,16 +100,17 @@ type Config struct {
 
 // Stats are an Assembler's counters.
 type Stats struct {
-	Bytes      map[string]uint64 // verified symbol bytes accepted, by path label
-	Packets    map[string]uint64 // verified symbols accepted, by path label
-	Rejected   map[Reason]uint64 // packets dropped, by reason
-	Duplicates uint64            // symbols or hash chunks already held, or for a decoded block
-	ParityUsed uint64            // parity symbols that went into a decode
-	ParityByte uint64            // their bytes
-	HashParts  uint64            // hash-list chunks verified and kept
-	Held       int               // unverified symbols held now
-	Blocks     uint32            // blocks written
-	Written    uint64            // object bytes written
+	Bytes         map[string]uint64 // verified symbol bytes accepted, by path label
+	Packets       map[string]uint64 // verified symbols accepted, by path label
+	Rejected      map[Reason]uint64 // packets dropped, by reason
+	Duplicates    uint64            // symbols or hash chunks already held, or for a decoded block
+	ParityUsed    uint64            // parity symbols that went into a decode
+	ParityByte    uint64            // their bytes
+	HashParts     uint64            // hash-list chunks verified and kept
+	BlocksEvicted uint64            // far blocks dropped from memory for nearer ones
+	Held          int               // unverified symbols held now
+	Blocks        uint32            // blocks written
+	Written       uint64            // object bytes written
 }
 
 // Kind says what a Range asks for.
@@ -353,18 +356,28 @@ func (a *Assembler) flush() error {
 	}
 }
 
-// admit returns block sbn's state, making it when a slot is free: one of
-// MaxBlocks is always kept for the next block to write.
+// admit returns block sbn's state, making it when a slot is free or can
+// be freed: memory holds the lowest blocks not yet written, so when all
+// MaxBlocks slots are taken the farthest block above sbn gives way (its
+// symbols are asked for again later). The next block to write therefore
+// always finds a slot, and genuine packets replayed early for far-off
+// blocks cannot keep nearer ones out.
 func (a *Assembler) admit(sbn uint32) (*block, error) {
 	if blk := a.blocks[sbn]; blk != nil {
 		return blk, nil
 	}
-	limit := a.cfg.MaxBlocks
-	if _, ok := a.blocks[a.next]; sbn != a.next && !ok {
-		limit-- // keep next's slot
-	}
-	if len(a.blocks) >= limit {
-		return nil, a.reject(RejectNoRoom, "block %d: %d blocks in progress", sbn, len(a.blocks))
+	if len(a.blocks) >= a.cfg.MaxBlocks {
+		victim, found := sbn, false
+		for b := range a.blocks {
+			if b > victim {
+				victim, found = b, true
+			}
+		}
+		if !found {
+			return nil, a.reject(RejectNoRoom, "block %d: %d nearer blocks in progress", sbn, len(a.blocks))
+		}
+		delete(a.blocks, victim)
+		a.st.BlocksEvicted++
 	}
 	hl, err := manifest.NewHashList(a.m, sbn)
 	if err != nil {
@@ -514,24 +527,18 @@ func (a *Assembler) Stats() Stats {
 // block to write: for each incomplete block, the hash-list chunks not
 // held, then the runs of source ESIs not held (Need says how many symbols
 // of any ESI would complete it, so the sender may send parity instead).
-// Blocks without a slot are listed only as far as free slots allow, since
-// packets for the others would be dropped. The caller chooses when to ask
-// (end of a pass, CloseObject, a quiet interval).
+// Only the lowest MaxBlocks unwritten blocks are listed: packets for
+// farther ones would find no slot. The caller chooses when to ask (end of
+// a pass, CloseObject, a quiet interval).
 func (a *Assembler) Missing(max int) []Range {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []Range
-	free := a.cfg.MaxBlocks - len(a.blocks)
-	for sbn := a.next; sbn < a.part.N && len(out) < max; sbn++ {
+	end := min(uint64(a.next)+uint64(a.cfg.MaxBlocks), uint64(a.part.N))
+	for sbn := a.next; uint64(sbn) < end && len(out) < max; sbn++ {
 		blk := a.blocks[sbn]
 		if blk != nil && blk.out != nil {
 			continue
-		}
-		if blk == nil {
-			if free <= 0 {
-				continue
-			}
-			free--
 		}
 		k := a.part.BlockLen(sbn)
 		need := k

@@ -634,3 +634,36 @@ func TestEmptyObject(t *testing.T) {
 		t.Fatal("empty object not done")
 	}
 }
+
+// TestReplayedHashPartsCannotHogSlots: anyone on the segment can replay
+// genuine hash parts of far-off blocks ahead of time. They must not keep
+// the blocks needed next out of memory: the farthest block gives way.
+func TestReplayedHashPartsCannotHogSlots(t *testing.T) {
+	obj := object(10*small.k*small.e, 14)
+	s := newSender(t, obj, small, 9, 5, testKey(t, 1))
+	var out bytes.Buffer
+	a := s.assembler(&out, Config{MaxBlocks: 3})
+	for sbn := uint32(7); sbn < s.part.N; sbn++ {
+		for c := range s.lists[sbn].Parts() {
+			a.Feed(s.hashPart(sbn, c), "attacker")
+		}
+	}
+	// The honest pass loses two symbols of block 0 (no parity): blocks 1
+	// and 2 must wait in memory meanwhile.
+	var pkts [][]byte
+	for _, b := range s.pass(0, 0, 0, 1) {
+		if p, _ := alc.Decode(b); p.TOI == uint64(s.m.TOI) && p.SBN == 0 && p.ESI < 2 {
+			continue
+		}
+		pkts = append(pkts, b)
+	}
+	feedAll(t, a, pkts, "multicast")
+	rs := a.Missing(10)
+	if len(rs) != 1 || rs[0] != (Range{SBN: 0, Kind: Symbols, First: 0, Count: 2, Need: 2}) {
+		t.Fatalf("missing %+v, want block 0 ESIs 0-1", rs)
+	}
+	feedAll(t, a, s.repair(rs), "repair")
+	if want := s.part.Offset(3); uint64(out.Len()) != want {
+		t.Fatalf("wrote %d bytes after the repair, want blocks 0-2 (%d)", out.Len(), want)
+	}
+}
