@@ -667,3 +667,33 @@ func TestReplayedHashPartsCannotHogSlots(t *testing.T) {
 		t.Fatalf("wrote %d bytes after the repair, want blocks 0-2 (%d)", out.Len(), want)
 	}
 }
+
+// TestConcurrentPaths: multicast and repair feed from their own
+// goroutines while the caller polls; run with -race.
+func TestConcurrentPaths(t *testing.T) {
+	obj := object(6*small.k*small.e+1, 15)
+	s := newSender(t, obj, small, 9, 5, testKey(t, 1))
+	var out bytes.Buffer
+	a := s.assembler(&out, Config{MaxBlocks: 3})
+	done := make(chan struct{})
+	for i, label := range []string{"multicast", "repair"} {
+		pkts := s.pass(0, small.mp, 0.3, uint64(i))
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for _, p := range pkts {
+				a.Feed(p, label)
+				a.Missing(4)
+				a.Stats()
+			}
+		}()
+	}
+	<-done
+	<-done
+	for round := 0; !a.Done(); round++ {
+		if round > 50 {
+			t.Fatalf("no progress: %v", a.Missing(10))
+		}
+		feedAll(t, a, s.repair(a.Missing(64)), "repair")
+	}
+	sameObject(t, out.Bytes(), obj)
+}
