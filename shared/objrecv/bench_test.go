@@ -45,6 +45,13 @@ func benchBlock(b *testing.B, lost int) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/block")
 }
 
+// Measured (2026-12-04, k = 200, E = 1344): amd64 (EPYC, 2 shared cores)
+// 1.3 µs/packet (775k pkt/s) with no loss, 8.2 µs/packet (1.68 ms a block)
+// with 20 source symbols rebuilt from parity; refusing a forged packet
+// 1.2 µs. mipsle under qemu (instructions, TestCountInstructions): 63 M a
+// block of 204 packets with no loss, ~0.31 M a packet, of which SHA-256
+// is ~0.19 M: ~2,800 pkt/s at 880 MHz and one instruction a cycle, below
+// the ~4,650 pkt/s of 50 Mbit/s.
 func BenchmarkBlockNoLoss(b *testing.B)   { benchBlock(b, 0) }
 func BenchmarkBlockParity20(b *testing.B) { benchBlock(b, 20) }
 
