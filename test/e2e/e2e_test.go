@@ -44,7 +44,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func startSystem(t *testing.T, castdArgs ...string) *harness.System {
+// newSystem makes a system (origin started, castd and beacon not) that is
+// shut down when the test ends, with the processes' log tails shown if it
+// failed; the caller starts the parts.
+func newSystem(t *testing.T, castdArgs ...string) *harness.System {
 	t.Helper()
 	sys, err := harness.NewSystem(t.TempDir(), bins)
 	if err != nil {
@@ -63,6 +66,13 @@ func startSystem(t *testing.T, castdArgs ...string) *harness.System {
 			}
 		}
 	})
+	return sys
+}
+
+// startSystem is newSystem with castd and the beacon started.
+func startSystem(t *testing.T, castdArgs ...string) *harness.System {
+	t.Helper()
+	sys := newSystem(t, castdArgs...)
 	if err := sys.Start(); err != nil {
 		t.Fatal(err)
 	}

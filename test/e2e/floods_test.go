@@ -247,24 +247,9 @@ func TestRegistrationExpiry(t *testing.T) {
 // not given up on, and it does not knock again before castd said. (The
 // old beacon retried after its 1 s backoff and was refused again.)
 func TestBeaconHonoursRetryAfter(t *testing.T) {
-	sys, err := harness.NewSystem(t.TempDir(), bins)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sys := newSystem(t)
 	// One new node per address at once, then one every 3 s: Retry-After 3.
 	sys.CastdArgs = []string{"--admin-token", adminToken, "--registration-burst", "1", "--registration-rate", "20"}
-	t.Cleanup(func() {
-		if err := sys.Close(); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if t.Failed() {
-			for _, p := range []*harness.Proc{sys.Castd, sys.Beacon} {
-				if p != nil {
-					t.Logf("--- %s log tail:\n%s", p.Name, p.Tail(6000))
-				}
-			}
-		}
-	})
 	if err := sys.StartCastd(); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +264,7 @@ func TestBeaconHonoursRetryAfter(t *testing.T) {
 	}
 	other, _ := identity.Generate()
 	oc, _ := castclient.New(sys.CastdURL(), other)
-	_, err = oc.Register(context.Background(), protocol.Registration{Role: protocol.RoleBeacon, LANURL: "http://10.1.2.4:8081"})
+	_, err := oc.Register(context.Background(), protocol.Registration{Role: protocol.RoleBeacon, LANURL: "http://10.1.2.4:8081"})
 	if after, ok := castclient.RetryAfter(err); !errors.Is(err, castclient.ErrRetryLater) || !ok || after != 3*time.Second {
 		t.Fatalf("second new node: %v (Retry-After %s), want 429 with Retry-After 3", err, after)
 	}

@@ -11,29 +11,6 @@ import (
 	"github.com/blockcast/beacon/test/harness"
 )
 
-// newSystem is startSystem without the start: the caller starts the parts.
-func newSystem(t *testing.T, castdArgs ...string) *harness.System {
-	t.Helper()
-	sys, err := harness.NewSystem(t.TempDir(), bins)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys.CastdArgs = castdArgs
-	t.Cleanup(func() {
-		if err := sys.Close(); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if t.Failed() {
-			for _, p := range []*harness.Proc{sys.Castd, sys.Beacon} {
-				if p != nil {
-					t.Logf("--- %s log tail:\n%s", p.Name, p.Tail(6000))
-				}
-			}
-		}
-	})
-	return sys
-}
-
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	raw, err := os.ReadFile(from)
