@@ -533,9 +533,7 @@ func TestBlindCookie(t *testing.T) {
 	if st := s.Stats(); st.Handshakes != 2 || st.Busy != 0 || st.InHandshake != 1 || st.Waiting != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if !strings.Contains(s.logs.String(), "127.0.0.5") {
-		t.Fatalf("refusal not logged:\n%s", s.logs)
-	}
+	waitFor(t, "the refusal logged", func() bool { return strings.Contains(s.logs.String(), "127.0.0.5") })
 }
 
 func TestIdleExpiry(t *testing.T) {
