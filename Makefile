@@ -40,11 +40,13 @@ test-short: vet
 
 # Every fuzz target for FUZZTIME each (default 10s), carrying on past a
 # failing one; ends with a table (target, executions, new coverage, result)
-# and fails when any target failed. FUZZ=name runs only matching targets.
+# and fails when any target failed. FUZZ=name runs only matching targets;
+# FUZZJOBS=2 fuzzes two targets at once (each with half the workers).
 FUZZTIME ?= 10s
 FUZZ     ?=
+FUZZJOBS ?= 1
 fuzz:
-	$(GO) run ./test/fuzzall --fuzztime $(FUZZTIME) --run '$(FUZZ)'
+	$(GO) run ./test/fuzzall --fuzztime $(FUZZTIME) --jobs $(FUZZJOBS) --run '$(FUZZ)'
 
 # Figures against baselines measured in the same run (nginx, raw UDP, ...).
 bench: deps build

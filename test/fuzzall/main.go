@@ -16,7 +16,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -35,6 +38,7 @@ func main() {
 	fuzztime := flag.String("fuzztime", "10s", "how long each target runs (go test -fuzztime)")
 	match := flag.String("run", "", "only targets whose package/name contains this")
 	logDir := flag.String("logs", "", "directory for each target's output (default: a temporary one)")
+	jobs := flag.Int("jobs", 1, "targets fuzzed at once; each gets GOMAXPROCS/jobs workers (at least 1)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -55,6 +59,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fuzzall:", err)
 		os.Exit(2)
 	}
+	type job struct{ pkg, target string }
+	var todo []job
 	var results []result
 	for _, pkg := range pkgs {
 		targets, err := listFuzz(ctx, pkg)
@@ -63,14 +69,42 @@ func main() {
 			continue
 		}
 		for _, t := range targets {
-			if *match != "" && !strings.Contains(pkg+"/"+t, *match) {
-				continue
+			if *match == "" || strings.Contains(pkg+"/"+t, *match) {
+				todo = append(todo, job{pkg, t})
 			}
-			if ctx.Err() != nil {
-				break
+		}
+	}
+	if *jobs < 1 {
+		*jobs = 1
+	}
+	workers := max(1, runtime.GOMAXPROCS(0) / *jobs)
+	ran := make([]result, len(todo))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for range *jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				r := runTarget(ctx, todo[i].pkg, todo[i].target, *fuzztime, workers, *logDir)
+				mu.Lock()
+				fmt.Printf("== %s %s: %s (%s execs, %s new)\n", short(r.pkg), r.target, r.verdict, r.execs, r.newCov)
+				mu.Unlock()
+				ran[i] = r
 			}
-			r := runTarget(ctx, pkg, t, *fuzztime, *logDir)
-			fmt.Printf("== %s %s: %s (%s execs, %s new)\n", short(pkg), t, r.verdict, r.execs, r.newCov)
+		}()
+	}
+	for i := range todo {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, r := range ran {
+		if r.target != "" {
 			results = append(results, r)
 		}
 	}
@@ -108,10 +142,10 @@ var (
 	saved    = regexp.MustCompile(`(testdata/fuzz/Fuzz\w+/\w+)`)
 )
 
-func runTarget(ctx context.Context, pkg, target, fuzztime, logDir string) result {
+func runTarget(ctx context.Context, pkg, target, fuzztime string, workers int, logDir string) result {
 	r := result{pkg: pkg, target: target, execs: "-", newCov: "-"}
 	r.log = filepath.Join(logDir, strings.ReplaceAll(short(pkg), "/", "_")+"_"+target+".log")
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-fuzz", "^"+target+"$", "-fuzztime", fuzztime, pkg)
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-fuzz", "^"+target+"$", "-fuzztime", fuzztime, "-parallel", strconv.Itoa(workers), pkg)
 	var buf bytes.Buffer
 	f, err := os.Create(r.log)
 	if err != nil {
