@@ -78,6 +78,7 @@ type injector struct {
 	phase    time.Duration // origin: how long slow, then how long failing
 	ready    time.Duration // bound for a process to be back
 	grace    time.Duration // bound for users to be served right after End
+	amtGrace time.Duration // bound for the AMT channel to flow again after End
 	nextKill int
 }
 
@@ -141,6 +142,16 @@ func (in *injector) inject(ctx context.Context, name string) window {
 				return w
 			}
 			sleepCtx(ctx, 200*time.Millisecond)
+		}
+	}
+	if a := in.sys.amt; a != nil {
+		// The AMT channel recovers by itself too: the gateways find the
+		// restarted relay (or the restarted beacon joins again) and its
+		// LAN listener hears datagrams sent after the fault.
+		if err := a.waitFresh(ctx, w.End, w.End.Add(amtGraceOf(w.Name, in.grace, in.amtGrace))); err != nil {
+			w.Err = err.Error()
+			in.log.Error("fault: not recovered", "fault", w.Name, "err", w.Err)
+			return w
 		}
 	}
 	w.Recovered = time.Since(w.End)

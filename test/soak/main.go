@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -40,6 +41,12 @@ func main() {
 	fs.DurationVar(&o.SampleEvery, "sample-every", 0, "sampling period (default 10s; shorter for runs under 10m)")
 	fs.DurationVar(&o.FaultPeriod, "fault-period", 0, "one fault every period after the warm-up (default duration/6)")
 	fs.Float64Var(&o.Bounds.RSS, "rss-slack", 0, "anonymous RSS may grow by this fraction of its warm-up level (default 0.10; 0.25 for runs under 30m)")
+	fs.BoolFunc("amt", "include the AMT channel with LAN listeners (default true; needs root for its network namespaces)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		o.NoAMT = !on
+		return err
+	})
+	fs.Float64Var(&o.AMTRate, "amt-rate", 100, "AMT source datagrams a second, per channel (one channel per beacon)")
 	fs.BoolVar(&verbose, "v", false, "log every failed request")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
