@@ -8,10 +8,12 @@ import (
 	"encoding/binary"
 	"encoding/csv"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -21,6 +23,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blockcast/beacon/firmware/amtgw"
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/test/harness/netns"
 	"golang.org/x/net/ipv4"
 )
@@ -68,6 +72,11 @@ const (
 // a moment, is a fault of the system, not of the machine.
 const amtSlack = 0.01
 
+// amtLead: a datagram sent this long before a fault began is still in
+// castd's or the gateway's queues when it strikes (a beacon killed, the
+// relay stopped), so its loss belongs to the fault.
+const amtLead = time.Second
+
 // amtChannel is one beacon's channel and the listener on its LAN.
 type amtChannel struct {
 	idx    int
@@ -105,9 +114,6 @@ type amtSoak struct {
 	sentAt  []uint32 // ms after t0 at which seq was sent (to every channel)
 	sendErr atomic.Int64
 	done    chan struct{}
-	// corruptNext, when set, makes the sender flip a byte of the next
-	// datagram it sends (the proof that the check can fail).
-	corruptNext atomic.Bool
 }
 
 // startAMT builds the namespaces and veths and opens the source's and the
@@ -253,32 +259,36 @@ func (a *amtSoak) beaconArgs(i int) []string {
 		"--amt-join", fmt.Sprintf("%s@%s relay=%s reemit", amtSource, ch.group, a.relay)}
 }
 
-// run sends datagram seq to every channel at t0 + seq/rate until ctx
-// ends. a.t0 is set before it starts.
+// run sends datagram seq to every channel, one every 1/rate, until ctx
+// ends. A sender that fell behind (the soak process not scheduled for a
+// while on a loaded machine) starts its schedule again from now rather
+// than catch up in a burst: a real source sends at its steady rate, and a
+// burst of hundreds of datagrams in a millisecond would overflow socket
+// buffers on the way and be judged as the system's loss.
 func (a *amtSoak) run(ctx context.Context) {
 	defer close(a.done)
-	t0 := a.t0
 	period := time.Duration(float64(time.Second) / a.rate)
 	buf := make([]byte, 0, 2048)
 	dsts := make([]*net.UDPAddr, len(a.chans))
 	for i, ch := range a.chans {
 		dsts[i] = &net.UDPAddr{IP: ch.group.AsSlice(), Port: amtPort + ch.idx}
 	}
+	next := a.t0
 	for seq := uint64(0); ; seq++ {
-		if d := time.Until(t0.Add(time.Duration(seq) * period)); d > 0 {
+		if d := time.Until(next); d > 0 {
 			sleepCtx(ctx, d)
+		} else if d < -2*period {
+			next = time.Now()
 		}
+		next = next.Add(period)
 		if ctx.Err() != nil {
 			return
 		}
 		a.mu.Lock()
-		a.sentAt = append(a.sentAt, uint32(time.Since(t0).Milliseconds()))
+		a.sentAt = append(a.sentAt, uint32(time.Since(a.t0).Milliseconds()))
 		a.mu.Unlock()
 		for i, ch := range a.chans {
 			buf = amtPayload(buf[:0], ch.idx, seq)
-			if a.corruptNext.CompareAndSwap(true, false) {
-				buf[len(buf)/2] ^= 0x01
-			}
 			if _, err := a.sender.WriteToUDP(buf, dsts[i]); err != nil && a.sendErr.Add(1) == 1 {
 				a.log.Warn("amt source: send failed", "err", err)
 			}
@@ -460,7 +470,7 @@ func (a *amtSoak) account(start time.Time, warmup, grace, relayGrace time.Durati
 	windowOf := func(t time.Time, ws []window, _ time.Duration) int {
 		for i := len(ws) - 1; i >= 0; i-- {
 			w := ws[i]
-			if !t.Before(w.Start) && !t.After(w.End.Add(amtGraceOf(w.Name, grace, relayGrace))) {
+			if !t.Before(w.Start.Add(-amtLead)) && !t.After(w.End.Add(amtGraceOf(w.Name, grace, relayGrace))) {
 				return i
 			}
 		}
@@ -587,4 +597,38 @@ func freeUDPPort() (int, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
+}
+
+// where locates the losses at the end of the run: what castd's relay took
+// in and sent out, and what each gateway received, re-emitted and dropped
+// (each since its process last started).
+func (a *amtSoak) where(sys *system, smp *sampler) string {
+	var parts []string
+	in, err1 := smp.scrape(sys.castdURL()+protocol.PathMetrics, "castd_amt_packets_in_total")
+	out, err2 := smp.scrape(sys.castdURL()+protocol.PathMetrics, "castd_amt_packets_out_total")
+	if err := errors.Join(err1, err2); err != nil {
+		parts = append(parts, "castd: "+err.Error())
+	} else {
+		parts = append(parts, fmt.Sprintf("castd relay in %.0f, out %.0f", in, out))
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	for _, n := range sys.nodes {
+		var st amtgw.State
+		resp, err := c.Get("http://" + n.admin + protocol.PathAMT)
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		switch {
+		case err != nil:
+			parts = append(parts, n.name+": "+err.Error())
+		case len(st.Channels) != 1 || st.Reemit == nil:
+			parts = append(parts, fmt.Sprintf("%s: %d channels, re-emission %v", n.name, len(st.Channels), st.Reemit != nil))
+		default:
+			ch := st.Channels[0]
+			parts = append(parts, fmt.Sprintf("%s gateway got %d, dropped %d, re-emitted %d (dropped %d, errors %d)",
+				n.name, ch.Packets, ch.Dropped+ch.ReemitDropped, st.Reemit.Sent, st.Reemit.Dropped, st.Reemit.Errors))
+		}
+	}
+	return "amt counters since each process's last start: " + strings.Join(parts, "; ")
 }

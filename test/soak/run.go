@@ -313,6 +313,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 		time.Sleep(time.Second) // the last datagrams in flight
 		takeAMT()
 		amtRes = a.account(start, o.Warmup, o.Grace, o.AMTGrace, windows)
+		amtRes.Figures = append(amtRes.Figures, a.where(sys, smp))
 		if err := writeAMTCSV(filepath.Join(o.Out, "amt.csv"), amtSamples); err != nil {
 			return nil, err
 		}
