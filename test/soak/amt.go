@@ -574,8 +574,9 @@ func (a *amtSoak) account(start time.Time, warmup, grace, relayGrace time.Durati
 		res.Figures = append(res.Figures, fmt.Sprintf("amt beacon%d (%s,%s): %d sent, %d received, %d lost (%d in warm-up, %d outside windows = %.2f%% of %d, slack %.0f%%), %d duplicates, %d corrupt; lost per window: %s",
 			ch.idx+1, amtSource, ch.group, len(sentAt), received, len(sentAt)-int(received), warmLost, outLost, pct, outSent, 100*amtSlack, len(dups), len(corrupt), strings.Join(wins, ", ")))
 	}
-	if n := a.sendErr.Load(); n > 0 {
-		res.Figures = append(res.Figures, fmt.Sprintf("amt source: %d send errors", n))
+	if len(sentAt) > 0 {
+		res.Figures = append(res.Figures, fmt.Sprintf("amt source: %d datagrams per channel in %s (%.0f a second), %d send errors",
+			len(sentAt), time.Duration(sentAt[len(sentAt)-1])*time.Millisecond, float64(len(sentAt))/max(float64(sentAt[len(sentAt)-1])/1000, 1), a.sendErr.Load()))
 	}
 	return res
 }
