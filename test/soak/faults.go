@@ -20,6 +20,7 @@ type window struct {
 	Start     time.Time
 	End       time.Time
 	Recovered time.Duration // from End to every beacon's users served right again; -1: never
+	AMTFlows  time.Duration // from End to every LAN listener hearing datagrams sent after End (0: no AMT)
 	Err       string
 }
 
@@ -144,6 +145,7 @@ func (in *injector) inject(ctx context.Context, name string) window {
 			sleepCtx(ctx, 200*time.Millisecond)
 		}
 	}
+	w.Recovered = time.Since(w.End)
 	if a := in.sys.amt; a != nil {
 		// The AMT channel recovers by itself too: the gateways find the
 		// restarted relay (or the restarted beacon joins again) and its
@@ -153,9 +155,9 @@ func (in *injector) inject(ctx context.Context, name string) window {
 			in.log.Error("fault: not recovered", "fault", w.Name, "err", w.Err)
 			return w
 		}
+		w.AMTFlows = time.Since(w.End)
 	}
-	w.Recovered = time.Since(w.End)
-	in.log.Info("fault: recovered", "fault", w.Name, "window", w.End.Sub(w.Start).Round(time.Millisecond), "recovered_after", w.Recovered.Round(time.Millisecond))
+	in.log.Info("fault: recovered", "fault", w.Name, "window", w.End.Sub(w.Start).Round(time.Millisecond), "recovered_after", w.Recovered.Round(time.Millisecond), "amt_after", w.AMTFlows.Round(time.Millisecond))
 	return w
 }
 

@@ -100,7 +100,11 @@ func judge(in judgeInput) verdict {
 			v.failf("fault %s at %s: %s", w.Name, w.Start.Sub(in.Start).Round(time.Second), w.Err)
 			line += ": NOT RECOVERED"
 		} else {
-			line += fmt.Sprintf(", users served again %s after it, errors %v", w.Recovered.Round(10*time.Millisecond), perWindow[i])
+			line += fmt.Sprintf(", users served again %s after it", w.Recovered.Round(10*time.Millisecond))
+			if w.AMTFlows > 0 {
+				line += fmt.Sprintf(", AMT flowing again %s after it", w.AMTFlows.Round(10*time.Millisecond))
+			}
+			line += fmt.Sprintf(", errors %v", perWindow[i])
 		}
 		v.Figures = append(v.Figures, line)
 	}
