@@ -41,12 +41,25 @@ func LoadOnchainRecord(stateDir string) (*OnchainRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("on-chain record: %w", err)
 	}
-	var rec OnchainRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
+	rec, err := parseOnchainRecord(raw)
+	if err != nil {
 		return nil, fmt.Errorf("on-chain record %s: %w", filepath.Join(stateDir, OnchainFile), err)
 	}
-	if _, err := onchain.ParseSignature(rec.Signature); err != nil || !strings.HasPrefix(rec.Memo, onchain.RegistrationPrefix) {
-		return nil, fmt.Errorf("on-chain record %s: not a registration record", filepath.Join(stateDir, OnchainFile))
+	return rec, nil
+}
+
+// parseOnchainRecord decodes an OnchainRecord file: one JSON object with a
+// well-formed signature and a registration memo.
+func parseOnchainRecord(raw []byte) (*OnchainRecord, error) {
+	var rec OnchainRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, err
+	}
+	if _, err := onchain.ParseSignature(rec.Signature); err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(rec.Memo, onchain.RegistrationPrefix) {
+		return nil, errors.New("not a registration record (memo prefix)")
 	}
 	return &rec, nil
 }

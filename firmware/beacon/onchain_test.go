@@ -1,0 +1,63 @@
+package beacon
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/blockcast/beacon/shared/onchain"
+	"github.com/blockcast/beacon/shared/soltx"
+)
+
+func TestOnchainRecordFile(t *testing.T) {
+	dir := t.TempDir()
+	if rec, err := LoadOnchainRecord(dir); rec != nil || err != nil {
+		t.Fatalf("missing file: %v %v", rec, err)
+	}
+	want := OnchainRecord{Memo: onchain.RegistrationPrefix + "abc", Signature: soltx.Signature{1}.String(), Slot: 7}
+	if err := SaveOnchainRecord(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadOnchainRecord(dir); err != nil || *got != want {
+		t.Fatalf("%+v %v", got, err)
+	}
+	for _, bad := range []string{`{`, `{"memo":"blockcast:reg:v1:x","signature":"x"}`, `{"memo":"other","signature":"` + soltx.Signature{1}.String() + `"}`} {
+		os.WriteFile(filepath.Join(dir, OnchainFile), []byte(bad), 0o600)
+		if _, err := LoadOnchainRecord(dir); err == nil || !strings.Contains(err.Error(), OnchainFile) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+}
+
+func TestOnchainOptionsRefused(t *testing.T) {
+	for _, o := range []Options{
+		{OnchainRegister: true},
+		{RequireOnchain: true},
+		{SolanaRPC: "localhost:8899"},
+		{SolanaRPC: "http://127.0.0.1:8899", CastSig: "nope"},
+	} {
+		o.CastURL, o.StateDir = "http://127.0.0.1:1", t.TempDir()
+		o.ensureDefaults()
+		if err := o.check(); err == nil {
+			t.Errorf("%+v accepted", o)
+		}
+	}
+}
+
+func FuzzParseOnchainRecord(f *testing.F) {
+	good, _ := json.Marshal(OnchainRecord{Memo: onchain.RegistrationPrefix + "abc", Signature: soltx.Signature{1}.String(), Slot: 7})
+	f.Add(good)
+	f.Add([]byte(`{"memo":"","signature":""}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		rec, err := parseOnchainRecord(raw)
+		if err != nil {
+			return
+		}
+		if _, err := onchain.ParseSignature(rec.Signature); err != nil || !strings.HasPrefix(rec.Memo, onchain.RegistrationPrefix) {
+			t.Fatalf("accepted %+v", rec)
+		}
+	})
+}
