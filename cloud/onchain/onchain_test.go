@@ -79,7 +79,7 @@ func TestVerifyForgeries(t *testing.T) {
 	relay := reg
 	relay.Role = protocol.RoleRelay
 	other := e.send(t, node, onchain.RegistrationMemo(node.Public(), relay)) // the node's record of another registration
-	stolen := e.send(t, thief, memo)                                        // someone else records the node's memo
+	stolen := e.send(t, thief, memo)                                         // someone else records the node's memo
 	junk := e.send(t, node, "hello")
 
 	// Tampered: a recorded transaction with one byte changed is refused

@@ -78,7 +78,9 @@ func TestRegistrationMemoCovers(t *testing.T) {
 		{"role", func(r *protocol.Registration) { r.Role = protocol.RoleRelay }, "node", true},
 		{"capabilities", func(r *protocol.Registration) { r.Capabilities = nil }, "node", true},
 		{"cidrs", func(r *protocol.Registration) { r.CIDRs = []string{"192.0.2.0/24"} }, "node", true},
-		{"owner", func(r *protocol.Registration) { r.Delegation = &protocol.Delegation{Owner: key(t, "thief").ID(), Signature: "5sig"} }, "node", true},
+		{"owner", func(r *protocol.Registration) {
+			r.Delegation = &protocol.Delegation{Owner: key(t, "thief").ID(), Signature: "5sig"}
+		}, "node", true},
 		{"delegation signature", func(r *protocol.Registration) { d := *r.Delegation; d.Signature = "6sig"; r.Delegation = &d }, "node", true},
 		{"no delegation", func(r *protocol.Registration) { r.Delegation = nil }, "node", true},
 		// Field boundaries cannot be moved: JSON quoting keeps them apart.

@@ -86,14 +86,18 @@ func TestHostileReplies(t *testing.T) {
 			func(c *solrpc.Client) error { _, err := c.Transaction(ctx, tx.ID()); return err }, solrpc.ErrBadReply},
 		{"null transaction", func(id string) string { return `{"jsonrpc":"2.0","id":` + id + `,"result":null}` },
 			func(c *solrpc.Client) error { _, err := c.Transaction(ctx, tx.ID()); return err }, solrpc.ErrNotFound},
-		{"send names another signature", func(id string) string { return `{"jsonrpc":"2.0","id":` + id + `,"result":"` + other.ID().String() + `"}` },
+		{"send names another signature", func(id string) string {
+			return `{"jsonrpc":"2.0","id":` + id + `,"result":"` + other.ID().String() + `"}`
+		},
 			func(c *solrpc.Client) error { _, err := c.SendTransaction(ctx, tx); return err }, solrpc.ErrBadReply},
 		{"blockhash expired", func(id string) string {
 			return `{"jsonrpc":"2.0","id":` + id + `,"error":{"code":-32002,"message":"Transaction simulation failed: Blockhash not found","data":{"err":"BlockhashNotFound"}}}`
 		}, func(c *solrpc.Client) error { _, err := c.SendTransaction(ctx, tx); return err }, solrpc.ErrBlockhashNotFound},
 		{"too many statuses", func(id string) string { return `{"jsonrpc":"2.0","id":` + id + `,"result":{"value":[null,null]}}` },
 			func(c *solrpc.Client) error { _, err := c.SignatureStatuses(ctx, tx.ID()); return err }, solrpc.ErrBadReply},
-		{"huge reply", func(id string) string { return `{"jsonrpc":"2.0","id":` + id + `,"result":"` + strings.Repeat("x", 2<<20) + `"}` },
+		{"huge reply", func(id string) string {
+			return `{"jsonrpc":"2.0","id":` + id + `,"result":"` + strings.Repeat("x", 2<<20) + `"}`
+		},
 			func(c *solrpc.Client) error { _, err := c.BlockHeight(ctx); return err }, solrpc.ErrBadReply},
 	} {
 		c := server(t, func(_ string, id json.RawMessage) string { return tc.reply(string(id)) })
