@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/blockcast/beacon/shared/identity"
 	sharedon "github.com/blockcast/beacon/shared/onchain"
 	"github.com/blockcast/beacon/shared/protocol"
+	"github.com/blockcast/beacon/shared/ratelimit"
 )
 
 // castRecordFile keeps the CAST key record castd published, so that a
@@ -25,6 +27,21 @@ const castRecordFile = "cast-record.json"
 
 // onchainTimeout bounds one on-chain check during a registration.
 const onchainTimeout = 20 * time.Second
+
+// Lookups of transactions castd has not verified before cost a call to
+// the RPC endpoint (often a metered one), and a registered node's
+// re-registrations are not limited by the registration limit: so they are
+// limited here, per source address (lookupBurst, then lookupRate a
+// second) and in all (allLookupBurst, allLookupRate a second). A fleet
+// re-registering after a restart presents transactions already verified,
+// which the cache answers without a lookup.
+const (
+	lookupBurst      = 10
+	lookupRate       = 0.1
+	allLookupBurst   = 200
+	allLookupRate    = 50
+	lookupRetryAfter = "10"
+)
 
 // checkOnchain validates the on-chain options.
 func (o *Options) checkOnchain() error {
@@ -43,6 +60,8 @@ func (o *Options) checkOnchain() error {
 // onchainState is castd's on-chain side: nil without --solana-rpc.
 type onchainState struct {
 	verifier *cloudon.Verifier
+	perAddr  *ratelimit.PerAddr // lookups per source address
+	all      *ratelimit.Bucket  // lookups in all
 	mu       sync.Mutex
 	record   *protocol.CastRecord // the CAST key's record once verified or published
 }
@@ -59,7 +78,8 @@ func (s *Server) openOnchain() error {
 	if err != nil {
 		return fmt.Errorf("castd: %w", err)
 	}
-	s.onchain = &onchainState{verifier: v}
+	s.onchain = &onchainState{verifier: v, perAddr: ratelimit.NewPerAddr(lookupRate, lookupBurst),
+		all: ratelimit.NewBucket(allLookupRate, allLookupBurst, time.Now())}
 	s.log.Info("on-chain registration check", "rpc", s.opts.SolanaRPC, "required", s.opts.RequireOnchain)
 	return nil
 }
@@ -88,6 +108,12 @@ func (s *Server) checkOnchainRegistration(w http.ResponseWriter, r *http.Request
 			"this castd requires the registration on chain: run `beacon register --onchain` (memo %s)", memo))
 		return false
 	}
+	if !s.onchain.verifier.Cached(reg.OnchainSig, node, memo) && !s.allowLookup(r) {
+		w.Header().Set(protocol.HeaderError, protocol.ErrOnchainLimited)
+		w.Header().Set("Retry-After", lookupRetryAfter)
+		s.fail(w, r, http.StatusTooManyRequests, "too many on-chain lookups from this address; retry in "+lookupRetryAfter+" s")
+		return false
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), onchainTimeout)
 	defer cancel()
 	rec, err := s.onchain.verifier.Verify(ctx, reg.OnchainSig, node, memo)
@@ -107,6 +133,17 @@ func (s *Server) checkOnchainRegistration(w http.ResponseWriter, r *http.Request
 		s.fail(w, r, http.StatusForbidden, fmt.Sprintf("on-chain registration refused (expected memo %s): %v", memo, err))
 	}
 	return false
+}
+
+// allowLookup spends one lookup of the request's source address and one
+// of all.
+func (s *Server) allowLookup(r *http.Request) bool {
+	src, err := s.ips.Addr(r)
+	if err != nil {
+		src = netip.IPv6Unspecified()
+	}
+	now := time.Now()
+	return s.onchain.perAddr.Allow(src, now) && s.onchain.all.Allow(now)
 }
 
 // handleCastRecord serves where the CAST key is recorded on chain.

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,5 +223,65 @@ func TestCastKeyRecord(t *testing.T) {
 	defer stop()
 	if again := wait(base); again.Signature != rec.Signature {
 		t.Fatalf("restart published again: %s, was %s", again.Signature, rec.Signature)
+	}
+}
+
+// TestOnchainLookupFlood: a registered node (which the registration limit
+// lets through) re-registers with made-up transaction references as fast
+// as it can. Each unverified reference costs castd a call to its RPC
+// endpoint; they are limited per address, so the flood costs at most the
+// burst, while the node's verified registration still goes through (from
+// the cache). The old castd made one RPC call per request.
+func TestOnchainLookupFlood(t *testing.T) {
+	chain := solanatest.Start(t)
+	var calls atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"getTransaction"`)) {
+			calls.Add(1)
+		}
+		resp, err := http.Post(chain.URL, "application/json", bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		io.Copy(w, resp.Body)
+	}))
+	defer proxy.Close()
+	_, srv := newTestServer(t, func(o *Options) { o.SolanaRPC, o.RequireOnchain = proxy.URL, true })
+	node, _ := identity.Generate()
+	airdrop(t, chain, node.Public())
+	reg := protocol.Registration{Role: protocol.RoleBeacon, LANURL: "http://192.168.1.1:8081"}
+	good := reg
+	good.OnchainSig = record(t, chain.URL, node, onchain.RegistrationMemo(node.Public(), reg))
+	if st, code, msg := registerReg(t, srv.URL, node, good); st != http.StatusOK {
+		t.Fatalf("valid: %d %q %s", st, code, msg)
+	}
+	base := calls.Load()
+	const n = 60
+	limited := 0
+	for i := 0; i < n; i++ {
+		bad := reg
+		var sig [64]byte
+		sig[0], sig[1] = byte(i), 1
+		bad.OnchainSig = identity.EncodeBase58(sig[:])
+		st, code, _ := registerReg(t, srv.URL, node, bad)
+		switch {
+		case st == http.StatusTooManyRequests && code == protocol.ErrOnchainLimited:
+			limited++
+		case st == http.StatusForbidden && code == protocol.ErrOnchainRefused:
+		default:
+			t.Fatalf("made-up reference %d: %d %q", i, st, code)
+		}
+	}
+	if got := calls.Load() - base; got > lookupBurst+1 {
+		t.Fatalf("%d made-up references cost %d RPC calls, want at most %d", n, got, lookupBurst+1)
+	}
+	if limited < n-lookupBurst-1 {
+		t.Fatalf("only %d of %d limited", limited, n)
+	}
+	if st, code, msg := registerReg(t, srv.URL, node, good); st != http.StatusOK {
+		t.Fatalf("verified registration during the flood: %d %q %s", st, code, msg)
 	}
 }

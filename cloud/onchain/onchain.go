@@ -98,6 +98,17 @@ func (v *Verifier) cached(sig solana.Signature, signer identity.PublicKey, memo 
 	return rec, found
 }
 
+// Cached reports whether Verify would answer from the cache, without the
+// endpoint.
+func (v *Verifier) Cached(sigText string, signer identity.PublicKey, memo string) bool {
+	s, err := sharedon.ParseSignature(sigText)
+	if err != nil {
+		return false
+	}
+	_, ok := v.cached(solana.Signature(s), signer, memo)
+	return ok
+}
+
 // Verify checks that the transaction named by sigText is confirmed,
 // succeeded, is signed by signer and carries memo in a Memo instruction
 // signer signed. What it verified is cached: a transaction is immutable

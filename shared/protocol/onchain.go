@@ -22,6 +22,9 @@ const (
 	// ErrOnchainUnavailable: castd could not reach its RPC endpoint;
 	// retry later (503).
 	ErrOnchainUnavailable = "onchain-unavailable"
+	// ErrOnchainLimited: too many transactions to look up from this
+	// address; retry after Retry-After (429).
+	ErrOnchainLimited = "onchain-limited"
 )
 
 // CastRecord is the body of PathCastRecord.
