@@ -16,6 +16,7 @@ import (
 	"github.com/gagliardetto/solana-go/rpc"
 
 	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/offchain"
 	"github.com/blockcast/beacon/shared/onchain"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/soltx"
@@ -258,5 +259,48 @@ func TestBeaconRefusesUnrecordedCastKey(t *testing.T) {
 	_, errs, code := beaconCmd(t, nil, "verify-cast", "--solana-rpc", chain.URL, "--cast-url", sys.CastdURL(), "--state-dir", state)
 	if code == 0 || !strings.Contains(errs, "NOT verified") {
 		t.Fatalf("verify-cast: %d %s", code, errs)
+	}
+}
+
+// TestOnchainNewOwnerNeedsNewRecord: the record commits to the owner. A
+// beacon recorded without an owner that then sends a delegation (a new
+// owner claims the node) is refused by castd --require-onchain until the
+// new registration is recorded too; the beacon says why.
+func TestOnchainNewOwnerNeedsNewRecord(t *testing.T) {
+	chain := solanatest.Start(t)
+	sys, node := onchainSystem(t, chain)
+	fundKey(t, chain, node.ID())
+	state := filepath.Join(sys.Dir, "beacon")
+	if _, errs, code := beaconCmd(t, nil, "register", "--onchain", "--solana-rpc", chain.URL, "--state-dir", state); code != 0 {
+		t.Fatalf("register: %s", errs)
+	}
+	owner, _ := identity.Generate()
+	d, err := offchain.SignDelegation(owner, node.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(d)
+	os.WriteFile(filepath.Join(state, "delegation.json"), raw, 0o600)
+	sys.BeaconArgs = []string{"--solana-rpc", chain.URL}
+	if err := sys.StartBeacon(); err != nil {
+		t.Fatal(err)
+	}
+	if !harness.WaitFor(15*time.Second, func() bool {
+		tail := sys.Beacon.Tail(50000)
+		return strings.Contains(tail, "is for another registration") && strings.Contains(tail, "requires the registration on chain")
+	}) {
+		t.Fatalf("no refusal with its reason:\n%s", sys.Beacon.Tail(4000))
+	}
+	if st, _ := harness.BeaconStatus(sys.AdminAddr); st["registered"] == true {
+		t.Fatal("registered with a record of another registration")
+	}
+	if _, errs, code := beaconCmd(t, nil, "register", "--onchain", "--solana-rpc", chain.URL, "--state-dir", state); code != 0 {
+		t.Fatalf("register again: %s", errs)
+	}
+	if err := harness.WaitRegistered(sys.AdminAddr, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, sys.Beacon.Tail(4000))
+	}
+	if st, _ := harness.BeaconStatus(sys.AdminAddr); st["owner"] != owner.ID() {
+		t.Fatalf("owner %v, want %s", st["owner"], owner.ID())
 	}
 }
