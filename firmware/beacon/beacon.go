@@ -347,6 +347,10 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if err := b.checkCastKeyAtStart(ctx); err != nil {
+		ln.Close()
+		if admin != nil {
+			admin.Close()
+		}
 		return err
 	}
 	b.log.Info("beacon serving", "id", b.key.ID(), "addr", ln.Addr().String(), "castd", b.opts.CastURL, "version", b.opts.Version)

@@ -145,6 +145,10 @@ func (b *Beacon) onchainSig(ctx context.Context, reg protocol.Registration) (str
 // ErrNoCastRecord: the CAST key has no valid record on chain.
 var ErrNoCastRecord = errors.New("the CAST key has no on-chain record")
 
+// ErrCastRecordUnavailable: the record cannot be checked now (castd or
+// the RPC endpoint is unreachable); checking again later may work.
+var ErrCastRecordUnavailable = errors.New("cannot check the CAST key record now")
+
 // verifyCastKey checks, with RequireOnchain, that key is recorded on
 // chain before the beacon trusts it. A key verified once is not asked
 // about again.
@@ -202,7 +206,14 @@ func (b *Beacon) checkCastKeyAtStart(ctx context.Context) error {
 	if err != nil || !ok {
 		return err // unknown yet: checked when castd presents it
 	}
-	if err := b.verifyCastKey(ctx, k); err != nil {
+	err = b.verifyCastKey(ctx, k)
+	if errors.Is(err, ErrCastRecordUnavailable) {
+		// Not proof of anything: start, and check before the first
+		// registration trusts the key.
+		b.log.Warn("cannot check the CAST key's on-chain record now; checking again before registering", "key", k, "err", err)
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("beacon: --require-onchain: refusing CAST key %s: %w", k, err)
 	}
 	return nil
@@ -217,7 +228,7 @@ func VerifyCastRecord(ctx context.Context, c *solrpc.Client, castURL string, key
 	if sigText == "" {
 		var err error
 		if sigText, err = fetchCastRecord(ctx, castURL, key); err != nil {
-			return onchain.Record{}, fmt.Errorf("%w: %w", ErrNoCastRecord, err)
+			return onchain.Record{}, err
 		}
 	}
 	sig, err := onchain.ParseSignature(sigText)
@@ -225,7 +236,10 @@ func VerifyCastRecord(ctx context.Context, c *solrpc.Client, castURL string, key
 		return onchain.Record{}, fmt.Errorf("%w: %w", ErrNoCastRecord, err)
 	}
 	rec, err := onchain.Check(ctx, c, sig, key, onchain.CastKeyMemo(key))
-	if err != nil && !errors.Is(err, solrpc.ErrUnavailable) {
+	switch {
+	case errors.Is(err, solrpc.ErrUnavailable):
+		err = fmt.Errorf("%w: %w", ErrCastRecordUnavailable, err)
+	case err != nil:
 		err = fmt.Errorf("%w: transaction %s: %w", ErrNoCastRecord, sig, err)
 	}
 	return rec, err
@@ -242,22 +256,29 @@ func fetchCastRecord(ctx context.Context, castURL string, key identity.PublicKey
 	}
 	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
 	if err != nil {
-		return "", fmt.Errorf("asking castd where its CAST key is recorded: %w", err)
+		return "", fmt.Errorf("%w: asking castd where its CAST key is recorded: %w", ErrCastRecordUnavailable, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if err != nil {
-		return "", fmt.Errorf("castd's CAST key record: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("castd answered %s to %s (give --cast-sig, or wait until castd has published)", resp.Status, protocol.PathCastRecord)
+	switch {
+	case err != nil || resp.StatusCode >= 500:
+		return "", fmt.Errorf("%w: castd answered %s to %s: %v", ErrCastRecordUnavailable, resp.Status, protocol.PathCastRecord, err)
+	case resp.StatusCode != http.StatusOK:
+		return "", fmt.Errorf("%w: castd answered %s to %s (give --cast-sig, or wait until castd has published)", ErrNoCastRecord, resp.Status, protocol.PathCastRecord)
 	}
 	var rec protocol.CastRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
-		return "", fmt.Errorf("castd's CAST key record: %w", err)
+		return "", fmt.Errorf("%w: castd's answer: %w", ErrNoCastRecord, err)
 	}
 	if rec.CastKey != key.String() {
-		return "", fmt.Errorf("castd's record names CAST key %q, not %s", rec.CastKey, key)
+		return "", fmt.Errorf("%w: castd's record names CAST key %q, not %s", ErrNoCastRecord, clipText(rec.CastKey), key)
 	}
 	return rec.Signature, nil
+}
+
+func clipText(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

@@ -1,14 +1,20 @@
 package beacon
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/onchain"
 	"github.com/blockcast/beacon/shared/soltx"
+	"github.com/blockcast/beacon/test/solana/solanatest"
 )
 
 func TestOnchainRecordFile(t *testing.T) {
@@ -60,4 +66,37 @@ func FuzzParseOnchainRecord(f *testing.F) {
 			t.Fatalf("accepted %+v", rec)
 		}
 	})
+}
+
+// TestCastKeyAtStart: a known CAST key without a record stops the start;
+// an endpoint that cannot be reached now does not (it is no proof), and
+// the key is checked again before a registration trusts it.
+func TestCastKeyAtStart(t *testing.T) {
+	chain := solanatest.Start(t)
+	castKey, _ := identity.Generate()
+	newBeacon := func(rpc, castSig string) *Beacon {
+		b, err := New(Options{CastURL: "http://127.0.0.1:1", StateDir: t.TempDir(), AdminListen: "", SolanaRPC: rpc,
+			RequireOnchain: true, CastKey: castKey.ID(), CastSig: castSig, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	ctx := context.Background()
+	none := soltx.Signature{9}.String()
+	if err := newBeacon(chain.URL, none).checkCastKeyAtStart(ctx); !errors.Is(err, ErrNoCastRecord) {
+		t.Fatalf("no record: %v", err)
+	}
+	// castd unreachable, nothing configured: cannot tell, so start.
+	b := newBeacon(chain.URL, "")
+	if err := b.checkCastKeyAtStart(ctx); err != nil {
+		t.Fatalf("castd unreachable: %v", err)
+	}
+	if err := b.verifyCastKey(ctx, castKey.Public()); !errors.Is(err, ErrCastRecordUnavailable) {
+		t.Fatalf("before registering: %v", err)
+	}
+	if err := newBeacon("http://127.0.0.1:1", none).checkCastKeyAtStart(ctx); err != nil {
+		t.Fatalf("RPC unreachable: %v", err)
+	}
 }
