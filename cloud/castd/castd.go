@@ -233,6 +233,9 @@ func (o *Options) check() error {
 	if o.AMTMaxGateways < 0 {
 		return fieldError("AMTMaxGateways", errors.New("must be positive"))
 	}
+	if err := o.checkOnchain(); err != nil {
+		return err
+	}
 	return o.checkRegistration()
 }
 

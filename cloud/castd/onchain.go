@@ -68,9 +68,6 @@ type onchainState struct {
 
 // openOnchain opens the verifier and its cache (next to the registry).
 func (s *Server) openOnchain() error {
-	if err := s.opts.checkOnchain(); err != nil {
-		return err
-	}
 	if s.opts.SolanaRPC == "" {
 		return nil
 	}

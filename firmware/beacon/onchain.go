@@ -19,9 +19,10 @@ import (
 )
 
 // OnchainFile holds the beacon's on-chain registration record (JSON
-// OnchainRecord) in the state directory: `beacon register --onchain`
-// writes it, and the daemon sends its signature with each registration
-// whose memo it matches.
+// OnchainRecord) beside the node wallet (whose directory persists where
+// the state directory may be in RAM: a lost record would cost a new
+// transaction): `beacon register --onchain` writes it, and the daemon
+// sends its signature with each registration whose memo it matches.
 const OnchainFile = "onchain-registration.json"
 
 // OnchainRecord is the transaction that records a registration.
@@ -31,10 +32,10 @@ type OnchainRecord struct {
 	Slot      uint64 `json:"slot"`
 }
 
-// LoadOnchainRecord reads the record in stateDir; a missing file is no
-// record and no error.
-func LoadOnchainRecord(stateDir string) (*OnchainRecord, error) {
-	raw, err := os.ReadFile(filepath.Join(stateDir, OnchainFile))
+// LoadOnchainRecord reads the record in dir (the wallet's directory); a
+// missing file is no record and no error.
+func LoadOnchainRecord(dir string) (*OnchainRecord, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, OnchainFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -43,7 +44,7 @@ func LoadOnchainRecord(stateDir string) (*OnchainRecord, error) {
 	}
 	rec, err := parseOnchainRecord(raw)
 	if err != nil {
-		return nil, fmt.Errorf("on-chain record %s: %w", filepath.Join(stateDir, OnchainFile), err)
+		return nil, fmt.Errorf("on-chain record %s: %w", filepath.Join(dir, OnchainFile), err)
 	}
 	return rec, nil
 }
@@ -64,10 +65,10 @@ func parseOnchainRecord(raw []byte) (*OnchainRecord, error) {
 	return &rec, nil
 }
 
-// SaveOnchainRecord writes rec to stateDir (atomically).
-func SaveOnchainRecord(stateDir string, rec OnchainRecord) error {
+// SaveOnchainRecord writes rec to dir (atomically).
+func SaveOnchainRecord(dir string, rec OnchainRecord) error {
 	raw, _ := json.MarshalIndent(rec, "", "  ")
-	path := filepath.Join(stateDir, OnchainFile)
+	path := filepath.Join(dir, OnchainFile)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(raw, '\n'), 0o600); err != nil {
 		return err
@@ -113,7 +114,7 @@ func (o *Options) checkOnchain() error {
 // makes (and pays for) a new one when there is none.
 func (b *Beacon) onchainSig(ctx context.Context, reg protocol.Registration) (string, error) {
 	memo := onchain.RegistrationMemo(b.key.Public(), reg)
-	rec, err := LoadOnchainRecord(b.opts.StateDir)
+	rec, err := LoadOnchainRecord(filepath.Dir(b.opts.KeyFile))
 	if err != nil {
 		b.log.Warn("on-chain registration record unreadable", "err", err)
 	}
@@ -135,7 +136,7 @@ func (b *Beacon) onchainSig(ctx context.Context, reg protocol.Registration) (str
 	if err != nil {
 		return "", fmt.Errorf("on-chain registration (the node key %s pays the fee: fund it, or use `beacon register --onchain --fee-payer OWNER`): %w", b.key.ID(), err)
 	}
-	if err := SaveOnchainRecord(b.opts.StateDir, OnchainRecord{Memo: memo, Signature: sig.String(), Slot: slot}); err != nil {
+	if err := SaveOnchainRecord(filepath.Dir(b.opts.KeyFile), OnchainRecord{Memo: memo, Signature: sig.String(), Slot: slot}); err != nil {
 		b.log.Warn("storing the on-chain registration record", "err", err)
 	}
 	b.log.Info("registration recorded on chain", "tx", sig, "slot", slot)

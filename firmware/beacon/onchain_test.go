@@ -13,6 +13,7 @@ import (
 
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/onchain"
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/soltx"
 	"github.com/blockcast/beacon/test/solana/solanatest"
 )
@@ -98,5 +99,32 @@ func TestCastKeyAtStart(t *testing.T) {
 	}
 	if err := newBeacon("http://127.0.0.1:1", none).checkCastKeyAtStart(ctx); err != nil {
 		t.Fatalf("RPC unreachable: %v", err)
+	}
+}
+
+// TestOnchainRecordBesideWallet: the record lives beside the wallet, not
+// in the state directory (on a router the cache directory may be RAM, and
+// a lost record would cost a new transaction at every boot); a record of
+// another registration is not sent.
+func TestOnchainRecordBesideWallet(t *testing.T) {
+	walletDir, stateDir := t.TempDir(), t.TempDir()
+	b, err := New(Options{CastURL: "http://127.0.0.1:1", StateDir: stateDir, KeyFile: filepath.Join(walletDir, "wallet.json"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	reg := Registration("v", nil)
+	rec := OnchainRecord{Memo: onchain.RegistrationMemo(b.key.Public(), reg), Signature: soltx.Signature{4}.String()}
+	if err := SaveOnchainRecord(walletDir, rec); err != nil {
+		t.Fatal(err)
+	}
+	reg.LANURL = "http://192.168.1.9:8081" // not committed
+	if sig, err := b.onchainSig(context.Background(), reg); err != nil || sig != rec.Signature {
+		t.Fatalf("%q %v, want %s", sig, err, rec.Signature)
+	}
+	reg.Role = protocol.RoleRelay
+	if sig, err := b.onchainSig(context.Background(), reg); err != nil || sig != "" {
+		t.Fatalf("another registration's record sent: %q %v", sig, err)
 	}
 }

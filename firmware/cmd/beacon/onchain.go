@@ -82,7 +82,9 @@ func register(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 	opts := onchain.SubmitOptions{Timeout: *timeout}
-	pending := filepath.Join(*stateDir, pendingTxFile)
+	// The record and the pending transaction live beside the wallet.
+	keyDir := filepath.Dir(*key)
+	pending := filepath.Join(keyDir, pendingTxFile)
 
 	switch {
 	case *feePayer != "" && (*signer != "" || *signedTx != ""):
@@ -151,14 +153,14 @@ func register(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		os.Remove(pending)
-		return saveRecord(*stateDir, memo, tx.ID(), slot, stdout, stderr)
+		return saveRecord(keyDir, memo, tx.ID(), slot, stdout, stderr)
 	default:
 		sig, slot, err := onchain.Submit(ctx, c, kp, memo, opts)
 		if err != nil {
 			fmt.Fprintf(stderr, "beacon register: %v\n(the node key %s pays the fee: fund it, or let the owner pay with --fee-payer)\n", err, kp.ID())
 			return 1
 		}
-		return saveRecord(*stateDir, memo, sig, slot, stdout, stderr)
+		return saveRecord(keyDir, memo, sig, slot, stdout, stderr)
 	}
 }
 
@@ -193,8 +195,8 @@ func completeTx(tx *soltx.Transaction, pair, signed string) error {
 	return nil
 }
 
-func saveRecord(stateDir, memo string, sig soltx.Signature, slot uint64, stdout, stderr io.Writer) int {
-	if err := beacon.SaveOnchainRecord(stateDir, beacon.OnchainRecord{Memo: memo, Signature: sig.String(), Slot: slot}); err != nil {
+func saveRecord(dir, memo string, sig soltx.Signature, slot uint64, stdout, stderr io.Writer) int {
+	if err := beacon.SaveOnchainRecord(dir, beacon.OnchainRecord{Memo: memo, Signature: sig.String(), Slot: slot}); err != nil {
 		fmt.Fprintf(stderr, "beacon register: recorded on chain as %s, but storing the record failed: %v\n", sig, err)
 		return 1
 	}
