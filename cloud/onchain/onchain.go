@@ -75,7 +75,7 @@ func Open(rpcURL, dbPath string, log *slog.Logger) (*Verifier, error) {
 		db.Close()
 		return nil, fmt.Errorf("onchain: cache %s: %w", dbPath, err)
 	}
-	return &Verifier{rpc: rpc.New(rpcURL), db: db, log: log}, nil
+	return &Verifier{rpc: NewRPC(rpcURL), db: db, log: log}, nil
 }
 
 // Close closes the cache file.

@@ -1,10 +1,15 @@
 package onchain_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,5 +176,41 @@ func TestPublishAndVerify(t *testing.T) {
 	// Unfunded: a clear refusal, not a hang.
 	if _, _, err := cloudon.Publish(e.ctx, rpc.New(e.chain.URL), key(t, "poor"), memo, cloudon.PublishOptions{Poll: 10 * time.Millisecond, Timeout: 10 * time.Second}); err == nil {
 		t.Fatal("unfunded key published")
+	}
+}
+
+// TestHugeReply: an RPC endpoint (or whoever sits between castd and a
+// plain-http one) answers with an endless transaction. castd stops reading
+// at the reply limit instead of buffering it all; solana-go's own client
+// reads everything (for up to five minutes).
+func TestHugeReply(t *testing.T) {
+	var written atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"slot":1,"meta":{"err":null},"transaction":["`)
+		chunk := bytes.Repeat([]byte("A"), 64<<10)
+		for i := 0; i < 1024; i++ { // 64 MiB
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+		io.WriteString(w, `","base64"]}}`)
+	}))
+	defer srv.Close()
+	v, err := cloudon.Open(srv.URL, filepath.Join(t.TempDir(), "onchain.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	node := key(t, "node")
+	_, err = v.Verify(context.Background(), soltx.Signature{1}.String(), node.Public(), "m")
+	if !errors.Is(err, cloudon.ErrUnavailable) {
+		t.Fatalf("huge reply: %v, want ErrUnavailable", err)
+	}
+	srv.CloseClientConnections()
+	if n := written.Load(); n > 16<<20 {
+		t.Fatalf("castd read %d MiB of one reply", n>>20)
 	}
 }
