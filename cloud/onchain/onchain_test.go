@@ -214,3 +214,37 @@ func TestHugeReply(t *testing.T) {
 		t.Fatalf("castd read %d MiB of one reply", n>>20)
 	}
 }
+
+// TestPublishRetriesExpiredBlockhash: the blockhash castd got expires
+// before its transaction arrives; Publish builds it again and it lands.
+func TestPublishRetriesExpiredBlockhash(t *testing.T) {
+	cast := key(t, "cast")
+	e := setup(t, cast)
+	var asked atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		resp, err := http.Post(e.chain.URL, "application/json", bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		if bytes.Contains(body, []byte(`"getLatestBlockhash"`)) && asked.Add(1) == 1 {
+			e.chain.ExpireBlockhash(r.Context())
+		}
+		w.Write(out)
+	}))
+	defer proxy.Close()
+	memo := onchain.CastKeyMemo(cast.Public())
+	sig, _, err := cloudon.Publish(e.ctx, cloudon.NewRPC(proxy.URL), cast, memo, cloudon.PublishOptions{Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asked.Load() != 2 {
+		t.Fatalf("%d blockhashes asked for, want 2", asked.Load())
+	}
+	if _, err := onchain.Check(e.ctx, e.rpc, soltx.Signature(sig), cast.Public(), memo); err != nil {
+		t.Fatal(err)
+	}
+}
