@@ -140,6 +140,15 @@ type Options struct {
 	RegistrationBurst int
 	RegistrationTTL   time.Duration
 
+	// On-chain anchoring (onchain.go). SolanaRPC is a JSON-RPC endpoint:
+	// registrations that reference a Memo transaction are checked on it,
+	// and the CAST key is recorded there at start. RequireOnchain refuses
+	// registrations without one. OnchainPoll is how often a sent
+	// transaction's status is asked for (zero: 1 s).
+	SolanaRPC      string
+	RequireOnchain bool
+	OnchainPoll    time.Duration
+
 	Version string
 	Logger  *slog.Logger
 }
@@ -224,6 +233,9 @@ func (o *Options) check() error {
 	if o.AMTMaxGateways < 0 {
 		return fieldError("AMTMaxGateways", errors.New("must be positive"))
 	}
+	if err := o.checkOnchain(); err != nil {
+		return err
+	}
 	return o.checkRegistration()
 }
 
@@ -275,6 +287,8 @@ type Server struct {
 	regLimited  atomic.Uint64      // registrations answered 429
 	regLimitLog summaryLog
 	expiry      atomic.Pointer[expiry]
+
+	onchain *onchainState // nil without --solana-rpc (onchain.go)
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -301,8 +315,12 @@ func New(opts Options) (*Server, error) {
 		log.Info("created CAST key", "path", keyPath, "id", key.ID())
 	}
 	s.key = key
+	if err := s.openOnchain(); err != nil {
+		return nil, err
+	}
 	s.reg, err = registry.Open(filepath.Join(opts.StateDir, "registry.db"), log)
 	if err != nil {
+		s.closeOnchain()
 		return nil, fmt.Errorf("castd: %w", err)
 	}
 	s.router, err = router.New(router.Options{Origin: s.origin, Logger: log, NewIneligible: s.controlEnabled()})
@@ -370,6 +388,7 @@ func (s *Server) Close() error {
 	if s.reg != nil {
 		errs = append(errs, s.reg.Close())
 	}
+	errs = append(errs, s.closeOnchain())
 	return errors.Join(errs...)
 }
 
@@ -427,6 +446,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer bg.Done()
 		s.watchCoverageZone(ctx)
 	}()
+	s.startCastRecord(ctx, &bg)
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()

@@ -29,6 +29,7 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, s.key.ID())
 	})
+	mux.HandleFunc(protocol.PathCastRecord, s.handleCastRecord)
 	mux.HandleFunc(protocol.PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -144,6 +145,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		owner = o.String()
 	} else if s.opts.RequireDelegation {
 		s.fail(w, r, http.StatusForbidden, "this castd requires an owner wallet delegation (see `beacon delegate`)")
+		return
+	}
+	if !s.checkOnchainRegistration(w, r, pub, reg) {
 		return
 	}
 	node := registry.Node{

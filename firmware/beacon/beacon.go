@@ -68,6 +68,16 @@ type Options struct {
 	// The owner's status page, and the names the beacon answers to.
 	StatusPage bool     // serve the read-only status page (GET / and /v1/status) on Listen
 	AllowHosts []string // Host names the status page and the local API answer to besides IP literals, localhost and --lan-url's host
+
+	// On-chain anchoring (onchain.go). SolanaRPC is the JSON-RPC endpoint;
+	// OnchainRegister records the registration there when it has no record
+	// (the node key pays); RequireOnchain refuses a CAST key not recorded
+	// on chain (CastSig names its transaction; default: castd says where).
+	SolanaRPC       string
+	OnchainRegister bool
+	RequireOnchain  bool
+	CastSig         string
+	OnchainPoll     time.Duration // status polling of a sent transaction (default 1 s)
 }
 
 // Defaults of Options: ensureDefaults gives them to zero fields, and the
@@ -168,6 +178,9 @@ func (o *Options) check() error {
 			return fieldError("AMTJoins", fmt.Errorf("%q: reemit needs LANInterface", s))
 		}
 	}
+	if err := o.checkOnchain(); err != nil {
+		return err
+	}
 	return checkAllowHosts(o.AllowHosts)
 }
 
@@ -227,6 +240,8 @@ type Beacon struct {
 	lastErr    string
 	addr       net.Addr     // the end users' listener, once serving
 	public     net.Listener // the same, guarded (connguard)
+
+	castVerified identity.PublicKey // the CAST key verified on chain (onchain.go)
 }
 
 // New loads (or creates) the node key and opens the cache.
@@ -331,6 +346,13 @@ func Run(ctx context.Context, opts Options) error {
 func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if err := b.checkCastKeyAtStart(ctx); err != nil {
+		ln.Close()
+		if admin != nil {
+			admin.Close()
+		}
+		return err
+	}
 	b.log.Info("beacon serving", "id", b.key.ID(), "addr", ln.Addr().String(), "castd", b.opts.CastURL, "version", b.opts.Version)
 	servers := []*http.Server{b.newServer(b.publicHandler())}
 	// Each listener has its own cap, so that end users holding every
@@ -619,17 +641,21 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 	} else if registered {
 		b.log.Info("LAN URL changed; registering again", "old", lastLAN, "new", lan)
 	}
+	reg := Registration(b.opts.Version, b.deleg)
+	reg.LANURL = lan
+	if reg.OnchainSig, err = b.onchainSig(ctx, reg); err != nil {
+		return err
+	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	reply, err := b.cast.Register(cctx, protocol.Registration{
-		Role:         protocol.RoleBeacon,
-		LANURL:       lan,
-		Version:      b.opts.Version,
-		Capabilities: []string{"http-cache"},
-		Delegation:   b.deleg,
-	})
+	reply, err := b.cast.Register(cctx, reg)
 	if err != nil {
 		return err
+	}
+	if k, err := identity.ParsePublicKey(reply.CastKey); err == nil {
+		if err := b.verifyCastKey(ctx, k); err != nil {
+			return fmt.Errorf("--require-onchain: not trusting castd's CAST key %s: %w", k, err)
+		}
 	}
 	castKey, err := b.checkCastKey(reply.CastKey)
 	if err != nil {

@@ -88,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&opts.RegistrationRate, "registration-rate", castd.DefaultRegistrationRate, "new nodes one source address may register a minute once --registration-burst is spent (negative: no limit)")
 	fs.IntVar(&opts.RegistrationBurst, "registration-burst", castd.DefaultRegistrationBurst, "new nodes one source address (IPv6: /64) may register at once")
 	fs.DurationVar(&opts.RegistrationTTL, "registration-ttl", castd.DefaultRegistrationTTL, "remove a registration the control plane has not seen online this long after it was made (0: never)")
+	fs.StringVar(&opts.SolanaRPC, "solana-rpc", "", "Solana JSON-RPC endpoint: registrations that reference a Memo transaction are checked there, and the CAST key is recorded there at start (paid by the CAST key)")
+	fs.BoolVar(&opts.RequireOnchain, "require-onchain", false, "refuse registrations not recorded on chain (beacon register --onchain); needs --solana-rpc")
 	fs.StringVar(&opts.CoverageZone, "coverage-zone", "", "Apache Traffic Control coverage-zone JSON file assigning client prefixes to relays (reloaded when it changes)")
 	fs.DurationVar(&opts.CoverageZoneInterval, "coverage-zone-interval", castd.DefaultCoverageZoneInterval, "how often the --coverage-zone file is checked for changes")
 	fs.StringVar(&opts.AMTListen, "amt-listen", castd.DefaultAMTListen, "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
@@ -161,6 +163,7 @@ func offAtZero(d *time.Duration) {
 
 // fieldFlags names the flag of each Options field castd's errors name.
 var fieldFlags = map[string]string{
+	"SolanaRPC": "solana-rpc", "RequireOnchain": "require-onchain",
 	"StateDir": "state-dir", "Origin": "origin", "CacheSize": "cache-size", "SignWindow": "sign-window",
 	"ProbeInterval": "probe-interval", "ProbeConcurrency": "probe-concurrency",
 	"CoverageZoneInterval": "coverage-zone-interval", "AMTQueryInterval": "amt-query-interval",

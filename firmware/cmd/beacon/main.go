@@ -40,6 +40,10 @@ Usage:
                                   print the running beacon's state
   beacon delegate --owner WALLET  step 1: the text your owner wallet signs
   beacon delegate --signature SIG step 2: store the owner's signature
+  beacon register --onchain --solana-rpc URL [--fee-payer OWNER]
+                                  record the registration on chain
+  beacon verify-cast --solana-rpc URL [--cast-sig SIG | --cast-url URL]
+                                  check the CAST key against its on-chain record
   beacon --version
 
 `
@@ -61,6 +65,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return status(args[1:], stdout, stderr)
 		case "delegate":
 			return delegate(args[1:], stdout, stderr)
+		case "register":
+			return register(args[1:], stdout, stderr)
+		case "verify-cast":
+			return verifyCast(args[1:], stdout, stderr)
 		case "help":
 			return serve([]string{"--help"}, stdout, stderr)
 		}
@@ -121,6 +129,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	})
+	fs.StringVar(&opts.SolanaRPC, "solana-rpc", "", "Solana JSON-RPC endpoint for on-chain registration and the CAST key check")
+	fs.BoolVar(&opts.OnchainRegister, "onchain-register", false, "record the registration on chain at start when it has no record (the node key pays; needs --solana-rpc)")
+	fs.BoolVar(&opts.RequireOnchain, "require-onchain", false, "refuse a CAST key that is not recorded on chain (needs --solana-rpc)")
+	fs.StringVar(&opts.CastSig, "cast-sig", "", "transaction that records the CAST key (default: castd says where, and the beacon checks it on chain)")
 	fs.Var(&memLimit, "memory-limit", "soft memory limit for the Go runtime, e.g. 24MiB (0: GOMEMLIMIT or none)")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)
@@ -173,7 +185,8 @@ var fieldFlags = map[string]string{
 	"CastURL": "cast-url", "StateDir": "state-dir", "CacheSize": "cache-size", "CheckInterval": "check-interval",
 	"HealthInterval": "health-interval", "MaxConns": "max-conns", "WriteStall": "write-stall-timeout",
 	"BodyTimeout": "body-timeout", "LANURL": "lan-url", "AllowHosts": "allow-host", "AMTRelay": "amt-relay",
-	"AMTJoins": "amt-join",
+	"AMTJoins": "amt-join", "SolanaRPC": "solana-rpc", "OnchainRegister": "onchain-register",
+	"RequireOnchain": "require-onchain", "CastSig": "cast-sig",
 }
 
 // keyFlags parses the --key / --state-dir pair the key subcommands share.
