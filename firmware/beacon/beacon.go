@@ -24,6 +24,7 @@ import (
 	"github.com/blockcast/beacon/firmware/agent"
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/firmware/castclient"
+	"github.com/blockcast/beacon/firmware/receipts"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/connguard"
 	"github.com/blockcast/beacon/shared/ctrlmsg"
@@ -68,6 +69,12 @@ type Options struct {
 	// The owner's status page, and the names the beacon answers to.
 	StatusPage bool     // serve the read-only status page (GET / and /v1/status) on Listen
 	AllowHosts []string // Host names the status page and the local API answer to besides IP literals, localhost and --lan-url's host
+
+	// Delivery receipts (see package receipts): one signed receipt per
+	// ReceiptInterval (DefaultReceiptInterval); unacknowledged ones are
+	// sent again every ReceiptResend (DefaultReceiptResend).
+	ReceiptInterval time.Duration
+	ReceiptResend   time.Duration
 }
 
 // Defaults of Options: ensureDefaults gives them to zero fields, and the
@@ -82,6 +89,9 @@ const (
 	// DefaultMaxConns: a router has a few thousand file descriptors and
 	// little RAM, and a home's devices need far fewer.
 	DefaultMaxConns = 256
+
+	DefaultReceiptInterval = receipts.DefaultInterval
+	DefaultReceiptResend   = receipts.DefaultResendEvery
 )
 
 // The beacon command's defaults for what Options leave off when empty: the
@@ -144,6 +154,7 @@ func (o *Options) check() error {
 	}{
 		{"CacheSize", o.CacheSize < 0}, {"CheckInterval", o.CheckInterval < 0}, {"HealthInterval", o.HealthInterval < 0},
 		{"MaxConns", o.MaxConns < 0}, {"WriteStall", o.WriteStall < 0}, {"BodyTimeout", o.BodyTimeout < 0},
+		{"ReceiptInterval", o.ReceiptInterval < 0}, {"ReceiptResend", o.ReceiptResend < 0},
 	} {
 		if f.neg {
 			return fieldError(f.name, errors.New("must not be negative"))
@@ -203,6 +214,7 @@ type Beacon struct {
 	store *objstore.Store
 	cache *httpcache.Cache
 	deleg *protocol.Delegation
+	book  *receipts.Book // delivery receipts (receipts.go)
 
 	started    time.Time
 	reregister chan struct{}
@@ -281,6 +293,11 @@ func New(opts Options) (*Beacon, error) {
 		b.store.Close()
 		return nil, fmt.Errorf("beacon: %w", err)
 	}
+	if err := b.openReceipts(); err != nil {
+		b.cache.Close()
+		b.store.Close()
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -302,7 +319,7 @@ func (b *Beacon) ID() string { return b.key.ID() }
 
 // Close flushes and closes the cache.
 func (b *Beacon) Close() error {
-	return errors.Join(b.cache.Close(), b.store.Close())
+	return errors.Join(b.cache.Close(), b.store.Close(), b.book.Close())
 }
 
 // Run serves until ctx ends.
@@ -332,7 +349,7 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b.log.Info("beacon serving", "id", b.key.ID(), "addr", ln.Addr().String(), "castd", b.opts.CastURL, "version", b.opts.Version)
-	servers := []*http.Server{b.newServer(b.publicHandler())}
+	servers := []*http.Server{b.newServer(b.book.Wrap(b.publicHandler()))}
 	// Each listener has its own cap, so that end users holding every
 	// public slot cannot starve the local status and API.
 	lns := []net.Listener{connguard.Listener(ln, b.opts.WriteStall, b.opts.MaxConns)}
@@ -352,7 +369,8 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	b.addr = ln.Addr()
 	b.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() { defer wg.Done(); b.book.Run(ctx) }()
 	go func() { defer wg.Done(); b.registerLoop(ctx, ln.Addr()) }()
 	go func() {
 		defer wg.Done()
