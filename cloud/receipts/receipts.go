@@ -247,7 +247,7 @@ type stored struct {
 	Signed   json.RawMessage `json:"signed"` // receipt.Signed.Marshal()
 	Hash     string          `json:"hash"`
 	Received time.Time       `json:"received"`
-	Audit    []uint64        `json:"audit,omitempty"`  // indices asked for, until answered
+	Audit    []uint64        `json:"audit,omitempty"`   // indices asked for, until answered
 	Audited  string          `json:"audited,omitempty"` // ok, failed, unavailable
 }
 
