@@ -180,7 +180,7 @@ type View struct {
 	Accepted uint64            `json:"accepted"`
 	Refused  map[string]uint64 `json:"refused,omitempty"`
 	LastSeq  uint64            `json:"last_seq"`
-	LastEnd  time.Time         `json:"last_end,omitzero"`
+	LastEnd  time.Time         `json:"last_end"`
 	Requests uint64            `json:"requests"` // accepted receipts' totals
 	Bytes    uint64            `json:"bytes"`
 	Flagged  uint64            `json:"flagged"`         // flags raised, all time

@@ -418,7 +418,9 @@ func (b *Book) Seal() error {
 			return err
 		}
 		// Bounded: the oldest unacknowledged receipt goes first.
-		for p.Stats().KeyN >= b.opts.MaxPending {
+		n := 0
+		p.ForEach(func(_, _ []byte) error { n++; return nil })
+		for ; n > b.opts.MaxPending; n-- {
 			k, _ := p.Cursor().First()
 			if k == nil {
 				break
