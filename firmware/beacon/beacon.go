@@ -428,16 +428,17 @@ type Status struct {
 	Cache      httpcache.Stats `json:"cache"`
 	Control    *ControlStatus  `json:"control,omitempty"`
 
-	Started      time.Time  `json:"started"`
-	UptimeS      int64      `json:"uptime_s"`
-	RegisteredAt time.Time  `json:"registered_at,omitzero"` // last successful registration
-	CastdView    *CastdView `json:"castd_view,omitempty"`   // castd's answer to the last check
-	CheckEvery   string     `json:"check_every"`            // how often castd is asked
-	CacheMax     int64      `json:"cache_max_bytes"`        // --cache-size
-	HitRatio     float64    `json:"hit_ratio"`              // hits / (hits + misses)
-	AMT          AMTStatus  `json:"amt"`
-	Problems     []Problem  `json:"problems,omitempty"` // recent warnings and errors, newest first
-	Wallet       string     `json:"wallet"`             // the wallet file's path (never its contents)
+	Started      time.Time      `json:"started"`
+	UptimeS      int64          `json:"uptime_s"`
+	RegisteredAt time.Time      `json:"registered_at,omitzero"` // last successful registration
+	CastdView    *CastdView     `json:"castd_view,omitempty"`   // castd's answer to the last check
+	CheckEvery   string         `json:"check_every"`            // how often castd is asked
+	CacheMax     int64          `json:"cache_max_bytes"`        // --cache-size
+	HitRatio     float64        `json:"hit_ratio"`              // hits / (hits + misses)
+	AMT          AMTStatus      `json:"amt"`
+	Problems     []Problem      `json:"problems,omitempty"` // recent warnings and errors, newest first
+	Wallet       string         `json:"wallet"`             // the wallet file's path (never its contents)
+	Receipts     receipts.Stats `json:"receipts"`           // delivery receipts: sealed, sent, waiting for castd
 }
 
 // ControlStatus is the MQTT agent's side of Status.
@@ -449,6 +450,7 @@ type ControlStatus struct {
 // Status reports the beacon's state.
 func (b *Beacon) Status() Status {
 	amt := b.amtStatus()
+	rst := b.book.Stats()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := Status{
@@ -457,6 +459,7 @@ func (b *Beacon) Status() Status {
 		LastError: b.lastErr, Cache: b.cache.Stats(), Control: b.controlStatus(),
 		Started: b.started, UptimeS: int64(time.Since(b.started).Seconds()), RegisteredAt: b.regAt,
 		CheckEvery: b.opts.CheckInterval.String(), CacheMax: b.opts.CacheSize, AMT: amt, Wallet: b.opts.KeyFile,
+		Receipts: rst,
 	}
 	if b.view != nil {
 		v := *b.view

@@ -131,16 +131,17 @@ var (
 
 // Stats are the book's counters, for the status page and metrics.
 type Stats struct {
-	Sealed     uint64 // receipts signed since start
-	Sent       uint64 // receipt publications the broker acknowledged
-	Acked      uint64 // receipts castd acknowledged
-	Pending    int    // on disk, waiting for castd
-	Dropped    uint64 // unacknowledged receipts dropped over MaxPending
-	Overflow   uint64 // requests counted but not recorded (over MaxRecords)
-	Audits     uint64 // audits answered
-	LastSeq    uint64
-	LastSealed time.Time
-	LastErr    string
+	Sealed     uint64    `json:"sealed"`   // receipts signed since start
+	Requests   uint64    `json:"requests"` // requests in them
+	Sent       uint64    `json:"sent"`     // receipt publications the broker acknowledged
+	Acked      uint64    `json:"acked"`    // receipts castd acknowledged
+	Pending    int       `json:"pending"`  // on disk, waiting for castd
+	Dropped    uint64    `json:"dropped"`  // unacknowledged receipts dropped over MaxPending
+	Overflow   uint64    `json:"overflow"` // requests counted but not recorded (over MaxRecords)
+	Audits     uint64    `json:"audits"`   // audits answered
+	LastSeq    uint64    `json:"last_seq"`
+	LastSealed time.Time `json:"last_sealed"`
+	LastErr    string    `json:"last_error,omitempty"`
 }
 
 // Book records requests and keeps receipts.
@@ -160,7 +161,7 @@ type Book struct {
 
 	kick chan struct{}
 
-	sealed, sent, acked, dropped, overflow, audits, lastSeq atomic.Uint64
+	sealed, requests, sent, acked, dropped, overflow, audits, lastSeq atomic.Uint64
 }
 
 // Open opens (or creates) the book at opts.Path.
@@ -234,7 +235,7 @@ func (b *Book) Kick() {
 
 // Stats returns the counters.
 func (b *Book) Stats() Stats {
-	st := Stats{Sealed: b.sealed.Load(), Sent: b.sent.Load(), Acked: b.acked.Load(), Dropped: b.dropped.Load(),
+	st := Stats{Sealed: b.sealed.Load(), Requests: b.requests.Load(), Sent: b.sent.Load(), Acked: b.acked.Load(), Dropped: b.dropped.Load(),
 		Overflow: b.overflow.Load(), Audits: b.audits.Load(), LastSeq: b.lastSeq.Load()}
 	b.db.View(func(tx *bolt.Tx) error {
 		st.Pending = tx.Bucket(bucketPending).Stats().KeyN
@@ -442,6 +443,7 @@ func (b *Book) Seal() error {
 	b.lastSeal = time.UnixMilli(signed.Receipt.End)
 	b.mu.Unlock()
 	b.sealed.Add(1)
+	b.requests.Add(signed.Receipt.Requests)
 	b.lastSeq.Store(signed.Receipt.Seq)
 	rc := signed.Receipt
 	b.log.Info("receipt sealed", "seq", rc.Seq, "requests", rc.Requests, "bytes", rc.Bytes, "records", rc.Records, "root", rc.Root.String())
