@@ -296,10 +296,13 @@ func (b *Book) Close() error {
 	return errors.Join(b.Flush(), b.db.Close())
 }
 
-// Run commits notes every FlushEvery until ctx ends.
+// Run commits notes every FlushEvery, and drops notes too old to matter
+// every hour, until ctx ends.
 func (b *Book) Run(ctx context.Context) {
 	t := time.NewTicker(b.opts.FlushEvery)
 	defer t.Stop()
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -308,8 +311,60 @@ func (b *Book) Run(ctx context.Context) {
 			if err := b.Flush(); err != nil {
 				b.log.Error("receipts: committing notes", "err", err)
 			}
+		case <-prune.C:
+			if err := b.Prune(); err != nil {
+				b.log.Error("receipts: pruning notes", "err", err)
+			}
 		}
 	}
+}
+
+// Prune drops notes no receipt castd would still accept can be checked
+// against: redirects and states older than MaxAge (the last state before
+// the cut is kept: it is the state at the cut), objects older than
+// ObjectTTL. Receipts themselves are the books and are kept.
+func (b *Book) Prune() error {
+	now := b.opts.Now()
+	age := uint64(now.Add(-b.opts.MaxAge - b.opts.RedirectLead).UnixMilli())
+	objAge := uint64(now.Add(-b.opts.ObjectTTL - b.opts.MaxAge).UnixMilli())
+	return b.db.Update(func(tx *bolt.Tx) error {
+		del := func(bk *bolt.Bucket, old func(k, v []byte) bool, keepLast bool) error {
+			if bk == nil {
+				return nil
+			}
+			var dead [][]byte
+			bk.ForEach(func(k, v []byte) error {
+				if v != nil && old(k, v) {
+					dead = append(dead, k)
+				}
+				return nil
+			})
+			if keepLast && len(dead) > 0 {
+				dead = dead[:len(dead)-1]
+			}
+			for _, k := range dead {
+				if err := bk.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		byValue := func(cut uint64) func(k, v []byte) bool { return func(_, v []byte) bool { return getU64(v) < cut } }
+		if err := del(tx.Bucket(bucketMcast), byValue(objAge), false); err != nil {
+			return err
+		}
+		nodes := tx.Bucket(bucketNodes)
+		return nodes.ForEachBucket(func(id []byte) error {
+			nb := nodes.Bucket(id)
+			if err := del(nb.Bucket(subObjects), byValue(objAge), false); err != nil {
+				return err
+			}
+			if err := del(nb.Bucket(subRedirs), func(k, _ []byte) bool { return getU64(k)*60000 < age }, false); err != nil {
+				return err
+			}
+			return del(nb.Bucket(subStates), func(k, _ []byte) bool { return getU64(k) < age }, true)
+		})
+	})
 }
 
 // NoteObject records that node fetched the object key from castd.

@@ -236,13 +236,28 @@ func TestNotesSurviveRestart(t *testing.T) {
 	if b, err = Open(Options{Path: path, Now: c.Now}); err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	// Pruning an hour on keeps what a receipt of the last hour needs.
 	c.now = t0.Add(time.Hour)
+	if err := b.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
 	out, err := b.Accept(kp.Public(), sign(t, kp, 1, t0, t0.Add(time.Minute), recs(t0, "/a", 3, 10)).Marshal())
 	if err != nil || len(out.Flags) != 0 {
 		t.Fatalf("%+v %v", out, err)
 	}
-	if v := b.View(kp.ID()); v == nil || v.Accepted != 1 {
+	// Far later, the notes are gone: an object fetched then no longer
+	// vouches for bytes now.
+	c.now = t0.Add(DefaultObjectTTL + DefaultMaxAge + 2*time.Hour)
+	if err := b.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	start := c.now.Add(-time.Hour)
+	out, err = b.Accept(kp.Public(), sign(t, kp, 2, start, start.Add(time.Minute), recs(start, "/a", 3, 10)).Marshal())
+	if err != nil || !hasFlag(out.Flags, FlagUnknownObject) {
+		t.Fatalf("after pruning: %+v %v", out, err)
+	}
+	if v := b.View(kp.ID()); v == nil || v.Accepted != 2 {
 		t.Fatalf("view %+v", v)
 	}
 }
