@@ -528,6 +528,7 @@ func (st Status) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "hit ratio   %.1f%% (%d hits, %d misses)\n", 100*ratio, c.Hits, c.Misses)
 	fmt.Fprintf(w, "served      %s to users, %s from upstream\n", cli.FormatBytes(c.BytesServed), cli.FormatBytes(c.UpstreamBytes))
 	fmt.Fprintf(w, "AMT         %d tunnels, %d channels\n", len(st.AMT.Tunnels), len(st.AMT.Channels))
+	fmt.Fprintf(w, "receipts    %d sealed (%d requests), %d waiting for castd\n", st.Receipts.Sealed, st.Receipts.Requests, st.Receipts.Pending)
 	fmt.Fprintf(w, "wallet      %s (back it up)\n", st.Wallet)
 }
 
@@ -558,6 +559,9 @@ func (b *Beacon) adminHandler() http.Handler {
 		func(ln net.Listener) float64 { return float64(connguard.InUse(ln)) })
 	listenerStat("beacon_http_write_stalls_total", "Responses cut off because the client accepted no byte for --write-stall-timeout.", metrics.Counter,
 		func(ln net.Listener) float64 { return float64(connguard.Stalls(ln)) })
+	m.Func("beacon_receipts_pending", "Signed delivery receipts on disk that castd has not acknowledged.", metrics.Gauge, func() float64 {
+		return float64(b.book.Stats().Pending)
+	})
 	mux.Handle(protocol.PathMetrics, m)
 	mux.HandleFunc(protocol.PathAMT, b.handleAMT)
 	mux.HandleFunc(protocol.PathAMT+"/", b.handleAMT)
