@@ -186,6 +186,12 @@ func Open(opts Options) (*Book, error) {
 		if m.Get(keyStart) == nil {
 			m.Put(keyStart, u64(uint64(opts.Now().UnixMilli())))
 		}
+		if m.Get(keySeq) == nil {
+			// A new book numbers from the clock (ms), so that a beacon whose
+			// state was wiped (same wallet, new flash) never reuses a
+			// number castd has: it would refuse the receipts as conflicts.
+			m.Put(keySeq, u64(uint64(opts.Now().UnixMilli())))
+		}
 		b.open = tx.Bucket(bucketOpen).Stats().KeyN
 		b.lastSeq.Store(getU64(m.Get(keySeq)))
 		return nil

@@ -145,7 +145,7 @@ func TestRecordSealAck(t *testing.T) {
 		t.Fatal("acknowledged receipt sent again")
 	}
 	// An empty interval gives no receipt.
-	if err := b.Seal(); err != nil || b.Stats().LastSeq != 1 {
+	if err := b.Seal(); err != nil || b.Stats().LastSeq != r.Seq {
 		t.Fatalf("empty seal: %v %+v", err, b.Stats())
 	}
 	// Bad arguments are refused with a reason.
@@ -171,7 +171,7 @@ func TestCrashLeavesOpenRecords(t *testing.T) {
 	if err := b.Seal(); err != nil {
 		t.Fatal(err)
 	}
-	if st := b.Stats(); st.Pending != 1 || st.LastSeq != 1 {
+	if st := b.Stats(); st.Pending != 1 || st.Sealed != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -194,5 +194,28 @@ func TestPendingBound(t *testing.T) {
 	}
 	if st := b.Stats(); st.Pending != 3 || st.Dropped != 2 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestWipedStateNumbersAhead: a beacon whose receipts file is lost (a
+// reflash, a new SD card) keeps its wallet; its new receipts must not reuse
+// sequence numbers castd already holds, which castd refuses as conflicts.
+func TestWipedStateNumbersAhead(t *testing.T) {
+	s := &sink{fail: true}
+	seal := func(path string) uint64 {
+		b := open(t, path, s)
+		defer b.Close()
+		b.Record(receipt.Record{TS: time.Now().UnixMilli(), Key: receipt.HexHash(receipt.KeyHash("/a")), Bytes: 1, Status: 200})
+		if err := b.Seal(); err != nil {
+			t.Fatal(err)
+		}
+		return b.Stats().LastSeq
+	}
+	first := seal(filepath.Join(t.TempDir(), "r.db"))
+	for range 3 {
+		time.Sleep(2 * time.Millisecond)
+		if again := seal(filepath.Join(t.TempDir(), "r.db")); again <= first {
+			t.Fatalf("after a wipe: seq %d, before %d", again, first)
+		}
 	}
 }
