@@ -108,6 +108,10 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 			s.log.Debug("node state", "id", id, "state", st, "load", load)
 		},
 		OnResult: func(id string, r monitor.Result) {
+			if r.OK && (r.Op == ctrlmsg.OpReceiptAck || r.Op == ctrlmsg.OpReceiptRecords) {
+				s.log.Debug("command result", "node", id, "cmd", r.ID, "op", r.Op, "detail", clipText(r.Detail, maxReason))
+				return // one per receipt: routine
+			}
 			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "err", clipText(r.Error, maxReason), "detail", clipText(r.Detail, maxReason))
 		},
 	})
