@@ -43,6 +43,7 @@ const (
 	DefaultFlushEvery          = time.Second
 	DefaultObjectTTL           = 30 * 24 * time.Hour
 	maxFlagsShown              = 16
+	maxTracked                 = 1 << 20 // nodes whose last state is remembered
 )
 
 // Refusal reasons, the keys of Stats.Refused.
@@ -216,6 +217,8 @@ type Book struct {
 	mcast   map[receipt.Hash]int64
 	redirs  map[string]map[int64]uint64 // node → minute → count
 	states  map[string][]stateNote
+	// lastState is each node's last noted state (online), to note changes only.
+	lastState map[string]bool
 
 	mu    sync.Mutex // the views, and one receipt at a time per castd
 	views map[string]*View
@@ -263,7 +266,8 @@ func Open(opts Options) (*Book, error) {
 	}
 	b := &Book{opts: opts, log: opts.Logger.With("component", "receipts"), db: db,
 		objs: map[string]map[receipt.Hash]int64{}, mcast: map[receipt.Hash]int64{},
-		redirs: map[string]map[int64]uint64{}, states: map[string][]stateNote{}, views: map[string]*View{}}
+		redirs: map[string]map[int64]uint64{}, states: map[string][]stateNote{}, views: map[string]*View{},
+		lastState: map[string]bool{}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		nodes, err := tx.CreateBucketIfNotExists(bucketNodes)
 		if err != nil {
@@ -403,11 +407,19 @@ func (b *Book) NoteRedirect(node string) {
 	b.notesMu.Unlock()
 }
 
-// NoteState records a change of node's control-plane state.
+// NoteState records node's control-plane state; only changes are kept
+// (the monitor also calls back on load changes).
 func (b *Book) NoteState(node string, online bool) {
 	b.notesMu.Lock()
+	defer b.notesMu.Unlock()
+	if last, ok := b.lastState[node]; ok && last == online {
+		return
+	}
+	if len(b.lastState) >= maxTracked {
+		clear(b.lastState) // bounded; at worst a repeated note
+	}
+	b.lastState[node] = online
 	b.states[node] = append(b.states[node], stateNote{at: b.opts.Now().UnixMilli(), online: online})
-	b.notesMu.Unlock()
 }
 
 // Flush commits the notes taken since the last.

@@ -192,6 +192,8 @@ func TestCrossChecks(t *testing.T) {
 			b.NoteState(id, false)
 			c.now = t0.Add(time.Second)
 			b.NoteState(id, true)
+			c.now = t0.Add(2 * time.Second)
+			b.NoteState(id, true) // a load change: not a new state
 			c.now = t0.Add(time.Hour)
 		}, recs(t0, "/a", 2, 1), ""},
 	} {
