@@ -29,6 +29,7 @@ import (
 
 	"github.com/blockcast/beacon/shared/ctrlmsg"
 	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/ratelimit"
 	"github.com/blockcast/beacon/shared/receipt"
 )
 
@@ -42,8 +43,14 @@ const (
 	DefaultAuditSample         = 4
 	DefaultFlushEvery          = time.Second
 	DefaultObjectTTL           = 30 * 24 * time.Hour
-	maxFlagsShown              = 16
-	maxTracked                 = 1 << 20 // nodes whose last state is remembered
+	// A node's receipts may take DefaultByteRate bytes a second of castd's
+	// disk, after a burst of DefaultByteBurst (a backlog after an outage):
+	// an honest node sends tens of bytes a second on average; a lying one
+	// cannot fill the disk with tiny intervals.
+	DefaultByteRate  = 1 << 10
+	DefaultByteBurst = 8 << 20
+	maxFlagsShown    = 16
+	maxTracked       = 1 << 20 // nodes whose last state is remembered
 )
 
 // Refusal reasons, the keys of Stats.Refused.
@@ -57,11 +64,12 @@ const (
 	ReasonConflict    = "conflict"     // this sequence number was accepted with other content
 	ReasonOverlap     = "overlap"      // the interval overlaps an accepted receipt's
 	ReasonUnknownNode = "unknown_node" // not in the registry
+	ReasonRateLimited = "rate_limited" // over the node's byte budget (not acknowledged: sent again later)
 )
 
 // RefusalReasons lists every refusal reason, for exporting zeros too.
 var RefusalReasons = [...]string{ReasonMalformed, ReasonForged, ReasonReplayed, ReasonStale, ReasonFuture,
-	ReasonDuplicate, ReasonConflict, ReasonOverlap, ReasonUnknownNode}
+	ReasonDuplicate, ReasonConflict, ReasonOverlap, ReasonUnknownNode, ReasonRateLimited}
 
 // Flag reasons: a receipt accepted (and acknowledged) whose claims castd
 // cannot account for, or a node caught lying.
@@ -133,6 +141,10 @@ type Options struct {
 	// ObjectTTL is how long a fetched object counts as one the node has
 	// (DefaultObjectTTL): a revalidation fetches it again.
 	ObjectTTL time.Duration
+	// ByteRate and ByteBurst bound each node's receipts (DefaultByteRate,
+	// DefaultByteBurst); a negative rate: no bound.
+	ByteRate  float64
+	ByteBurst int
 }
 
 func (o *Options) ensureDefaults() {
@@ -165,6 +177,12 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.ObjectTTL == 0 {
 		o.ObjectTTL = DefaultObjectTTL
+	}
+	if o.ByteRate == 0 {
+		o.ByteRate = DefaultByteRate
+	}
+	if o.ByteBurst == 0 {
+		o.ByteBurst = DefaultByteBurst
 	}
 }
 
@@ -220,8 +238,9 @@ type Book struct {
 	// lastState is each node's last noted state (online), to note changes only.
 	lastState map[string]bool
 
-	mu    sync.Mutex // the views, and one receipt at a time per castd
-	views map[string]*View
+	mu     sync.Mutex // the views, budgets, and one receipt at a time per castd
+	views  map[string]*View
+	budget map[string]*ratelimit.Bucket
 
 	accepted, auditsOK, auditsFailed atomic.Uint64
 	refused                          [len(RefusalReasons)]atomic.Uint64
@@ -267,7 +286,7 @@ func Open(opts Options) (*Book, error) {
 	b := &Book{opts: opts, log: opts.Logger.With("component", "receipts"), db: db,
 		objs: map[string]map[receipt.Hash]int64{}, mcast: map[receipt.Hash]int64{},
 		redirs: map[string]map[int64]uint64{}, states: map[string][]stateNote{}, views: map[string]*View{},
-		lastState: map[string]bool{}}
+		budget: map[string]*ratelimit.Bucket{}, lastState: map[string]bool{}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		nodes, err := tx.CreateBucketIfNotExists(bucketNodes)
 		if err != nil {
@@ -529,6 +548,9 @@ func (b *Book) Accept(node identity.PublicKey, body []byte) (Outcome, error) {
 }
 
 func (b *Book) accept(node identity.PublicKey, body []byte) (Outcome, error) {
+	if !b.allow(node.String(), len(body)) {
+		return Outcome{}, refuse(ReasonRateLimited, "node over its receipts budget of %.0f bytes a second", b.opts.ByteRate)
+	}
 	s, err := receipt.Open(body, node)
 	if err != nil {
 		return Outcome{}, &Refusal{Reason: ReasonOf(err), Err: err}
@@ -618,6 +640,25 @@ func (b *Book) accept(node identity.PublicKey, body []byte) (Outcome, error) {
 	}
 	b.accepted.Add(1)
 	return out, nil
+}
+
+// allow charges n bytes to node's budget.
+func (b *Book) allow(node string, n int) bool {
+	if b.opts.ByteRate < 0 {
+		return true
+	}
+	now := b.opts.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bk := b.budget[node]
+	if bk == nil {
+		if len(b.budget) >= maxTracked {
+			clear(b.budget) // bounded: at worst a fresh burst
+		}
+		bk = ratelimit.NewBucket(b.opts.ByteRate, b.opts.ByteBurst, now)
+		b.budget[node] = bk
+	}
+	return bk.AllowN(now, n)
 }
 
 func decodeStored(raw []byte) *receipt.Signed {

@@ -151,6 +151,35 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// TestBudget: a node that sends receipts faster than its byte budget
+// (tiny intervals to fill castd's disk) is refused, not acknowledged, and
+// counted; another node is not affected.
+func TestBudget(t *testing.T) {
+	c := &clock{now: t0}
+	b := openBook(t, c, Options{ByteRate: 1, ByteBurst: 4 << 10, AuditSample: -1})
+	kp, other := key(t, 1), key(t, 2)
+	c.now = t0.Add(time.Hour)
+	accepted := 0
+	var last error
+	for i := range 20 {
+		start := t0.Add(time.Duration(i) * time.Millisecond * 2)
+		out, err := b.Accept(kp.Public(), sign(t, kp, uint64(i+1), start, start.Add(time.Millisecond), nil).Marshal())
+		if err == nil {
+			accepted++
+		} else if out.Ack {
+			t.Fatal("a refused receipt was acknowledged")
+		}
+		last = err
+	}
+	reasonIs(t, last, ReasonRateLimited)
+	if accepted == 0 || accepted >= 20 || b.Stats().Refused[ReasonRateLimited] != uint64(20-accepted) {
+		t.Fatalf("accepted %d of 20, stats %+v", accepted, b.Stats())
+	}
+	if _, err := b.Accept(other.Public(), sign(t, other, 1, t0, t0.Add(time.Minute), nil).Marshal()); err != nil {
+		t.Fatalf("another node: %v", err)
+	}
+}
+
 // TestCrossChecks: claims castd cannot account for are flagged, with the
 // reason, on a receipt that is otherwise accepted.
 func TestCrossChecks(t *testing.T) {
