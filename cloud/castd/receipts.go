@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/blockcast/beacon/cloud/monitor"
 	"github.com/blockcast/beacon/cloud/receipts"
 	"github.com/blockcast/beacon/shared/ctrlmsg"
+	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/receipt"
 )
 
@@ -134,6 +139,36 @@ func (s *Server) receiptMetrics(m *metrics.Registry) {
 			{Labels: []string{"result", "failed"}, Value: float64(st.AuditsFailed)},
 		}
 	})
+}
+
+// handleReceiptProof serves GET /v1/receipts/{node}/{seq}: the stored
+// receipt and its proof against its day's root, for the operator (and the
+// anchor's `prove`).
+func (s *Server) handleReceiptProof(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		s.fail(w, r, http.StatusMethodNotAllowed, "receipts are read with GET")
+		return
+	}
+	if !s.requireAdmin(w, r) {
+		return
+	}
+	node, seqText, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, protocol.PathReceipts+"/"), "/")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if !ok || err != nil || seq == 0 {
+		s.fail(w, r, http.StatusBadRequest, "want "+protocol.PathReceipts+"/{node}/{seq}")
+		return
+	}
+	if _, err := identity.ParsePublicKey(node); err != nil {
+		s.fail(w, r, http.StatusBadRequest, "node: "+err.Error())
+		return
+	}
+	p, err := s.receipts.Prove(node, seq)
+	if err != nil {
+		s.fail(w, r, http.StatusNotFound, err.Error())
+		return
+	}
+	writeJSON(w, p)
 }
 
 // receiptView is the node's receipts summary for its API view (nil: none).

@@ -206,6 +206,28 @@ func TestReceiptAttacksOverMQTT(t *testing.T) {
 	if got := scrapeMetric(t, srv.URL, `castd_receipts_flagged_total{reason="unknown_object"}`); got != 1 {
 		t.Fatalf("flagged metric %v", got)
 	}
+
+	// The operator gets receipt 1 with its proof against the day's root;
+	// nobody else does.
+	proofURL := srv.URL + protocol.PathReceipts + "/" + kp.ID() + "/1"
+	if code, _ := do(t, from("127.0.0.35"), "GET", proofURL, "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("proof without the token: %d", code)
+	}
+	code, body := do(t, from("127.0.0.35"), "GET", proofURL, "Bearer "+testToken, "")
+	var p receipts.DayProof
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &p) != nil {
+		t.Fatalf("proof: %d %s", code, body)
+	}
+	if err := p.Check(); err != nil || p.N != 2 || !bytes.Equal(bytes.TrimSpace(p.Receipt), bytes.TrimSpace(good)) {
+		t.Fatalf("proof %+v: %v", p, err)
+	}
+	root, n, _ := s.receipts.DayRoot(time.Now())
+	if n != 2 || receipt.Hash(p.Root) != root {
+		t.Fatalf("day root %x of %d, proof's %s", root, n, p.Root)
+	}
+	if code, _ := do(t, from("127.0.0.35"), "GET", srv.URL+protocol.PathReceipts+"/"+kp.ID()+"/x", "Bearer "+testToken, ""); code != http.StatusBadRequest {
+		t.Fatalf("bad seq: %d", code)
+	}
 }
 
 func scrapeMetric(t *testing.T, base, series string) float64 {
