@@ -25,10 +25,12 @@ import (
 	"github.com/blockcast/beacon/cloud/clientip"
 	"github.com/blockcast/beacon/cloud/monitor"
 	"github.com/blockcast/beacon/cloud/probe"
+	"github.com/blockcast/beacon/cloud/receipts"
 	"github.com/blockcast/beacon/cloud/registry"
 	"github.com/blockcast/beacon/cloud/router"
 	"github.com/blockcast/beacon/cloud/web"
 	"github.com/blockcast/beacon/shared/connguard"
+	"github.com/blockcast/beacon/shared/ctrlmsg"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
@@ -288,7 +290,9 @@ type Server struct {
 	regLimitLog summaryLog
 	expiry      atomic.Pointer[expiry]
 
-	onchain *onchainState // nil without --solana-rpc (onchain.go)
+	onchain       *onchainState        // nil without --solana-rpc (onchain.go)
+	receipts      *receipts.Book       // delivery receipts (receipts.go)
+	receiptReplay *ctrlmsg.ReplayCache // their envelopes' nonces
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -357,6 +361,10 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("castd: %w", err)
 	}
+	if err := s.openReceipts(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
 	s.metrics = s.newMetrics()
 	s.dashboard = web.New(web.Options{List: s.nodeViews, CastID: key.ID(), Version: opts.Version, Logger: log})
@@ -389,6 +397,9 @@ func (s *Server) Close() error {
 		errs = append(errs, s.reg.Close())
 	}
 	errs = append(errs, s.closeOnchain())
+	if s.receipts != nil {
+		errs = append(errs, s.receipts.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -548,6 +559,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 		return out
 	})
 	s.registerGuardMetrics(m)
+	s.receiptMetrics(m)
 	s.relayNodeMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m
