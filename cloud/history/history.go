@@ -1,0 +1,285 @@
+// Package history keeps, per node and per hour, what castd's monitor saw:
+// seconds online out of seconds observed, bytes served (from the health
+// reports' counters), the hit ratio weighted by bytes, the fastest served
+// rate between two samples, and the least storage the node offered. It is
+// what capacity contracts are measured against (package contracts); its
+// served figures are the nodes' own health reports, not cross-checked
+// delivery receipts, and say so in their Source.
+package history
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/blockcast/beacon/cloud/contracts"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Defaults.
+const (
+	DefaultRetention = 400 * 24 * time.Hour // a yearly payout period and its disputes
+	// maxRate caps a node's claimed rate between two samples: a counter
+	// that jumps further is a reset or a lie, and counts as nothing.
+	maxRateBps = 100e9
+)
+
+// SourceHealth names where History's served figures come from.
+const SourceHealth = "health-reports"
+
+var bucketHours = []byte("hours")
+
+// Sample is one node as the monitor has it at a sampling tick.
+type Sample struct {
+	Node   string
+	Online bool
+	// Health numbers, when the node has reported (HasHealth).
+	HasHealth    bool
+	BytesServed  uint64 // counter since the node started
+	HitRatio     float64
+	StorageBytes uint64 // cache bytes plus free storage: what it offers
+}
+
+// Hour is one node's record for one UTC hour.
+type Hour struct {
+	ObservedS      float64 `json:"observed_s"`
+	OnlineS        float64 `json:"online_s"`
+	Bytes          uint64  `json:"bytes"`
+	HitBytes       float64 `json:"hit_bytes"` // bytes × hit ratio, summed
+	PeakMbps       float64 `json:"peak_mbps"`
+	StorageMin     uint64  `json:"storage_min"`
+	StorageSamples int     `json:"storage_samples"`
+}
+
+// History is the bbolt-backed hourly record.
+type History struct {
+	db        *bolt.DB
+	log       *slog.Logger
+	retention time.Duration
+
+	mu        sync.Mutex
+	last      map[string]uint64 // node → last BytesServed counter
+	lastTick  time.Time
+	lastPrune time.Time
+}
+
+// Open opens (creating) the history at path. retention ≤ 0 means
+// DefaultRetention.
+func Open(path string, retention time.Duration, log *slog.Logger) (*History, error) {
+	if retention <= 0 {
+		retention = DefaultRetention
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketHours)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	return &History{db: db, log: log, retention: retention, last: map[string]uint64{}}, nil
+}
+
+// Close closes the file.
+func (h *History) Close() error { return h.db.Close() }
+
+func key(node string, hour time.Time) []byte {
+	k := make([]byte, 0, len(node)+9)
+	k = append(k, node...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, uint64(hour.Unix()))
+}
+
+// Record adds one sampling tick at now: every node in samples is credited
+// with the time since the previous tick (at most maxGap, so that castd
+// being down is not counted as observed), online or not. The first tick
+// after Open only sets the baseline.
+func (h *History) Record(now time.Time, maxGap time.Duration, samples []Sample) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	prev := h.lastTick
+	h.lastTick = now
+	if prev.IsZero() || !now.After(prev) {
+		for _, s := range samples {
+			if s.HasHealth {
+				h.last[s.Node] = s.BytesServed
+			}
+		}
+		return nil
+	}
+	dt := now.Sub(prev)
+	if dt > maxGap {
+		dt = maxGap
+	}
+	hour := now.UTC().Truncate(time.Hour)
+	seen := make(map[string]bool, len(samples))
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHours)
+		for _, s := range samples {
+			seen[s.Node] = true
+			k := key(s.Node, hour)
+			var r Hour
+			if v := b.Get(k); v != nil {
+				if err := json.Unmarshal(v, &r); err != nil {
+					h.log.Warn("history: damaged hour record replaced", "node", s.Node, "err", err)
+					r = Hour{}
+				}
+			}
+			r.ObservedS += dt.Seconds()
+			if s.Online {
+				r.OnlineS += dt.Seconds()
+			}
+			if s.HasHealth {
+				last, had := h.last[s.Node]
+				h.last[s.Node] = s.BytesServed
+				var delta uint64
+				if had && s.BytesServed >= last {
+					delta = s.BytesServed - last
+				} else if had {
+					delta = s.BytesServed // the node restarted: its counter began again
+				}
+				if rate := float64(delta) * 8 / dt.Seconds(); had && rate <= maxRateBps {
+					r.Bytes += delta
+					r.HitBytes += float64(delta) * clamp01(s.HitRatio)
+					r.PeakMbps = math.Max(r.PeakMbps, rate/1e6)
+				}
+				if r.StorageSamples == 0 || s.StorageBytes < r.StorageMin {
+					r.StorageMin = s.StorageBytes
+				}
+				r.StorageSamples++
+			}
+			v, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for n := range h.last {
+		if !seen[n] {
+			delete(h.last, n) // forgotten nodes do not pile up
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	if now.Sub(h.lastPrune) >= 24*time.Hour {
+		h.lastPrune = now
+		return h.prune(now.Add(-h.retention))
+	}
+	return nil
+}
+
+func clamp01(f float64) float64 {
+	if !(f >= 0) { // NaN too
+		return 0
+	}
+	return math.Min(f, 1)
+}
+
+// prune deletes hours before cutoff.
+func (h *History) prune(cutoff time.Time) error {
+	var n int
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHours)
+		var old [][]byte
+		b.ForEach(func(k, _ []byte) error {
+			if len(k) < 9 || int64(binary.BigEndian.Uint64(k[len(k)-8:])) < cutoff.Unix() {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for _, k := range old {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	if n > 0 {
+		h.log.Info("history: pruned old hours", "records", n, "before", cutoff.UTC().Format(time.RFC3339))
+	}
+	return err
+}
+
+// Hours calls fn for each stored hour of node that overlaps [from, to),
+// with the fraction of the hour inside it.
+func (h *History) Hours(node string, from, to time.Time, fn func(hour time.Time, r Hour, frac float64)) error {
+	if !from.Before(to) {
+		return nil
+	}
+	start := from.UTC().Truncate(time.Hour)
+	return h.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketHours).Cursor()
+		end := key(node, to)
+		for k, v := c.Seek(key(node, start)); k != nil && string(k) < string(end) && len(k) == len(node)+9 && k[len(node)] == 0 && string(k[:len(node)]) == node; k, v = c.Next() {
+			hour := time.Unix(int64(binary.BigEndian.Uint64(k[len(node)+1:])), 0).UTC()
+			lo, hi := maxTime(hour, from), minTime(hour.Add(time.Hour), to)
+			if !lo.Before(hi) {
+				continue
+			}
+			var r Hour
+			if err := json.Unmarshal(v, &r); err != nil {
+				h.log.Warn("history: damaged hour record skipped", "node", node, "hour", hour, "err", err)
+				continue
+			}
+			fn(hour, r, hi.Sub(lo).Seconds()/3600)
+		}
+		return nil
+	})
+}
+
+// Measure implements contracts.Measurer.
+func (h *History) Measure(node string, from, to time.Time) (contracts.Measured, error) {
+	var m contracts.Measured
+	err := h.Hours(node, from, to, func(_ time.Time, r Hour, frac float64) {
+		m.Observed += time.Duration(r.ObservedS * frac * float64(time.Second))
+		m.Online += time.Duration(r.OnlineS * frac * float64(time.Second))
+		m.PeakMbps = math.Max(m.PeakMbps, r.PeakMbps)
+		if r.StorageSamples > 0 && (m.StorageSamples == 0 || r.StorageMin < m.StorageMinBytes) {
+			m.StorageMinBytes = r.StorageMin
+		}
+		m.StorageSamples += r.StorageSamples
+	})
+	return m, err
+}
+
+// ServedBytes implements contracts.Served from the nodes' health reports.
+func (h *History) ServedBytes(node string, from, to time.Time) (contracts.ServedFigures, error) {
+	f := contracts.ServedFigures{Source: SourceHealth}
+	var bytes, hit float64
+	err := h.Hours(node, from, to, func(_ time.Time, r Hour, frac float64) {
+		bytes += float64(r.Bytes) * frac
+		hit += r.HitBytes * frac
+	})
+	f.Bytes = uint64(math.Round(bytes))
+	if bytes > 0 {
+		f.HitRatio = hit / bytes
+	}
+	return f, err
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
