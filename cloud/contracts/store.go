@@ -133,4 +133,3 @@ func (s *Store) List(keep func(Contract) bool) []Contract {
 	})
 	return out
 }
-

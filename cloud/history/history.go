@@ -118,49 +118,84 @@ func (h *History) Record(now time.Time, maxGap time.Duration, samples []Sample) 
 	if dt > maxGap {
 		dt = maxGap
 	}
-	hour := now.UTC().Truncate(time.Hour)
+	type contrib struct {
+		online        bool
+		delta         uint64
+		hit, rateMbps float64
+		counted       bool // delta is real
+		storage       *uint64
+	}
+	cs := make([]contrib, len(samples))
 	seen := make(map[string]bool, len(samples))
+	for i, s := range samples {
+		seen[s.Node] = true
+		cs[i].online = s.Online
+		if !s.HasHealth {
+			continue
+		}
+		storage := s.StorageBytes
+		cs[i].storage = &storage
+		last, had := h.last[s.Node]
+		h.last[s.Node] = s.BytesServed
+		if !had {
+			continue
+		}
+		delta := s.BytesServed - last
+		if s.BytesServed < last {
+			delta = s.BytesServed // the node restarted: its counter began again
+		}
+		if rate := float64(delta) * 8 / dt.Seconds(); rate <= maxRateBps {
+			cs[i] = contrib{online: s.Online, delta: delta, hit: clamp01(s.HitRatio), rateMbps: rate / 1e6, counted: true, storage: &storage}
+		}
+	}
+	// The interval [now-dt, now) is split over the hours it spans; the
+	// storage figure belongs to the hour of the sample.
+	from := now.Add(-dt)
 	err := h.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHours)
-		for _, s := range samples {
-			seen[s.Node] = true
-			k := key(s.Node, hour)
-			var r Hour
-			if v := b.Get(k); v != nil {
-				if err := json.Unmarshal(v, &r); err != nil {
-					h.log.Warn("history: damaged hour record replaced", "node", s.Node, "err", err)
-					r = Hour{}
-				}
+		for hour := from.UTC().Truncate(time.Hour); hour.Before(now); hour = hour.Add(time.Hour) {
+			lo, hi := maxTime(hour, from), minTime(hour.Add(time.Hour), now)
+			if !lo.Before(hi) {
+				continue
 			}
-			r.ObservedS += dt.Seconds()
-			if s.Online {
-				r.OnlineS += dt.Seconds()
-			}
-			if s.HasHealth {
-				last, had := h.last[s.Node]
-				h.last[s.Node] = s.BytesServed
-				var delta uint64
-				if had && s.BytesServed >= last {
-					delta = s.BytesServed - last
-				} else if had {
-					delta = s.BytesServed // the node restarted: its counter began again
+			frac := hi.Sub(lo).Seconds() / dt.Seconds()
+			last := !hi.Before(now)
+			for i, s := range samples {
+				c := cs[i]
+				k := key(s.Node, hour)
+				var r Hour
+				if v := b.Get(k); v != nil {
+					if err := json.Unmarshal(v, &r); err != nil {
+						h.log.Warn("history: damaged hour record replaced", "node", s.Node, "err", err)
+						r = Hour{}
+					}
 				}
-				if rate := float64(delta) * 8 / dt.Seconds(); had && rate <= maxRateBps {
-					r.Bytes += delta
-					r.HitBytes += float64(delta) * clamp01(s.HitRatio)
-					r.PeakMbps = math.Max(r.PeakMbps, rate/1e6)
+				r.ObservedS += hi.Sub(lo).Seconds()
+				if c.online {
+					r.OnlineS += hi.Sub(lo).Seconds()
 				}
-				if r.StorageSamples == 0 || s.StorageBytes < r.StorageMin {
-					r.StorageMin = s.StorageBytes
+				if c.counted {
+					part := uint64(math.Round(float64(c.delta) * frac))
+					if last {
+						part = c.delta - uint64(math.Round(float64(c.delta)*(1-frac)))
+					}
+					r.Bytes += part
+					r.HitBytes += float64(part) * c.hit
+					r.PeakMbps = math.Max(r.PeakMbps, c.rateMbps)
 				}
-				r.StorageSamples++
-			}
-			v, err := json.Marshal(r)
-			if err != nil {
-				return err
-			}
-			if err := b.Put(k, v); err != nil {
-				return err
+				if last && c.storage != nil {
+					if r.StorageSamples == 0 || *c.storage < r.StorageMin {
+						r.StorageMin = *c.storage
+					}
+					r.StorageSamples++
+				}
+				v, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				if err := b.Put(k, v); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
