@@ -46,6 +46,10 @@ const (
 	VerdictNotMet    = "not_met"
 	VerdictRunning   = "in_progress" // the window is not over: figures so far
 	VerdictOutside   = "outside"     // the window does not overlap the contract
+	// VerdictUnmeasured: castd watched the node less than MinObserved of
+	// the window (castd down, or no control plane): too little to judge.
+	VerdictUnmeasured = "unmeasured"
+	MinObserved       = 0.5
 )
 
 // Term is one commitment judged.
@@ -132,6 +136,9 @@ func Evaluate(c Contract, from, to, now time.Time, m Measurer, sv Served) (Evalu
 	switch {
 	case now.Before(hi):
 		ev.Verdict = VerdictRunning
+	case ev.Observed < MinObserved*window.Hours():
+		ev.Verdict = VerdictUnmeasured
+		ev.Reasons = append(ev.Reasons, fmt.Sprintf("castd observed the node %.2f h of the %.2f h window, less than %.0f%%", ev.Observed, window.Hours(), 100*MinObserved))
 	case len(ev.Reasons) > 0:
 		ev.Verdict = VerdictNotMet
 	default:
