@@ -35,7 +35,7 @@ type Row struct {
 	BytesServed   uint64    `json:"bytes_served"`
 	HitRatio      float64   `json:"hit_ratio"`
 	Source        string    `json:"source,omitempty"` // of the served figures
-	Nodes         int       `json:"nodes,omitempty"` // owner rows
+	Nodes         int       `json:"nodes,omitempty"`  // owner rows
 	Contracts     int       `json:"contracts,omitempty"`
 	ContractsMet  int       `json:"contracts_met,omitempty"`
 	Verdict       string    `json:"verdict,omitempty"` // contract rows
