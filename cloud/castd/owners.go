@@ -115,6 +115,7 @@ func (s *Server) recordHistory(now time.Time) {
 			if h := st.Health; h != nil && sm.Online {
 				sm.HasHealth, sm.BytesServed, sm.HitRatio = true, h.BytesServed, h.HitRatio
 				sm.StorageBytes = h.CacheBytes + h.StorageFree
+				sm.Uptime = time.Duration(min(h.UptimeS, 1<<32)) * time.Second
 			}
 		}
 		samples = append(samples, sm)

@@ -111,7 +111,7 @@ func Evaluate(c Contract, from, to, now time.Time, m Measurer, sv Served) (Evalu
 	avail := Term{Name: "availability_hours", Committed: round2(required), Measured: round2(ev.Online), Status: StatusMet}
 	if ev.Online+1e-9 < required {
 		avail.Status = StatusNotMet
-		avail.Reason = fmt.Sprintf("online %.2f h of the %.2f h due in this window (%d h over the whole contract; castd observed the node %.2f h of the %.2f h window)",
+		avail.Reason = fmt.Sprintf("online %.3f h of the %.3f h due in this window (%d h over the whole contract; castd observed the node %.3f h of the %.3f h window)",
 			ev.Online, required, o.AvailabilityHours, ev.Observed, window.Hours())
 	}
 	gb := float64(meas.StorageMinBytes) / 1e9

@@ -39,7 +39,8 @@ type Sample struct {
 	Online bool
 	// Health numbers, when the node has reported (HasHealth).
 	HasHealth    bool
-	BytesServed  uint64 // counter since the node started
+	BytesServed  uint64        // counter since the node started
+	Uptime       time.Duration // how long the node has run (its counter's age)
 	HitRatio     float64
 	StorageBytes uint64 // cache bytes plus free storage: what it offers
 }
@@ -53,6 +54,25 @@ type Hour struct {
 	PeakMbps       float64 `json:"peak_mbps"`
 	StorageMin     uint64  `json:"storage_min"`
 	StorageSamples int     `json:"storage_samples"`
+	// FirstS and LastS bound the part of the hour that was observed
+	// (seconds into the hour): a window that cuts the hour gets the share
+	// of the figures that its overlap with this span is of the span.
+	FirstS float64 `json:"first_s"`
+	LastS  float64 `json:"last_s"`
+}
+
+// fraction is the share of r's figures that fall in [lo, hi) (inside the
+// hour), assuming they are spread evenly over the observed span.
+func (r Hour) fraction(hour, lo, hi time.Time) float64 {
+	if r.LastS <= r.FirstS {
+		return hi.Sub(lo).Seconds() / 3600 // records from before the span was kept
+	}
+	a := math.Max(r.FirstS, lo.Sub(hour).Seconds())
+	b := math.Min(r.LastS, hi.Sub(hour).Seconds())
+	if b <= a {
+		return 0
+	}
+	return (b - a) / (r.LastS - r.FirstS)
 }
 
 // History is the bbolt-backed hourly record.
@@ -64,6 +84,7 @@ type History struct {
 	mu        sync.Mutex
 	last      map[string]uint64 // node → last BytesServed counter
 	lastTick  time.Time
+	firstTick time.Time // since Open
 	lastPrune time.Time
 }
 
@@ -106,6 +127,9 @@ func (h *History) Record(now time.Time, maxGap time.Duration, samples []Sample) 
 	defer h.mu.Unlock()
 	prev := h.lastTick
 	h.lastTick = now
+	if h.firstTick.IsZero() {
+		h.firstTick = now
+	}
 	if prev.IsZero() || !now.After(prev) {
 		for _, s := range samples {
 			if s.HasHealth {
@@ -137,6 +161,11 @@ func (h *History) Record(now time.Time, maxGap time.Duration, samples []Sample) 
 		cs[i].storage = &storage
 		last, had := h.last[s.Node]
 		h.last[s.Node] = s.BytesServed
+		if !had && s.Uptime > 0 && !now.Add(-s.Uptime).Before(h.firstTick) {
+			// The node started while castd watched: its whole counter
+			// was served since, none of it before.
+			last, had = 0, true
+		}
 		if !had {
 			continue
 		}
@@ -170,6 +199,10 @@ func (h *History) Record(now time.Time, maxGap time.Duration, samples []Sample) 
 						r = Hour{}
 					}
 				}
+				if r.ObservedS == 0 {
+					r.FirstS = lo.Sub(hour).Seconds()
+				}
+				r.LastS = math.Max(r.LastS, hi.Sub(hour).Seconds())
 				r.ObservedS += hi.Sub(lo).Seconds()
 				if c.online {
 					r.OnlineS += hi.Sub(lo).Seconds()
@@ -249,7 +282,7 @@ func (h *History) prune(cutoff time.Time) error {
 }
 
 // Hours calls fn for each stored hour of node that overlaps [from, to),
-// with the fraction of the hour inside it.
+// with the share of its figures inside the window.
 func (h *History) Hours(node string, from, to time.Time, fn func(hour time.Time, r Hour, frac float64)) error {
 	if !from.Before(to) {
 		return nil
@@ -269,7 +302,9 @@ func (h *History) Hours(node string, from, to time.Time, fn func(hour time.Time,
 				h.log.Warn("history: damaged hour record skipped", "node", node, "hour", hour, "err", err)
 				continue
 			}
-			fn(hour, r, hi.Sub(lo).Seconds()/3600)
+			if f := r.fraction(hour, lo, hi); f > 0 {
+				fn(hour, r, f)
+			}
 		}
 		return nil
 	})

@@ -64,7 +64,7 @@ func TestContractMeasured(t *testing.T) {
 		}, contracts.VerdictMet, "", contracts.StatusMet},
 		{"not met: 5 h online", func(min int) (bool, uint64, uint64) {
 			return min <= 300, uint64(min) * 1e6, 70e9
-		}, contracts.VerdictNotMet, "availability_hours: online 5.00 h of the 8.00 h due", contracts.StatusUnverified},
+		}, contracts.VerdictNotMet, "availability_hours: online 5.000 h of the 8.000 h due", contracts.StatusUnverified},
 		{"not met: storage dropped", func(min int) (bool, uint64, uint64) {
 			if min == 205 {
 				return true, 0, 10e9
@@ -124,6 +124,18 @@ func TestServedCounters(t *testing.T) {
 	}
 	if f.Bytes != 2600 || f.HitRatio != 0.5 {
 		t.Fatalf("served %+v, want 2600 bytes at 0.5", f)
+	}
+	// A node that started while castd watched: its first report counts
+	// whole; one that ran before castd did: its first report is the baseline.
+	late := func(node string, min int, uptime time.Duration) {
+		h.Record(t0.Add(time.Duration(min)*time.Minute), 2*time.Minute, []Sample{{Node: node, Online: true, HasHealth: true, BytesServed: 7000, Uptime: uptime}})
+	}
+	late("fresh", 5, 30*time.Second)
+	late("old", 6, time.Hour)
+	for node, want := range map[string]uint64{"fresh": 7000, "old": 0} {
+		if f, _ := h.ServedBytes(node, t0, t0.Add(time.Hour)); f.Bytes != want {
+			t.Errorf("%s: %d bytes, want %d", node, f.Bytes, want)
+		}
 	}
 	// castd down for two hours: observed only up to maxGap of it.
 	rec(125, 1<<62+100)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,26 +41,7 @@ const fakeWallet = `window.solana = {
 func TestDashboardOwnerSignIn(t *testing.T) {
 	_, err := harness.ChromiumPath()
 	need(t, "chromium", err)
-	const adminToken = "owners-e2e-admin-token-0123456789"
-	sys := newSystem(t, "--admin-token", adminToken, "--history-interval", "200ms")
-	state := filepath.Join(sys.Dir, "beacon")
-	run := func(args ...string) {
-		if out, err := exec.Command(bins.Beacon, args...).CombinedOutput(); err != nil {
-			t.Fatalf("beacon %v: %v\n%s", args, err, out)
-		}
-	}
-	owner, _ := identity.Generate()
-	run("keygen", "--state-dir", state)
-	run("delegate", "--state-dir", state, "--owner", owner.ID())
-	text, err := os.ReadFile(filepath.Join(state, "delegation-request.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, sig, _ := offchain.SignText(owner, string(text))
-	run("delegate", "--state-dir", state, "--signature", sig)
-	if err := sys.Start(); err != nil {
-		t.Fatal(err)
-	}
+	sys, owner := startOwnedSystem(t)
 	id := mustStatus(t, sys)["node_id"].(string)
 	// Someone else's node on the same castd.
 	stranger, _ := identity.Generate()
@@ -193,6 +175,135 @@ func TestDashboardOwnerSignIn(t *testing.T) {
 	eval(fmt.Sprintf(`window.__resolve(%s); true`, wsig))
 	if !harness.WaitFor(15*time.Second, func() bool { return page.EvalString(row) == "online" }) {
 		t.Fatalf("wallet sign-in: %s", text1("owner-err"))
+	}
+}
+
+const ownersAdminToken = "owners-e2e-admin-token-0123456789"
+
+// startOwnedSystem starts castd and a beacon whose owner wallet delegated
+// to it, as an operator does with ` + "`beacon delegate`" + `.
+func startOwnedSystem(t *testing.T) (*harness.System, *identity.Keypair) {
+	t.Helper()
+	sys := newSystem(t, "--admin-token", ownersAdminToken, "--history-interval", "200ms")
+	state := filepath.Join(sys.Dir, "beacon")
+	run := func(args ...string) {
+		if out, err := exec.Command(bins.Beacon, args...).CombinedOutput(); err != nil {
+			t.Fatalf("beacon %v: %v\n%s", args, err, out)
+		}
+	}
+	owner, _ := identity.Generate()
+	run("keygen", "--state-dir", state)
+	run("delegate", "--state-dir", state, "--owner", owner.ID())
+	text, err := os.ReadFile(filepath.Join(state, "delegation-request.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sig, _ := offchain.SignText(owner, string(text))
+	run("delegate", "--state-dir", state, "--signature", sig)
+	if err := sys.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return sys, owner
+}
+
+// apiSignIn signs owner in through the API, as the dashboard does.
+func apiSignIn(t *testing.T, base string, owner *identity.Keypair) string {
+	t.Helper()
+	st, b := apiCall(t, http.MethodPost, base+protocol.PathOwnerChallenge, "", protocol.OwnerChallengeRequest{Owner: owner.ID()})
+	var c protocol.OwnerChallenge
+	if st != http.StatusOK || json.Unmarshal(b, &c) != nil {
+		t.Fatalf("challenge: %d %s", st, b)
+	}
+	_, sig, _ := offchain.SignText(owner, c.Text)
+	st, b = apiCall(t, http.MethodPost, base+protocol.PathOwnerSession, "", protocol.OwnerSignIn{Owner: owner.ID(), Text: c.Text, Signature: sig})
+	var s protocol.OwnerSession
+	if st != http.StatusOK || json.Unmarshal(b, &s) != nil {
+		t.Fatalf("session: %d %s", st, b)
+	}
+	return s.Token
+}
+
+// TestCapacityContractMeasured: a contract for the real beacon is met
+// while it is online and serving (castd report, CSV), and not met, with
+// the reason, once it has been down for part of the window.
+func TestCapacityContractMeasured(t *testing.T) {
+	sys, owner := startOwnedSystem(t)
+	id := mustStatus(t, sys)["node_id"].(string)
+	tok := apiSignIn(t, sys.CastdURL(), owner)
+	start := time.Now().UTC().Truncate(time.Second)
+	o := contracts.Offer{Owner: owner.Public(), Node: mustKey(t, id), Cast: mustKey(t, castKey(t, sys)), BandwidthMbps: 1, AvailabilityHours: 1, StorageGB: 1,
+		Start: start, End: start.Add(2 * time.Hour)} // online half the time
+	msg, sig, _ := offchain.SignText(owner, o.Text())
+	st, body := apiCall(t, http.MethodPost, sys.CastdURL()+protocol.PathContracts, tok, protocol.CapacityOffer{Owner: owner.ID(), Text: o.Text(), Message: msg, Signature: sig})
+	if st != http.StatusCreated {
+		t.Fatalf("offer: %d %s", st, body)
+	}
+	var c contracts.Contract
+	json.Unmarshal(body, &c)
+	// Traffic through the router to the beacon, then a few health reports.
+	path := "/obj/1M/contract.bin"
+	expectVia(t, sys, fetch(t, sys.CastdURL()+path), path, "MISS", 1<<20)
+	expectVia(t, sys, fetch(t, sys.CastdURL()+path), path, "HIT", 1<<20)
+	if !harness.WaitFor(20*time.Second, func() bool {
+		_, b := apiCall(t, http.MethodGet, sys.CastdURL()+protocol.PathOwnerNodes+"/"+id, tok, nil)
+		var n struct {
+			BytesServed uint64 `json:"bytes_served"`
+		}
+		return json.Unmarshal(b, &n) == nil && n.BytesServed > 0
+	}) {
+		t.Fatal("the beacon never reported bytes served")
+	}
+	time.Sleep(1500 * time.Millisecond) // a history sample after the report
+	t1 := time.Now().UTC().Truncate(time.Second).Add(time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	out, err := exec.Command(bins.Castd, "report", "--url", sys.CastdURL(), "--admin-token", ownersAdminToken,
+		"--from", start.Format(time.RFC3339), "--to", t1.Format(time.RFC3339), "--format", "csv").CombinedOutput()
+	if err != nil {
+		t.Fatalf("castd report: %v\n%s", err, out)
+	}
+	recs, err := csv.NewReader(bytes.NewReader(out)).ReadAll()
+	if err != nil {
+		t.Fatalf("report is not CSV: %v\n%s", err, out)
+	}
+	col := map[string]int{}
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	rows := map[string][]string{}
+	for _, r := range recs[1:] {
+		rows[r[col["kind"]]+" "+r[col["id"]]] = r
+	}
+	node, contract, own := rows["node "+id], rows["contract "+c.ID], rows["owner "+owner.ID()]
+	if node == nil || contract == nil || own == nil {
+		t.Fatalf("report lacks the node, the contract or the owner:\n%s", out)
+	}
+	if node[col["online_hours"]] == "0.000" || node[col["bytes_served"]] == "0" || contract[col["verdict"]] != contracts.VerdictMet || own[col["contracts_met"]] != "1" {
+		t.Fatalf("report while online and serving:\n%s", out)
+	}
+
+	// The beacon goes down for part of the next window.
+	if err := sys.Beacon.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !harness.WaitFor(20*time.Second, func() bool {
+		_, b := apiCall(t, http.MethodGet, sys.CastdURL()+protocol.PathOwnerNodes+"/"+id, tok, nil)
+		return strings.Contains(string(b), `"state":"offline"`)
+	}) {
+		t.Fatal("castd never saw the beacon offline")
+	}
+	// Offline for longer than it was online: under half of the window.
+	time.Sleep(time.Since(start) + 2*time.Second)
+	t2 := time.Now().UTC().Truncate(time.Second)
+	time.Sleep(time.Second)
+	st, body = apiCall(t, http.MethodGet, sys.CastdURL()+protocol.PathContracts+"/"+c.ID+"?from="+start.Format(time.RFC3339)+"&to="+t2.Format(time.RFC3339), tok, nil)
+	var view struct {
+		Evaluation contracts.Evaluation `json:"evaluation"`
+	}
+	if st != http.StatusOK || json.Unmarshal(body, &view) != nil {
+		t.Fatalf("contract view: %d %s", st, body)
+	}
+	if ev := view.Evaluation; ev.Verdict != contracts.VerdictNotMet || !strings.Contains(strings.Join(ev.Reasons, " "), "availability_hours") {
+		t.Fatalf("after the outage: %+v", ev)
 	}
 }
 
