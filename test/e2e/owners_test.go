@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -111,16 +112,31 @@ func TestDashboardOwnerSignIn(t *testing.T) {
 		t.Fatalf("owner token %q", tok)
 	}
 
-	// A contract offered with the session shows on the page with its verdict.
-	o := contracts.Offer{Owner: owner.Public(), Node: mustKey(t, id), Cast: mustKey(t, castKey(t, sys)), BandwidthMbps: 20, AvailabilityHours: 1, StorageGB: 1,
-		Start: time.Now().UTC().Truncate(time.Second), End: time.Now().UTC().Truncate(time.Second).Add(2 * time.Hour)}
-	msg, osig, _ := offchain.SignText(owner, o.Text())
-	st, body := apiCall(t, http.MethodPost, sys.CastdURL()+protocol.PathContracts, tok, protocol.CapacityOffer{Owner: owner.ID(), Text: o.Text(), Message: msg, Signature: osig})
-	if st != http.StatusCreated {
-		t.Fatalf("offer: %d %s", st, body)
+	// A capacity offer made on the page (its canonical text built by the
+	// page's script), signed as the CLI does, pasted: castd countersigns it
+	// and the page lists it with its verdict.
+	if !harness.WaitFor(10*time.Second, func() bool {
+		return page.EvalString(`String(document.getElementById("offer").hidden)`) == "false" &&
+			page.EvalString(`document.getElementById("offer-node").value`) == id
+	}) {
+		t.Fatal("no offer form for the owner's node")
 	}
-	var c contracts.Contract
-	json.Unmarshal(body, &c)
+	eval(`document.getElementById("offer").requestSubmit(); true`)
+	var offerCmd string
+	if !harness.WaitFor(10*time.Second, func() bool {
+		offerCmd = text1("offer-cmd")
+		return strings.Contains(offerCmd, "Blockcast capacity offer v1")
+	}) {
+		t.Fatalf("no offer text: %q", text1("offer-msg"))
+	}
+	_, offerText, _ := strings.Cut(offerCmd, "'")
+	offerText = strings.TrimSuffix(offerText, "'")
+	if _, err := contracts.ParseOffer(offerText); err != nil {
+		t.Fatalf("the page's offer text: %v", err)
+	}
+	omsg, osig, _ := offchain.SignText(owner, offerText)
+	eval(fmt.Sprintf(`document.getElementById("offer-sig").value = %q; document.getElementById("offer-sig-form").requestSubmit(); true`, osig))
+	c := contracts.Contract{ID: contracts.ID(mustB64(t, omsg))}
 	crow := fmt.Sprintf(`(document.querySelector('#contracts tr[data-id=%q]')||{}).textContent||""`, c.ID)
 	if !harness.WaitFor(15*time.Second, func() bool { return strings.Contains(page.EvalString(crow), "in progress") }) {
 		t.Fatalf("contract row: %q", page.EvalString(crow))
@@ -175,6 +191,32 @@ func TestDashboardOwnerSignIn(t *testing.T) {
 	eval(fmt.Sprintf(`window.__resolve(%s); true`, wsig))
 	if !harness.WaitFor(15*time.Second, func() bool { return page.EvalString(row) == "online" }) {
 		t.Fatalf("wallet sign-in: %s", text1("owner-err"))
+	}
+	// And an offer for the next period, signed by the wallet.
+	eval(`window.__toSign = null; document.getElementById("offer-start").value = "2031-01-01T00:00"; document.getElementById("offer-end").value = "2031-01-31T00:00"; document.getElementById("offer").requestSubmit(); true`)
+	if !harness.WaitFor(10*time.Second, func() bool { return page.EvalString(`String(document.getElementById("offer-wallet").hidden)`) == "false" && strings.Contains(text1("offer-cmd"), "2031-01-01T00:00:00Z") }) {
+		t.Fatalf("no wallet offer step: %q", text1("offer-msg"))
+	}
+	eval(`document.getElementById("offer-wallet").click(); true`)
+	raw = nil
+	if !harness.WaitFor(10*time.Second, func() bool {
+		v, err := page.Eval(`window.__toSign || null`)
+		return err == nil && json.Unmarshal(v, &raw) == nil && len(raw) > 0
+	}) {
+		t.Fatalf("the page never asked the wallet to sign the offer: %q", text1("offer-msg"))
+	}
+	ints = ints[:0]
+	for _, b := range owner.Sign(raw) {
+		ints = append(ints, int(b))
+	}
+	wsig, _ = json.Marshal(ints)
+	eval(fmt.Sprintf(`window.__resolve(%s); true`, wsig))
+	c2 := fmt.Sprintf(`(document.querySelector('#contracts tr[data-id=%q]')||{}).textContent||""`, contracts.ID(raw))
+	if !harness.WaitFor(15*time.Second, func() bool { return strings.Contains(page.EvalString(c2), "2031-01-01") }) {
+		t.Fatalf("wallet-signed offer not listed: %q", text1("offer-msg"))
+	}
+	if err := page.Screenshot(filepath.Join(out, "dashboard-owner-wallet.png")); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -305,6 +347,15 @@ func TestCapacityContractMeasured(t *testing.T) {
 	if ev := view.Evaluation; ev.Verdict != contracts.VerdictNotMet || !strings.Contains(strings.Join(ev.Reasons, " "), "availability_hours") {
 		t.Fatalf("after the outage: %+v", ev)
 	}
+}
+
+func mustB64(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func mustKey(t *testing.T, s string) identity.PublicKey {
