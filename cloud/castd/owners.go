@@ -73,6 +73,7 @@ func (s *Server) initOwners() error {
 		o.contracts = nil
 		return fmt.Errorf("castd: %w", err)
 	}
+	o.history.Watching(time.Now())
 	return nil
 }
 

@@ -46,6 +46,7 @@ const (
 	VerdictNotMet    = "not_met"
 	VerdictRunning   = "in_progress" // the window is not over: figures so far
 	VerdictOutside   = "outside"     // the window does not overlap the contract
+	VerdictNotYet    = "not_started" // the window starts later than now
 	// VerdictUnmeasured: castd watched the node less than MinObserved of
 	// the window (castd down, or no control plane): too little to judge.
 	VerdictUnmeasured = "unmeasured"
@@ -92,17 +93,19 @@ func Evaluate(c Contract, from, to, now time.Time, m Measurer, sv Served) (Evalu
 		ev.From, ev.To = from.UTC(), to.UTC()
 		return ev, nil
 	}
+	if !lo.Before(now) {
+		ev.Verdict = VerdictNotYet
+		return ev, nil
+	}
 	end := earlier(hi, now)
 	node := o.Node.String()
 	var meas Measured
 	var err error
-	if lo.Before(end) {
-		if meas, err = m.Measure(node, lo, end); err != nil {
-			return ev, fmt.Errorf("contracts: measuring %s: %w", node, err)
-		}
-		if ev.Served, err = sv.ServedBytes(node, lo, end); err != nil {
-			return ev, fmt.Errorf("contracts: served by %s: %w", node, err)
-		}
+	if meas, err = m.Measure(node, lo, end); err != nil {
+		return ev, fmt.Errorf("contracts: measuring %s: %w", node, err)
+	}
+	if ev.Served, err = sv.ServedBytes(node, lo, end); err != nil {
+		return ev, fmt.Errorf("contracts: served by %s: %w", node, err)
 	}
 	ev.Observed, ev.Online = meas.Observed.Hours(), meas.Online.Hours()
 	window := hi.Sub(lo)

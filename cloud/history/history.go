@@ -40,7 +40,7 @@ type Sample struct {
 	// Health numbers, when the node has reported (HasHealth).
 	HasHealth    bool
 	BytesServed  uint64        // counter since the node started
-	Uptime       time.Duration // how long the node has run (its counter's age)
+	Uptime       time.Duration // how long the node has run (its counter's age), whole seconds
 	HitRatio     float64
 	StorageBytes uint64 // cache bytes plus free storage: what it offers
 }
@@ -84,7 +84,7 @@ type History struct {
 	mu        sync.Mutex
 	last      map[string]uint64 // node → last BytesServed counter
 	lastTick  time.Time
-	firstTick time.Time // since Open
+	firstTick time.Time // since when castd watches (Watching, or the first Record)
 	lastPrune time.Time
 }
 
@@ -110,6 +110,16 @@ func Open(path string, retention time.Duration, log *slog.Logger) (*History, err
 
 // Close closes the file.
 func (h *History) Close() error { return h.db.Close() }
+
+// Watching tells h that castd has watched the nodes since t (its start,
+// before any node could register with it): a node whose first report says
+// it started after t has served all of its counter since. Without it, the
+// first Record's time is used.
+func (h *History) Watching(t time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.firstTick = t
+}
 
 func key(node string, hour time.Time) []byte {
 	k := make([]byte, 0, len(node)+9)
@@ -161,7 +171,10 @@ func (h *History) Record(now time.Time, maxGap time.Duration, samples []Sample) 
 		cs[i].storage = &storage
 		last, had := h.last[s.Node]
 		h.last[s.Node] = s.BytesServed
-		if !had && s.Uptime > 0 && !now.Add(-s.Uptime).Before(h.firstTick) {
+		// (Uptime is in whole seconds, so the node may be up to a second
+		// older: a node cannot be routed to before castd runs, and a second
+		// of slack is what a node starting with castd needs.)
+		if !had && !now.Add(-s.Uptime).Before(h.firstTick) {
 			// The node started while castd watched: its whole counter
 			// was served since, none of it before.
 			last, had = 0, true

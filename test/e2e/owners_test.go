@@ -138,7 +138,7 @@ func TestDashboardOwnerSignIn(t *testing.T) {
 	eval(fmt.Sprintf(`document.getElementById("offer-sig").value = %q; document.getElementById("offer-sig-form").requestSubmit(); true`, osig))
 	c := contracts.Contract{ID: contracts.ID(mustB64(t, omsg))}
 	crow := fmt.Sprintf(`(document.querySelector('#contracts tr[data-id=%q]')||{}).textContent||""`, c.ID)
-	if !harness.WaitFor(15*time.Second, func() bool { return strings.Contains(page.EvalString(crow), "in progress") }) {
+	if !harness.WaitFor(15*time.Second, func() bool { return strings.Contains(page.EvalString(crow), "not started") }) {
 		t.Fatalf("contract row: %q", page.EvalString(crow))
 	}
 	if err := page.Screenshot(filepath.Join(out, "dashboard-owner.png")); err != nil {
@@ -194,7 +194,9 @@ func TestDashboardOwnerSignIn(t *testing.T) {
 	}
 	// And an offer for the next period, signed by the wallet.
 	eval(`window.__toSign = null; document.getElementById("offer-start").value = "2031-01-01T00:00"; document.getElementById("offer-end").value = "2031-01-31T00:00"; document.getElementById("offer").requestSubmit(); true`)
-	if !harness.WaitFor(10*time.Second, func() bool { return page.EvalString(`String(document.getElementById("offer-wallet").hidden)`) == "false" && strings.Contains(text1("offer-cmd"), "2031-01-01T00:00:00Z") }) {
+	if !harness.WaitFor(10*time.Second, func() bool {
+		return page.EvalString(`String(document.getElementById("offer-wallet").hidden)`) == "false" && strings.Contains(text1("offer-cmd"), "2031-01-01T00:00:00Z")
+	}) {
 		t.Fatalf("no wallet offer step: %q", text1("offer-msg"))
 	}
 	eval(`document.getElementById("offer-wallet").click(); true`)
