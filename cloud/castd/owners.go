@@ -198,6 +198,9 @@ func (s *Server) handleOwnerChallenge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	src, _ := s.ips.Addr(r)
+	if !src.IsValid() {
+		src = netip.IPv6Unspecified()
+	}
 	if !s.owners.challenges.Allow(src, time.Now()) {
 		w.Header().Set("Retry-After", fmt.Sprint(int(challengeEvery.Seconds())))
 		s.fail(w, r, http.StatusTooManyRequests, "too many sign-in challenges from this address; try again later")

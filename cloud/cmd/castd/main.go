@@ -41,6 +41,10 @@ Relays are routed to only for the prefixes the operator approves
 (castd relays list|approve|revoke, see castd relays --help) or assigns in
 the --coverage-zone file.
 
+Node owners sign in on the dashboard with their wallet, see their own
+nodes and offer capacity contracts; castd report (see castd report
+--help) gives per node, per owner and per contract figures as CSV.
+
 Content URLs: GET http://CASTD/<path> answers 302 to where the user should
 fetch <path>. Upstream CDNs that redirect themselves ask
 GET /v1/route?path=/<path>&client=<ip> for the same decision as JSON.
