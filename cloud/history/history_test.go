@@ -2,6 +2,7 @@ package history
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -160,5 +161,30 @@ func TestPrune(t *testing.T) {
 	h.Hours("n", t0.Add(24*time.Hour), t0.Add(100*time.Hour), func(time.Time, Hour, float64) { recent++ })
 	if old != 0 || recent != 2 {
 		t.Fatalf("%d old and %d recent hours kept, want 0 and 2", old, recent)
+	}
+}
+
+// BenchmarkRecord10k is one sampling tick of a 10,000-node fleet.
+func BenchmarkRecord10k(b *testing.B) {
+	h, err := Open(filepath.Join(b.TempDir(), "history.db"), 0, slog.Default())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	samples := make([]Sample, 10000)
+	for i := range samples {
+		samples[i] = Sample{Node: fmt.Sprintf("node-%05d-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", i), Online: i%10 != 0, HasHealth: true, StorageBytes: 64e9}
+	}
+	at := t0
+	h.Record(at, time.Hour, samples)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		at = at.Add(time.Minute)
+		for j := range samples {
+			samples[j].BytesServed += 1e6
+		}
+		if err := h.Record(at, 2*time.Minute, samples); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

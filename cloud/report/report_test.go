@@ -102,3 +102,17 @@ func TestParsePeriod(t *testing.T) {
 		}
 	}
 }
+
+func TestRunRefusesBadInput(t *testing.T) {
+	for _, args := range [][]string{
+		{"--from", "2026-12-01", "--to", "2027-01-01"},                                          // no token
+		{"--admin-token", "x", "--from", "2026-12-01"},                                          // no end
+		{"--admin-token", "x", "--from", "2026-12-01", "--to", "2027-01-01", "--format", "xls"}, // format
+		{"--admin-token", "x", "--from", "2027-01-01", "--to", "2026-12-01"},                    // reversed
+	} {
+		var out, errb bytes.Buffer
+		if code := Run(args, &out, &errb, func(string) string { return "" }); code != 2 || !strings.Contains(errb.String(), "castd report:") {
+			t.Errorf("%q: exit %d, stderr %q", args, code, errb.String())
+		}
+	}
+}
