@@ -87,18 +87,18 @@ type countWriter int64
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
 // ProbeReport prints the multicast probe build's size and checks it against
-// b: the stripped binary against MaxBinary and its gzip size against
-// MaxPackage (a package adds a few KB of scripts and headers to that). It
-// returns an error wrapping ErrOverBudget when either is over.
-func ProbeReport(w io.Writer, a Artifact, gz int64, b Budget) error {
-	fmt.Fprintf(w, "%s with multicast (%s linked): binary %s (%d bytes), gzip %s; budget %s, %s packaged\n",
-		a.Target.Name, ProbePkg, mb(a.Size), a.Size, mb(gz), mb(b.MaxBinary), mb(b.MaxPackage))
+// b: the stripped binary against MaxBinary and pkg, its estimated package
+// size, against MaxPackage. It returns an error wrapping ErrOverBudget when
+// either is over.
+func ProbeReport(w io.Writer, a Artifact, pkg int64, b Budget) error {
+	fmt.Fprintf(w, "%s with multicast (%s linked): binary %s (%d bytes), package ~%s; budget %s, %s packaged\n",
+		a.Target.Name, ProbePkg, mb(a.Size), a.Size, mb(pkg), mb(b.MaxBinary), mb(b.MaxPackage))
 	var errs []error
 	if a.Size > b.MaxBinary {
 		errs = append(errs, fmt.Errorf("%w: %s beacon with multicast is %d bytes, budget %d", ErrOverBudget, a.Target.Name, a.Size, b.MaxBinary))
 	}
-	if gz > b.MaxPackage {
-		errs = append(errs, fmt.Errorf("%w: %s beacon with multicast gzips to %d bytes, package budget %d", ErrOverBudget, a.Target.Name, gz, b.MaxPackage))
+	if pkg > b.MaxPackage {
+		errs = append(errs, fmt.Errorf("%w: %s beacon with multicast packages to ~%d bytes, budget %d", ErrOverBudget, a.Target.Name, pkg, b.MaxPackage))
 	}
 	if len(errs) == 0 {
 		fmt.Fprintf(w, "%s with multicast within budget: %d bytes to spare\n", a.Target.Name, b.MaxBinary-a.Size)
