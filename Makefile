@@ -103,7 +103,8 @@ package: cross
 
 # Sizes of every binary and package; fails when the mipsle beacon is over
 # the flash budget (10 MB stripped, 4 MB as a package), as built and with the
-# multicast receive path linked (cross/sizeprobe) until the beacon links it.
+# multicast receive path linked (cross/sizeprobe.go.txt) until the beacon
+# links it.
 # `cross shares` lists each package's bytes in that build.
 size: package-openwrt
 	$(GO) run ./cross/cmd/cross size --out $(CROSS_OUT) --packages $(PKG_OUT) --multicast

@@ -60,11 +60,16 @@ func TestNoInlinePatternsMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probe, err := ListDeps(ctx, root(t), "./cross/sizeprobe", tg)
+	// The packages the probe adds (sizeprobe.go.txt's imports).
+	probe, err := ListDeps(ctx, root(t), "./shared/objrecv", tg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps = append(deps, probe...)
+	dtls, err := ListDeps(ctx, root(t), "./shared/dtlschan", tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps = append(append(deps, probe...), dtls...)
 	for _, p := range NoInline {
 		found := false
 		for _, d := range deps {

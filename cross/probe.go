@@ -3,6 +3,7 @@ package cross
 import (
 	"compress/gzip"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,21 +12,18 @@ import (
 	"path/filepath"
 )
 
-// ProbePkg links the multicast receive path into a measurement build of the
-// beacon (see package sizeprobe).
-const ProbePkg = Module + "/cross/sizeprobe"
+// probeSource is the file BuildProbe adds to BeaconPkg, through -overlay
+// only: the tree's beacon is never changed by a measurement. It calls the
+// multicast receive path the way the beacon will.
+//
+//go:embed sizeprobe.go.txt
+var probeSource string
 
-// probeFile is the file BuildProbe adds to BeaconPkg, through -overlay only:
-// the tree's beacon is never changed by a measurement.
-const probeFile = `package main
-
-import "` + ProbePkg + `"
-
-func init() { sizeprobe.Link() }
-`
+// ProbeName is what size reports call the probe build.
+const ProbeName = "multicast receive path (cross/sizeprobe.go.txt)"
 
 // BuildProbe builds the beacon for t with the release flags plus the
-// multicast receive path (ProbePkg) linked in, into out: the size the
+// multicast receive path (probeSource) linked in, into out: the size the
 // beacon will have once it calls those packages itself. strip false keeps
 // the symbol table, for Shares.
 func BuildProbe(ctx context.Context, opts BuildOptions, t Target, out string, strip bool) (Artifact, error) {
@@ -35,7 +33,7 @@ func BuildProbe(ctx context.Context, opts BuildOptions, t Target, out string, st
 	}
 	defer os.RemoveAll(dir)
 	src := filepath.Join(dir, "zz_sizeprobe.go")
-	if err := os.WriteFile(src, []byte(probeFile), 0o644); err != nil {
+	if err := os.WriteFile(src, []byte(probeSource), 0o644); err != nil {
 		return Artifact{}, err
 	}
 	root, err := filepath.Abs(opts.Root)
@@ -91,8 +89,8 @@ func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); 
 // size, against MaxPackage. It returns an error wrapping ErrOverBudget when
 // either is over.
 func ProbeReport(w io.Writer, a Artifact, pkg int64, b Budget) error {
-	fmt.Fprintf(w, "%s with multicast (%s linked): binary %s (%d bytes), package ~%s; budget %s, %s packaged\n",
-		a.Target.Name, ProbePkg, mb(a.Size), a.Size, mb(pkg), mb(b.MaxBinary), mb(b.MaxPackage))
+	fmt.Fprintf(w, "%s with the %s: binary %s (%d bytes), package ~%s; budget %s, %s packaged\n",
+		a.Target.Name, ProbeName, mb(a.Size), a.Size, mb(pkg), mb(b.MaxBinary), mb(b.MaxPackage))
 	var errs []error
 	if a.Size > b.MaxBinary {
 		errs = append(errs, fmt.Errorf("%w: %s beacon with multicast is %d bytes, budget %d", ErrOverBudget, a.Target.Name, a.Size, b.MaxBinary))

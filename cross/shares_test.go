@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"go/format"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,6 +234,31 @@ func TestProbeReport(t *testing.T) {
 		err := ProbeReport(&out, Artifact{Target: tg, Size: c.size}, c.gz, b)
 		if got := errors.Is(err, ErrOverBudget); got != c.over {
 			t.Errorf("size %d gz %d: over = %v (%v), want %v", c.size, c.gz, got, err, c.over)
+		}
+	}
+}
+
+// TestProbeSource keeps the probe a gofmt-clean main-package file that
+// calls (not merely imports) the multicast packages; TestMulticastBudget
+// compiles it.
+func TestProbeSource(t *testing.T) {
+	formatted, err := format.Source([]byte(probeSource))
+	if err != nil {
+		t.Fatalf("sizeprobe.go.txt: %v", err)
+	}
+	if string(formatted) != probeSource {
+		t.Error("sizeprobe.go.txt is not gofmt-clean")
+	}
+	f, err := parser.ParseFile(token.NewFileSet(), "sizeprobe.go.txt", probeSource, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Name.Name != "main" {
+		t.Errorf("package %s, want main", f.Name.Name)
+	}
+	for _, call := range []string{"objrecv.New(", "dtlschan.Dialer{}.Dial(", "manifest.FromPacket(", "alc.Decode(", ".Feed(", "func init() { sizeprobeLink() }"} {
+		if !strings.Contains(probeSource, call) {
+			t.Errorf("sizeprobe.go.txt does not call %s", call)
 		}
 	}
 }

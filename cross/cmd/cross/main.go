@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	version := fs.String("version", "dev", "version stamped into the binaries")
 	only := fs.String("only", "", "comma-separated target names (default: all)")
 	pkgDir := fs.String("packages", ".build/pkg", "directory the packages were written to")
-	multicast := fs.Bool("multicast", false, "size: also build and check the "+cross.FlashBudget.Target+" beacon with the multicast receive path ("+cross.ProbePkg+")")
+	multicast := fs.Bool("multicast", false, "size: also build and check the "+cross.FlashBudget.Target+" beacon with the multicast receive path ("+cross.ProbeName+")")
 	target := fs.String("target", cross.FlashBudget.Target, "shares: target to build")
 	top := fs.Int("top", 40, "shares: packages to list (0: all)")
 	base := fs.String("base", "", "shares: an unstripped binary to compare with (a before column)")
