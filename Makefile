@@ -43,7 +43,7 @@ test-short: vet
 
 # Every fuzz target for FUZZTIME each (default 10s), carrying on past a
 # failing one; ends with a table (target, executions, new coverage, result)
-# and fails when any target failed. FUZZ=name runs only matching targets;
+# and fails when any target failed. FUZZ=regexp runs only matching targets;
 # FUZZJOBS=2 fuzzes two targets at once (each with half the workers).
 FUZZTIME ?= 10s
 FUZZ     ?=
