@@ -1,10 +1,12 @@
 package mcsend
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -241,12 +243,13 @@ func (ss *Session) sendBlock(ctx context.Context, sbn uint32) error {
 		}
 	}
 	k := ss.part.BlockLen(sbn)
-	for esi := range k + int(ss.proact[sbn]) {
+	n := k + int(ss.proact[sbn])
+	for esi := range n {
 		kind := KindData
 		if esi >= k {
 			kind = KindParity
 		}
-		pkt, err := ss.cache.packet(ss.buf[:0], ss.m, sbn, esi)
+		pkt, err := ss.cache.packet(ss.buf[:0], ss.m, sbn, esi, sbn == ss.part.N-1 && esi == n-1)
 		if err != nil {
 			return err
 		}
@@ -416,7 +419,7 @@ func (ss *Session) join(p Peer, early int, now time.Time) {
 			}
 		}
 		for esi := range ss.part.BlockLen(sbn) {
-			pkt, err := ss.cache.packet(buf[:0], ss.m, sbn, esi)
+			pkt, err := ss.cache.packet(buf[:0], ss.m, sbn, esi, false)
 			if err != nil {
 				ss.s.log.Warn("early media", "key", ss.obj.Key, "err", err)
 				return
@@ -547,6 +550,7 @@ func (ss *Session) service(ctx context.Context) error {
 		}
 	}
 	ss.mu.Unlock()
+	slices.SortFunc(ready, func(a, b due) int { return cmp.Compare(a.sbn, b.sbn) }) // nearest first
 	for _, d := range ready {
 		if err := ss.repair(ctx, d.sbn, d.a); err != nil {
 			return err
@@ -570,7 +574,10 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 				chunkNodes[c] = append(chunkNodes[c], w)
 			}
 		}
-		if w.need > 0 {
+		// A node that lacks a hash-list chunk holds that chunk's symbols
+		// unverified, uncounted in its Need: it gets the chunk now and
+		// says what it still needs once they verify.
+		if w.need > 0 && w.chunks == 0 {
 			needers = append(needers, w)
 			maxNeed = max(maxNeed, w.need)
 			for i := range union {
@@ -616,7 +623,7 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 			if w.syms[esi/64]&(1<<(esi%64)) == 0 {
 				continue
 			}
-			pkt, err := ss.cache.packet(buf[:0], ss.m, sbn, esi)
+			pkt, err := ss.cache.packet(buf[:0], ss.m, sbn, esi, false)
 			if err != nil {
 				return err
 			}
@@ -631,7 +638,7 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 }
 
 func (ss *Session) putSymbol(ctx context.Context, k Kind, sbn uint32, esi int) error {
-	pkt, err := ss.cache.packet(ss.buf[:0], ss.m, sbn, esi)
+	pkt, err := ss.cache.packet(ss.buf[:0], ss.m, sbn, esi, false)
 	if err != nil {
 		return err
 	}
@@ -735,12 +742,14 @@ func (c *symCache) symbol(sbn uint32, esi int) ([]byte, error) {
 }
 
 // packet appends the ALC packet of symbol esi of block sbn to dst.
-func (c *symCache) packet(dst []byte, m *manifest.Manifest, sbn uint32, esi int) ([]byte, error) {
+// last sets the B flag (Close Object): the carousel's last packet of a
+// pass, when receivers should NACK what they lack without waiting.
+func (c *symCache) packet(dst []byte, m *manifest.Manifest, sbn uint32, esi int, last bool) ([]byte, error) {
 	sym, err := c.symbol(sbn, esi)
 	if err != nil {
 		return dst, err
 	}
 	p := alc.Packet{Codepoint: alc.EncodingID, TSI: uint64(m.TSI), TOI: uint64(m.TOI),
-		SBN: sbn, SBL: uint16(c.part.BlockLen(sbn)), ESI: uint16(esi), Payload: sym}
+		SBN: sbn, SBL: uint16(c.part.BlockLen(sbn)), ESI: uint16(esi), Payload: sym, CloseObject: last}
 	return p.AppendTo(dst)
 }
