@@ -53,7 +53,8 @@ type Session struct {
 	members map[string]*member
 	pending map[uint32]*agg
 	inPass  bool
-	cursor  uint32 // block the carousel is sending
+	cursor  uint32    // block the carousel is sending
+	offered time.Time // last Offer that returned the session: joiners are on their way
 }
 
 // member is a node that joined the session.
@@ -120,6 +121,7 @@ func newSession(s *Sender, obj Object, lease channels.Lease, m *manifest.Manifes
 		ss.pacer = s.o.Shaper.Session(now)
 	}
 	ss.renewAt = now.Add(lease.Expires.Sub(now) / 2)
+	ss.offered = now
 	return ss, nil
 }
 
@@ -153,12 +155,19 @@ func (ss *Session) Err() error {
 // Stats returns the session's counters.
 func (ss *Session) Stats() Stats { return ss.st.snapshot() }
 
+// touch notes an offer of the session: a beacon is about to join.
+func (ss *Session) touch(now time.Time) {
+	ss.mu.Lock()
+	ss.offered = now
+	ss.mu.Unlock()
+}
+
 func (ss *Session) object() mcproto.Object { return mcproto.Object{TSI: ss.m.TSI, TOI: ss.m.TOI} }
 
 func (ss *Session) finish(err error) {
 	ss.err = err
 	close(ss.done)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrClosed) {
 		ss.s.log.Warn("multicast session ended", "key", ss.obj.Key, "tsi", ss.m.TSI, "err", err)
 	} else {
 		ss.s.log.Info("multicast session ended", "key", ss.obj.Key, "tsi", ss.m.TSI)
@@ -275,8 +284,9 @@ func (ss *Session) gaps(now time.Time) bool {
 }
 
 // nextEvent is when the run loop has something to do next: a NACK
-// window closing, or the last member going idle. busy is false when no
-// member is active and nothing is pending: the session is over.
+// window closing, the last member going idle, or the wait for beacons
+// offered the session ending. busy is false when none of these is ahead:
+// the session is over.
 func (ss *Session) nextEvent(now time.Time) (next time.Time, busy bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -289,6 +299,9 @@ func (ss *Session) nextEvent(now time.Time) (next time.Time, busy bool) {
 		if t := m.lastSeen.Add(ss.s.o.Idle); t.After(now) && (!busy || t.Before(next)) {
 			next, busy = t, true
 		}
+	}
+	if t := ss.offered.Add(ss.s.o.Idle); t.After(now) && (!busy || t.Before(next)) {
+		next, busy = t, true
 	}
 	return next, busy
 }
@@ -565,7 +578,7 @@ func (ss *Session) service(ctx context.Context) error {
 func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 	k := ss.part.BlockLen(sbn)
 	var chunkNodes [64][]*want
-	var needers []*want
+	var needers, chunky []*want
 	maxNeed := 0
 	var union [fec.MaxSymbols / 64]uint64
 	for _, w := range a.nodes {
@@ -574,16 +587,26 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 				chunkNodes[c] = append(chunkNodes[c], w)
 			}
 		}
-		// A node that lacks a hash-list chunk holds that chunk's symbols
-		// unverified, uncounted in its Need: it gets the chunk now and
-		// says what it still needs once they verify.
-		if w.need > 0 && w.chunks == 0 {
+		switch {
+		case w.need == 0:
+		case w.chunks != 0:
+			// It holds that chunk's symbols unverified, uncounted in
+			// its Need: its Need would inflate the channel's parity.
+			// It gets the chunk now and says what it still needs once
+			// they verify.
+			chunky = append(chunky, w)
+		default:
 			needers = append(needers, w)
 			maxNeed = max(maxNeed, w.need)
 			for i := range union {
 				union[i] |= w.syms[i]
 			}
 		}
+	}
+	if len(needers) == 0 && len(chunky) == 1 {
+		// The only node short of this block (a late joiner, early media
+		// lost): the symbols it named go with the chunks.
+		needers = chunky
 	}
 	limited := map[*want]bool{}
 	for c, ws := range chunkNodes[:len(ss.hashes[sbn])] {
@@ -646,9 +669,17 @@ func (ss *Session) putSymbol(ctx context.Context, k Kind, sbn uint32, esi int) e
 	return ss.put(ctx, k, pkt)
 }
 
-// unicast sends one packet to a node within its repair budget. When the
-// budget is spent it tells the node (StatusLimited) and returns an error.
+// unicast sends one packet to a node within its repair budget: queued
+// on its outbox, or written at once for a peer without one. When the
+// budget is spent the node is told (StatusLimited) and it returns an
+// error.
 func (ss *Session) unicast(p Peer, k Kind, pkt []byte) error {
+	if ob := ss.s.outbox(p); ob != nil {
+		if !ob.put(ss, k, pkt) {
+			return dtlschan.ErrRateLimited
+		}
+		return nil
+	}
 	if _, err := p.WriteLimited(pkt); err != nil {
 		if errors.Is(err, dtlschan.ErrRateLimited) {
 			ss.s.refuse(ss, RefuseLimited, 1)
