@@ -47,7 +47,8 @@ type Session struct {
 	nextPar  []uint16 // per block: the next parity ESI never sent on the channel
 	proact   []uint16 // per block: proactive parity symbols a pass sends
 	sinceMan int
-	buf      []byte
+	buf      []byte // the carousel's packet
+	rbuf     []byte // a channel repair's packet
 
 	mu      sync.Mutex
 	members map[string]*member
@@ -608,6 +609,7 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 		// lost): the symbols it named go with the chunks.
 		needers = chunky
 	}
+	ss.s.log.Debug("repair", "key", ss.obj.Key, "sbn", sbn, "nodes", len(a.nodes), "needers", len(needers), "chunky", len(chunky), "max_need", maxNeed)
 	limited := map[*want]bool{}
 	for c, ws := range chunkNodes[:len(ss.hashes[sbn])] {
 		switch {
@@ -660,12 +662,15 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 	return nil
 }
 
+// putSymbol puts a repair symbol on the channel. It has a buffer of its
+// own: repairs go out between the carousel's packets, whose buffer holds
+// the packet about to go.
 func (ss *Session) putSymbol(ctx context.Context, k Kind, sbn uint32, esi int) error {
-	pkt, err := ss.cache.packet(ss.buf[:0], ss.m, sbn, esi, false)
+	pkt, err := ss.cache.packet(ss.rbuf[:0], ss.m, sbn, esi, false)
 	if err != nil {
 		return err
 	}
-	ss.buf = pkt
+	ss.rbuf = pkt
 	return ss.put(ctx, k, pkt)
 }
 

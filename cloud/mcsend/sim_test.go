@@ -83,6 +83,7 @@ type simConfig struct {
 	// reaches this block (0: all at the start).
 	lateFrom, lateAt int
 	maxSim           time.Duration // simulated time allowed; 0: 10 minutes
+	sent             func(at time.Time, pkt []byte)
 }
 
 type sim struct {
@@ -143,6 +144,9 @@ func (r *simRecv) WriteLimited(p []byte) (int, error) {
 }
 
 func (s *sim) Send(ch manifest.Channel, pkt []byte) error {
+	if s.cfg.sent != nil {
+		s.cfg.sent(s.clk, pkt)
+	}
 	if s.segRng.Float64() < s.cfg.corr {
 		return nil
 	}
@@ -313,11 +317,13 @@ func runSim(t testing.TB, cfg simConfig) simResult {
 		cfg.opts(&o)
 	}
 	s.hold = 3 * max(o.NackWindow, DefaultNackWindow)
-	sh, err := channels.NewShaper(cfg.rate, 0, 0, s.clk)
-	if err != nil {
-		t.Fatal(err)
+	if o.Shaper == nil {
+		sh, err := channels.NewShaper(cfg.rate, 0, 0, s.clk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Shaper = sh
 	}
-	o.Shaper = sh
 	for i := range cfg.n {
 		r := &simRecv{sim: s, i: i, name: fmt.Sprintf("node-%03d", i), rng: rand.New(rand.NewPCG(cfg.seed, uint64(i)+1)),
 			nacked: map[uint32]time.Time{}, maxSeen: -1}
@@ -326,6 +332,7 @@ func runSim(t testing.TB, cfg simConfig) simResult {
 		}
 		s.rcv = append(s.rcv, r)
 	}
+	var err error
 	s.snd, err = New(o)
 	if err != nil {
 		t.Fatal(err)
