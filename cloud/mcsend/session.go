@@ -54,7 +54,7 @@ type Session struct {
 	members map[string]*member
 	pending map[uint32]*agg
 	inPass  bool
-	cursor  uint32    // block the carousel is sending
+	cursor  uint32    // first block not yet wholly sent this pass
 	offered time.Time // last Offer that returned the session: joiners are on their way
 }
 
@@ -264,6 +264,12 @@ func (ss *Session) sendBlock(ctx context.Context, sbn uint32) error {
 			return err
 		}
 		ss.buf = pkt
+		if esi == n-1 {
+			// The block is out once this goes: NACKs for it count from now.
+			ss.mu.Lock()
+			ss.cursor = sbn + 1
+			ss.mu.Unlock()
+		}
 		if err := ss.emit(ctx, kind, pkt); err != nil {
 			return err
 		}
@@ -604,9 +610,10 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 			}
 		}
 	}
-	if len(needers) == 0 && len(chunky) == 1 {
-		// The only node short of this block (a late joiner, early media
-		// lost): the symbols it named go with the chunks.
+	if all := uint64(1)<<len(ss.hashes[sbn]) - 1; len(needers) == 0 && len(chunky) == 1 && chunky[0].chunks == all {
+		// The only node short of this block, and it has none of it (a
+		// late joiner whose early media was lost): the symbols it named
+		// go with the chunks, saving a round trip.
 		needers = chunky
 	}
 	ss.s.log.Debug("repair", "key", ss.obj.Key, "sbn", sbn, "nodes", len(a.nodes), "needers", len(needers), "chunky", len(chunky), "max_need", maxNeed)

@@ -99,6 +99,7 @@ type sim struct {
 	failed  error
 	scratch alc.Packet
 	hold    time.Duration // a receiver's NACK holdoff per block
+	mpkt    []byte        // the manifest packet (the offer's)
 }
 
 type simRecv struct {
@@ -151,6 +152,11 @@ func (s *sim) Send(ch manifest.Channel, pkt []byte) error {
 		return nil
 	}
 	var hdr *alc.Packet
+	if s.mpkt == nil {
+		if err := s.scratch.Decode(pkt); err == nil && s.scratch.TOI == manifest.ManifestTOI {
+			s.mpkt = append([]byte(nil), pkt...)
+		}
+	}
 	if s.cfg.drop != nil {
 		if err := s.scratch.Decode(pkt); err != nil {
 			return err
@@ -158,6 +164,11 @@ func (s *sim) Send(ch manifest.Channel, pkt []byte) error {
 		hdr = &s.scratch
 	}
 	for _, r := range s.rcv {
+		if r.asm == nil && s.mpkt != nil {
+			// The offer carried the manifest: a beacon has it before
+			// it joins, whatever the channel loses.
+			r.deliver(s.mpkt, "offer")
+		}
 		if r.rng.Float64() < s.cfg.loss || hdr != nil && s.cfg.drop(r.i, hdr) {
 			continue
 		}
@@ -205,7 +216,7 @@ func (r *simRecv) deliver(pkt []byte, label string) {
 			return
 		}
 		r.obj = mcproto.Object{TSI: m.TSI, TOI: m.TOI}
-		r.maxSeen = -1
+		r.maxSeen, r.lastPkt = -1, r.sim.clk
 		j := mcproto.Join{Object: r.obj, EarlyBlocks: r.sim.cfg.early}
 		r.sim.snd.Handle(r, j.AppendTo(nil))
 		return
@@ -258,6 +269,9 @@ func (r *simRecv) nack(upTo int64) {
 	if len(rs) == 0 {
 		return
 	}
+	if debugNack != nil {
+		debugNack(r, rs)
+	}
 	n := mcproto.Nack{Object: r.obj, Ranges: rs}
 	b, err := n.AppendTo(nil)
 	if err != nil {
@@ -290,6 +304,8 @@ func (w *hashWriter) sum() (s [sha256.Size]byte) {
 	return s
 }
 
+var debugNack func(r *simRecv, rs []mcproto.Range)
+
 type simResult struct {
 	size      int
 	st        Stats
@@ -316,7 +332,7 @@ func runSim(t testing.TB, cfg simConfig) simResult {
 	if cfg.opts != nil {
 		cfg.opts(&o)
 	}
-	s.hold = 3 * max(o.NackWindow, DefaultNackWindow)
+	s.hold = 2 * max(o.NackWindow, DefaultNackWindow)
 	if o.Shaper == nil {
 		sh, err := channels.NewShaper(cfg.rate, 0, 0, s.clk)
 		if err != nil {
