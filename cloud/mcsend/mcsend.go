@@ -116,7 +116,8 @@ type Options struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
-// Sink puts one ALC packet on a channel.
+// Sink puts one ALC packet on a channel. Send must not keep pkt (the
+// sender reuses it) and may be called from several sessions at once.
 type Sink interface {
 	Send(ch manifest.Channel, pkt []byte) error
 }
