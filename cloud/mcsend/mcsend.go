@@ -123,7 +123,9 @@ type Sink interface {
 }
 
 // Peer is one node's unicast channel as the repair service sees it;
-// *dtlschan.Session is one.
+// *dtlschan.Session is one. A Peer that also has Done() <-chan struct{}
+// (a session) gets a queue and a writer of its own, paced to RepairRate;
+// any other Peer (a simulation) is written at once from the caller.
 type Peer interface {
 	NodeID() string
 	Write(p []byte) (int, error)
