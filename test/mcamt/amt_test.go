@@ -1,10 +1,12 @@
-package mcsend
+package mcamt_test
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"hash"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"sync"
@@ -13,8 +15,10 @@ import (
 
 	"github.com/blockcast/beacon/cloud/amtrelay"
 	"github.com/blockcast/beacon/cloud/channels"
+	"github.com/blockcast/beacon/cloud/mcsend"
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/mcproto"
 	"github.com/blockcast/beacon/shared/objrecv"
 )
@@ -57,13 +61,13 @@ func TestAMTSinkThroughRelayAndGateway(t *testing.T) {
 	}
 	sh, _ := channels.NewShaper(20e6, 0, 0, time.Now())
 	cast := testKey(t, 1)
-	snd, err := New(Options{Key: cast, Alloc: pool, Shaper: sh, AMT: AMTSink(relay.Inject), Log: log, Idle: time.Minute})
+	snd, err := mcsend.New(mcsend.Options{Key: cast, Alloc: pool, Shaper: sh, AMT: mcsend.AMTSink(relay.Inject), Log: log, Idle: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer snd.Close()
 	obj := testObject(700_000, 4)
-	ss, err := snd.Offer(ctx, Object{Key: "/amt", URL: "/amt", R: bytes.NewReader(obj), Size: int64(len(obj))})
+	ss, err := snd.Offer(ctx, mcsend.Object{Key: "/amt", URL: "/amt", R: bytes.NewReader(obj), Size: int64(len(obj))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,4 +138,54 @@ func TestAMTSinkThroughRelayAndGateway(t *testing.T) {
 		t.Errorf("relay stats %+v: nothing injected", rs)
 	}
 	t.Logf("assembler %+v; sender %+v", st, snd.Stats())
+}
+
+func testKey(t testing.TB, seed byte) *identity.Keypair {
+	t.Helper()
+	k, err := identity.FromSeed(bytes.Repeat([]byte{seed}, identity.SeedSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func testObject(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type hashWriter struct {
+	h hash.Hash
+	n int
+}
+
+func (w *hashWriter) Write(p []byte) (int, error) {
+	if w.h == nil {
+		w.h = sha256.New()
+	}
+	w.n += len(p)
+	return w.h.Write(p)
+}
+
+func (w *hashWriter) sum() (s [sha256.Size]byte) {
+	if w.h == nil {
+		w.h = sha256.New()
+	}
+	copy(s[:], w.h.Sum(nil))
+	return s
 }
