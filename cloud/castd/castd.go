@@ -150,6 +150,12 @@ type Options struct {
 	SolanaRPC      string
 	RequireOnchain bool
 	OnchainPoll    time.Duration
+	// The daily anchor of receipts (anchor.go): ReceiptAnchor "daily"
+	// publishes each closed day's receipts root on SolanaRPC, "" or "off"
+	// does not. ReceiptDay is the length of that day (zero: 24 h; shorter
+	// in tests).
+	ReceiptAnchor string
+	ReceiptDay    time.Duration
 
 	Version string
 	Logger  *slog.Logger
@@ -458,6 +464,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.watchCoverageZone(ctx)
 	}()
 	s.startCastRecord(ctx, &bg)
+	s.startAnchor(ctx, &bg)
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()
