@@ -141,7 +141,6 @@ func (b *Book) Days(from, to time.Time) ([]time.Time, error) {
 	return out, nil
 }
 
-
 // ReceivedDay is the start of the day castd accepted node's receipt seq
 // in (false when it has no such receipt).
 func (b *Book) ReceivedDay(node string, seq uint64) (time.Time, bool) {
