@@ -52,6 +52,7 @@ fuzz:
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./shared/... ./cloud/... ./firmware/...
 	$(GO) run ./test/bench --bin $(BIN)
+	$(GO) run ./test/anchorbench
 	$(GO) run ./test/membench
 	$(GO) run ./test/membench --arch arm64
 	$(GO) run ./test/membench --arch armv6
