@@ -156,6 +156,13 @@ type Options struct {
 	// in tests).
 	ReceiptAnchor string
 	ReceiptDay    time.Duration
+	// Owners and capacity contracts (owners.go). OwnerSessionTTL is how
+	// long an owner's wallet sign-in lasts (DefaultOwnerSessionTTL);
+	// HistoryInterval is how often the monitor is sampled into the
+	// availability history contracts are measured against
+	// (DefaultHistoryInterval).
+	OwnerSessionTTL time.Duration
+	HistoryInterval time.Duration
 
 	Version string
 	Logger  *slog.Logger
@@ -299,6 +306,7 @@ type Server struct {
 	onchain       *onchainState        // nil without --solana-rpc (onchain.go)
 	receipts      *receipts.Book       // delivery receipts (receipts.go)
 	receiptReplay *ctrlmsg.ReplayCache // their envelopes' nonces
+	owners        owners               // owners' sign-in, capacity contracts, history (owners.go)
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -374,6 +382,10 @@ func New(opts Options) (*Server, error) {
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
 	s.metrics = s.newMetrics()
 	s.dashboard = web.New(web.Options{List: s.nodeViews, CastID: key.ID(), Version: opts.Version, Logger: log})
+	if err := s.initOwners(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if opts.AdminToken == "" {
 		log.Warn("no --admin-token: the operator API is off, and the dashboard and GET /v1/nodes show only fleet totals; the node list needs --admin-token")
 	} else if len(opts.AdminToken) < minAdminToken {
@@ -406,6 +418,7 @@ func (s *Server) Close() error {
 	if s.receipts != nil {
 		errs = append(errs, s.receipts.Close())
 	}
+	errs = append(errs, s.closeOwners())
 	return errors.Join(errs...)
 }
 
@@ -465,6 +478,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	s.startCastRecord(ctx, &bg)
 	s.startAnchor(ctx, &bg)
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		s.sampleHistory(ctx)
+	}()
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()
