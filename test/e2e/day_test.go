@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +15,11 @@ import (
 	"time"
 
 	"github.com/blockcast/beacon/cloud/broker/brokertest"
+	"github.com/blockcast/beacon/cloud/contracts"
 	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/offchain"
 	"github.com/blockcast/beacon/shared/onchain"
+	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/receipt"
 	"github.com/blockcast/beacon/shared/solrpc"
 	"github.com/blockcast/beacon/test/harness"
@@ -52,7 +56,7 @@ func TestWholeDay(t *testing.T) {
 	chain := solanatest.Start(t)
 	m := brokertest.StartMosquitto(t)
 	sys := newSystem(t, "--admin-token", "op-secret", "--mqtt-listen", "", "--mqtt-broker", "tcp://"+m.Addr(),
-		"--solana-rpc", chain.URL, "--require-onchain", "--receipt-anchor", "daily", "--receipt-day", "8s")
+		"--solana-rpc", chain.URL, "--require-onchain", "--receipt-anchor", "daily", "--receipt-day", "8s", "--history-interval", "200ms")
 	cast, err := identity.CreateFile(filepath.Join(sys.Dir, "castd", "cast-key.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +67,21 @@ func TestWholeDay(t *testing.T) {
 	}
 	fundKey(t, chain, cast.ID())
 	fundKey(t, chain, node.ID())
+	// The node's owner delegates to it (beacon delegate), so that it can
+	// offer the node's capacity.
+	state := filepath.Join(sys.Dir, "beacon")
+	owner, _ := identity.Generate()
+	if _, errs, code := beaconCmd(t, nil, "delegate", "--state-dir", state, "--owner", owner.ID()); code != 0 {
+		t.Fatal(errs)
+	}
+	text, err := os.ReadFile(filepath.Join(state, "delegation-request.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dsig, _ := offchain.SignText(owner, string(text))
+	if _, errs, code := beaconCmd(t, nil, "delegate", "--state-dir", state, "--signature", dsig); code != 0 {
+		t.Fatal(errs)
+	}
 	if err := sys.StartCastd(); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +102,20 @@ func TestWholeDay(t *testing.T) {
 	json.Unmarshal(raw, &reg)
 	compareSelfPaid(t, chain.URL, reg.Signature, node.Public())
 
+	// The owner signs in with the wallet and offers the node's capacity
+	// for the day; the CAST countersigns it (a contract).
+	tok := apiSignIn(t, sys.CastdURL(), owner)
+	start := time.Now().UTC().Truncate(time.Second)
+	offer := contracts.Offer{Owner: owner.Public(), Node: node.Public(), Cast: cast.Public(), BandwidthMbps: 1, AvailabilityHours: 1, StorageGB: 1,
+		Start: start, End: start.Add(2 * time.Hour)}
+	omsg, osig, _ := offchain.SignText(owner, offer.Text())
+	st, body := apiCall(t, http.MethodPost, sys.CastdURL()+protocol.PathContracts, tok, protocol.CapacityOffer{Owner: owner.ID(), Text: offer.Text(), Message: omsg, Signature: osig})
+	if st != http.StatusCreated {
+		t.Fatalf("offer: %d %s", st, body)
+	}
+	var contract contracts.Contract
+	json.Unmarshal(body, &contract)
+
 	// Traffic through the router, a broker outage, a castd restart:
 	// every request ends on a receipt castd accepted, once.
 	receiptsAcrossOutage(t, sys, m.Stop, func() {
@@ -94,6 +127,20 @@ func TestWholeDay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}, false)
+
+	// The contract, measured over the day so far (outage and restart
+	// included): online more than half of it, serving.
+	time.Sleep(1200 * time.Millisecond) // a history sample after the last report
+	upTo := time.Now().UTC().Truncate(time.Second)
+	time.Sleep(time.Second)
+	tok = apiSignIn(t, sys.CastdURL(), owner) // sessions do not outlive castd
+	st, body = apiCall(t, http.MethodGet, sys.CastdURL()+protocol.PathContracts+"/"+contract.ID+"?from="+start.Format(time.RFC3339)+"&to="+upTo.Format(time.RFC3339), tok, nil)
+	var view struct {
+		Evaluation contracts.Evaluation `json:"evaluation"`
+	}
+	if st != http.StatusOK || json.Unmarshal(body, &view) != nil || view.Evaluation.Verdict != contracts.VerdictMet {
+		t.Fatalf("contract: %d %s", st, body)
+	}
 
 	// Evening: the day closes and its root is anchored; the first
 	// receipt's proof is given by castd and checked by the beacon.
