@@ -42,6 +42,10 @@ Relays are routed to only for the prefixes the operator approves
 (castd relays list|approve|revoke, see castd relays --help) or assigns in
 the --coverage-zone file.
 
+Delivery receipts: with --solana-rpc and --receipt-anchor daily, castd
+anchors each closed UTC day's receipts root on chain; castd receipts prove
+prints one receipt's proof (see castd receipts --help).
+
 Node owners sign in on the dashboard with their wallet, see their own
 nodes and offer capacity contracts; castd report (see castd report
 --help) gives per node, per owner and per contract figures as CSV.
