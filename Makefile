@@ -56,6 +56,7 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./shared/... ./cloud/... ./firmware/...
 	$(GO) test -run '^$$' -bench '^BenchmarkFigures$$' -benchtime 1x ./cloud/mcsend -args -mcsend.figures
 	$(GO) run ./test/bench --bin $(BIN)
+	$(GO) run ./test/anchorbench
 	$(GO) run ./test/membench
 	$(GO) run ./test/membench --arch arm64
 	$(GO) run ./test/membench --arch armv6

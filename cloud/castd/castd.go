@@ -150,6 +150,12 @@ type Options struct {
 	SolanaRPC      string
 	RequireOnchain bool
 	OnchainPoll    time.Duration
+	// The daily anchor of receipts (anchor.go): ReceiptAnchor "daily"
+	// publishes each closed day's receipts root on SolanaRPC, "" or "off"
+	// does not. ReceiptDay is the length of that day (zero: 24 h; shorter
+	// in tests).
+	ReceiptAnchor string
+	ReceiptDay    time.Duration
 	// Owners and capacity contracts (owners.go). OwnerSessionTTL is how
 	// long an owner's wallet sign-in lasts (DefaultOwnerSessionTTL);
 	// HistoryInterval is how often the monitor is sampled into the
@@ -471,6 +477,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.watchCoverageZone(ctx)
 	}()
 	s.startCastRecord(ctx, &bg)
+	s.startAnchor(ctx, &bg)
 	bg.Add(1)
 	go func() {
 		defer bg.Done()

@@ -54,7 +54,7 @@ func (o *Options) checkOnchain() error {
 	if o.OnchainPoll < 0 {
 		return fieldError("OnchainPoll", errors.New("must not be negative"))
 	}
-	return nil
+	return o.checkAnchor()
 }
 
 // onchainState is castd's on-chain side: nil without --solana-rpc.

@@ -29,6 +29,7 @@ func (s *Server) openReceipts() error {
 	b, err := receipts.Open(receipts.Options{
 		Path:   filepath.Join(s.opts.StateDir, "receipts.db"),
 		Logger: s.log,
+		Day:    s.opts.ReceiptDay,
 	})
 	if err != nil {
 		return fmt.Errorf("castd: %w", err)
@@ -168,6 +169,7 @@ func (s *Server) handleReceiptProof(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, err.Error())
 		return
 	}
+	s.attachAnchor(node, seq, p)
 	writeJSON(w, p)
 }
 

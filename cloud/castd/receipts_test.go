@@ -218,7 +218,7 @@ func TestReceiptAttacksOverMQTT(t *testing.T) {
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &p) != nil {
 		t.Fatalf("proof: %d %s", code, body)
 	}
-	if err := p.Check(); err != nil || p.N != 2 || !bytes.Equal(bytes.TrimSpace(p.Receipt), bytes.TrimSpace(good)) {
+	if _, err := p.Check(); err != nil || p.N != 2 || !bytes.Equal(bytes.TrimSpace(p.Receipt), bytes.TrimSpace(good)) {
 		t.Fatalf("proof %+v: %v", p, err)
 	}
 	root, n, _ := s.receipts.DayRoot(time.Now())

@@ -19,6 +19,11 @@ type PublishOptions struct {
 	Timeout  time.Duration // all attempts (90 s)
 	Poll     time.Duration // status polling (1 s)
 	Attempts int           // fresh blockhashes tried (3)
+	// BeforeSend, when set, is told each signed transaction's signature
+	// and the last block height it can land at before it is sent; an
+	// error stops Publish (nothing is sent). The daily anchor records it,
+	// so that after a crash it looks on chain before publishing again.
+	BeforeSend func(sig solana.Signature, lastValid uint64) error
 }
 
 // Publish records memo in a transaction signed and paid for by key (the
@@ -60,6 +65,11 @@ func Publish(ctx context.Context, cl *rpc.Client, key *identity.Keypair, memo st
 			return solana.Signature{}, 0, err
 		}
 		sig := tx.Signatures[0]
+		if o.BeforeSend != nil {
+			if err := o.BeforeSend(sig, bh.Value.LastValidBlockHeight); err != nil {
+				return solana.Signature{}, 0, fmt.Errorf("before sending %s: %w", sig, err)
+			}
+		}
 		_, err = cl.SendTransactionWithOpts(ctx, tx, rpc.TransactionOpts{PreflightCommitment: rpc.CommitmentConfirmed})
 		if err != nil && !isTxError(err, "AlreadyProcessed", "already been processed") {
 			if isTxError(err, "BlockhashNotFound", "Blockhash not found") {

@@ -3,7 +3,6 @@ package receipts
 import (
 	"bytes"
 	"cmp"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/onchain"
 	"github.com/blockcast/beacon/shared/receipt"
 )
 
@@ -22,17 +21,9 @@ import (
 // under its own domain, ordered by node ID then sequence number. Anyone
 // holding a receipt and its proof can check it against the anchored root.
 
-const dayDomain = "blockcast-day-v1\x00"
-
 // DayLeaf is the leaf of a receipt (its hash, receipt.Signed.Hash) in a
-// day's tree.
-func DayLeaf(receiptHash receipt.Hash) receipt.Hash {
-	b := make([]byte, 0, 1+len(dayDomain)+sha256.Size)
-	b = append(b, 0)
-	b = append(b, dayDomain...)
-	b = append(b, receiptHash[:]...)
-	return sha256.Sum256(b)
-}
+// day's tree (onchain.DayLeaf: the beacon checks proofs too).
+func DayLeaf(receiptHash receipt.Hash) receipt.Hash { return onchain.DayLeaf(receiptHash) }
 
 type dayEntry struct {
 	node string
@@ -42,9 +33,8 @@ type dayEntry struct {
 
 // day lists the receipts accepted in day's UTC date, in tree order.
 func (b *Book) day(day time.Time) ([]dayEntry, error) {
-	y, m, d := day.UTC().Date()
-	from := time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-	to := from.AddDate(0, 0, 1)
+	from := b.DayStart(day)
+	to := from.Add(b.opts.Day)
 	var out []dayEntry
 	err := b.db.View(func(tx *bolt.Tx) error {
 		nodes := tx.Bucket(bucketNodes)
@@ -93,15 +83,15 @@ func (b *Book) DayRoot(day time.Time) (receipt.Hash, int, error) {
 }
 
 // DayProof is a receipt's inclusion in its day's tree.
-type DayProof struct {
-	Day     string            `json:"day"` // YYYY-MM-DD, UTC
-	Index   uint64            `json:"index"`
-	N       uint64            `json:"n"`
-	Leaf    receipt.HexHash   `json:"leaf"`
-	Proof   []receipt.HexHash `json:"proof"`
-	Root    receipt.HexHash   `json:"root"`
-	Receipt json.RawMessage   `json:"receipt"` // the signed receipt
-}
+type DayProof = onchain.DayProof
+
+// DayStart is the start of the day (Options.Day long) that holds t.
+// Days are aligned to the zero time, so a 24-hour day starts at UTC
+// midnight.
+func (b *Book) DayStart(t time.Time) time.Time { return t.UTC().Truncate(b.opts.Day) }
+
+// DayLength is Options.Day.
+func (b *Book) DayLength() time.Duration { return b.opts.Day }
 
 // Prove returns node's receipt seq with its inclusion proof in the tree of
 // the day castd accepted it.
@@ -137,36 +127,10 @@ func (b *Book) Prove(node string, seq uint64) (*DayProof, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &DayProof{Day: received.UTC().Format(time.DateOnly), Index: uint64(idx), N: uint64(len(leaves)),
+	out := &DayProof{Day: onchain.DayLabel(b.DayStart(received), b.opts.Day), Index: uint64(idx), N: uint64(len(leaves)),
 		Leaf: receipt.HexHash(leaves[idx]), Root: receipt.HexHash(receipt.Root(leaves)), Receipt: raw}
 	for _, h := range p {
 		out.Proof = append(out.Proof, receipt.HexHash(h))
 	}
 	return out, nil
-}
-
-// Check verifies p on its own: the receipt is signed by the node it names,
-// its hash is the leaf, and the leaf proves against p.Root (which the
-// caller compares with the anchored root).
-func (p *DayProof) Check() error {
-	s, err := receipt.Decode(p.Receipt)
-	if err != nil {
-		return err
-	}
-	// The receipt names its signer: check it signed this.
-	node, err := identity.ParsePublicKey(s.Receipt.Node)
-	if err != nil {
-		return err
-	}
-	if s, err = receipt.Open(p.Receipt, node); err != nil {
-		return err
-	}
-	if DayLeaf(s.Hash()) != receipt.Hash(p.Leaf) {
-		return fmt.Errorf("%w: the receipt is not the leaf", receipt.ErrBadProof)
-	}
-	proof := make([]receipt.Hash, len(p.Proof))
-	for i, h := range p.Proof {
-		proof[i] = receipt.Hash(h)
-	}
-	return receipt.VerifyInclusion(receipt.Hash(p.Leaf), p.Index, p.N, proof, receipt.Hash(p.Root))
 }

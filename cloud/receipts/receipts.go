@@ -145,6 +145,9 @@ type Options struct {
 	// DefaultByteBurst); a negative rate: no bound.
 	ByteRate  float64
 	ByteBurst int
+	// Day is the length of the day whose receipts make one root (the
+	// daily anchor's): 24 hours, shorter in tests.
+	Day time.Duration
 }
 
 func (o *Options) ensureDefaults() {
@@ -183,6 +186,9 @@ func (o *Options) ensureDefaults() {
 	}
 	if o.ByteBurst == 0 {
 		o.ByteBurst = DefaultByteBurst
+	}
+	if o.Day <= 0 {
+		o.Day = 24 * time.Hour
 	}
 }
 

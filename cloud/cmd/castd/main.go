@@ -14,6 +14,7 @@ import (
 
 	"github.com/blockcast/beacon/cloud/castd"
 	"github.com/blockcast/beacon/cloud/clientip"
+	"github.com/blockcast/beacon/cloud/receiptcmd"
 	"github.com/blockcast/beacon/cloud/relayadmin"
 	"github.com/blockcast/beacon/cloud/report"
 	"github.com/blockcast/beacon/shared/cli"
@@ -41,6 +42,10 @@ Relays are routed to only for the prefixes the operator approves
 (castd relays list|approve|revoke, see castd relays --help) or assigns in
 the --coverage-zone file.
 
+Delivery receipts: with --solana-rpc and --receipt-anchor daily, castd
+anchors each closed UTC day's receipts root on chain; castd receipts prove
+prints one receipt's proof (see castd receipts --help).
+
 Node owners sign in on the dashboard with their wallet, see their own
 nodes and offer capacity contracts; castd report (see castd report
 --help) gives per node, per owner and per contract figures as CSV.
@@ -57,6 +62,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "relays" {
 		return relayadmin.Run(args[1:], stdout, stderr, nil)
+	}
+	if len(args) > 0 && args[0] == "receipts" {
+		return receiptcmd.Run(args[1:], stdout, stderr, nil)
 	}
 	if len(args) > 0 && args[0] == "report" {
 		return report.Run(args[1:], stdout, stderr, nil)
@@ -98,6 +106,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.RegistrationTTL, "registration-ttl", castd.DefaultRegistrationTTL, "remove a registration the control plane has not seen online this long after it was made (0: never)")
 	fs.StringVar(&opts.SolanaRPC, "solana-rpc", "", "Solana JSON-RPC endpoint: registrations that reference a Memo transaction are checked there, and the CAST key is recorded there at start (paid by the CAST key)")
 	fs.BoolVar(&opts.RequireOnchain, "require-onchain", false, "refuse registrations not recorded on chain (beacon register --onchain); needs --solana-rpc")
+	fs.StringVar(&opts.ReceiptAnchor, "receipt-anchor", castd.AnchorOff, "daily: publish each closed UTC day's receipts root on --solana-rpc (a Memo transaction the CAST key signs and pays, 5000 lamports); off: do not")
+	fs.DurationVar(&opts.ReceiptDay, "receipt-day", 24*time.Hour, "length of the day a receipts root covers (shorter only in tests)")
 	fs.StringVar(&opts.CoverageZone, "coverage-zone", "", "Apache Traffic Control coverage-zone JSON file assigning client prefixes to relays (reloaded when it changes)")
 	fs.DurationVar(&opts.CoverageZoneInterval, "coverage-zone-interval", castd.DefaultCoverageZoneInterval, "how often the --coverage-zone file is checked for changes")
 	fs.StringVar(&opts.AMTListen, "amt-listen", castd.DefaultAMTListen, "UDP address of the AMT relay (RFC 7450) gateways join through (empty: off)")
@@ -174,6 +184,7 @@ func offAtZero(d *time.Duration) {
 // fieldFlags names the flag of each Options field castd's errors name.
 var fieldFlags = map[string]string{
 	"SolanaRPC": "solana-rpc", "RequireOnchain": "require-onchain",
+	"ReceiptAnchor": "receipt-anchor", "ReceiptDay": "receipt-day",
 	"StateDir": "state-dir", "Origin": "origin", "CacheSize": "cache-size", "SignWindow": "sign-window",
 	"ProbeInterval": "probe-interval", "ProbeConcurrency": "probe-concurrency",
 	"CoverageZoneInterval": "coverage-zone-interval", "AMTQueryInterval": "amt-query-interval",

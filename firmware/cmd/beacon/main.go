@@ -44,6 +44,8 @@ Usage:
                                   record the registration on chain
   beacon verify-cast --solana-rpc URL [--cast-sig SIG | --cast-url URL]
                                   check the CAST key against its on-chain record
+  beacon receipts check PROOF.json --solana-rpc URL [--cast-key KEY]
+                                  check a receipt's proof against the day's anchor
   beacon --version
 
 `
@@ -69,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return register(args[1:], stdout, stderr)
 		case "verify-cast":
 			return verifyCast(args[1:], stdout, stderr)
+		case "receipts":
+			return receiptsCmd(args[1:], stdout, stderr)
 		case "help":
 			return serve([]string{"--help"}, stdout, stderr)
 		}
