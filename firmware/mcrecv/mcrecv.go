@@ -132,10 +132,10 @@ type Receiver struct {
 	chans *channels
 	uni   *unicastPool
 
-	mu      sync.Mutex
-	active  map[*object]struct{}
-	done    objrecv.Stats // summed over finished objects
-	c       counters
+	mu     sync.Mutex
+	active map[*object]struct{}
+	done   objrecv.Stats // summed over finished objects
+	c      counters
 }
 
 type counters struct {

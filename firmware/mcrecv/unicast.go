@@ -20,7 +20,9 @@ type unicastPool struct {
 	conns map[string]*uniConn
 }
 
-func newUnicastPool(r *Receiver) *unicastPool { return &unicastPool{r: r, conns: map[string]*uniConn{}} }
+func newUnicastPool(r *Receiver) *unicastPool {
+	return &unicastPool{r: r, conns: map[string]*uniConn{}}
+}
 
 type uniConn struct {
 	p    *unicastPool
