@@ -170,8 +170,8 @@ type castdSim struct {
 	repairsLeft atomic.Int64
 	joins       atomic.Int64
 	nacks       atomic.Int64
-	leaves      sync.Map // reason -> true
-	status      mcproto.StatusCode // answer NACKs with this Status instead, when set
+	leaves      sync.Map      // reason -> true
+	status      atomic.Uint32 // a mcproto.StatusCode: answer NACKs with this Status instead, when set
 }
 
 func newCastd(t testing.TB, s *sender, beacon *identity.Keypair, repairs int) *castdSim {
@@ -234,8 +234,8 @@ func (c *castdSim) serve(sess *dtlschan.Session) {
 			}
 		case *mcproto.Nack:
 			c.nacks.Add(1)
-			if c.status != 0 {
-				st := mcproto.Status{Object: m.Object, Code: c.status, RetryAfterMs: 100}
+			if code := mcproto.StatusCode(c.status.Load()); code != 0 {
+				st := mcproto.Status{Object: m.Object, Code: code, RetryAfterMs: 100}
 				sess.Write(st.AppendTo(nil))
 				continue
 			}
@@ -330,19 +330,19 @@ type fixture struct {
 	origin *origin
 	ch     *loopChannel
 	r      *Receiver
-	logs   *bytes.Buffer
+	logs   *lockedWriter
 }
 
 func newFixture(t *testing.T, size, repairs int, mode Mode, tweak func(*Options)) *fixture {
 	t.Helper()
-	f := &fixture{beacon: key(t, 2), ch: &loopChannel{addr: make(chan netip.AddrPort, 4)}, logs: &bytes.Buffer{}}
+	f := &fixture{beacon: key(t, 2), ch: &loopChannel{addr: make(chan netip.AddrPort, 4)}, logs: &lockedWriter{w: &bytes.Buffer{}}}
 	cast := key(t, 1)
 	f.s = newSender(t, testObject(size), "/video/a.mp4", 1, cast)
 	f.castd = newCastd(t, f.s, f.beacon, repairs)
 	f.origin = newOrigin(t, f.s.obj)
 	opts := Options{
 		Mode: mode, Key: f.beacon, CastKey: func() (identity.PublicKey, bool) { return cast.Public(), true },
-		Fetch: f.origin.fetch, Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: f.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Fetch: f.origin.fetch, Logger: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		NackGap: 50 * time.Millisecond, Stall: 600 * time.Millisecond, NativeWait: 200 * time.Millisecond,
 		ListenNative: f.ch.listen,
 	}
@@ -364,7 +364,13 @@ func newFixture(t *testing.T, size, repairs int, mode Mode, tweak func(*Options)
 
 type lockedWriter struct {
 	mu sync.Mutex
-	w  io.Writer
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
 }
 
 func (l *lockedWriter) Write(b []byte) (int, error) {
@@ -419,7 +425,7 @@ func waitIdle(t *testing.T, r *Receiver) Stats {
 // TestNoMulticast: nothing arrives on the channel at all. Early media, a
 // few repairs, then the HTTP fallback deliver the object.
 func TestNoMulticast(t *testing.T) {
-	f := newFixture(t, 14*blkLen*symLen-333, 1, Native, nil)
+	f := newFixture(t, 14*blkLen*symLen-333, 1, Native, func(o *Options) { o.Stall = 1500 * time.Millisecond })
 	body, hdr := f.take(t)
 	sameBytes(t, body, f.s.obj)
 	st := waitIdle(t, f.r)
@@ -493,7 +499,7 @@ func TestLossAndForgery(t *testing.T) {
 // falls back to HTTP at once, not after the stall.
 func TestStatusEnded(t *testing.T) {
 	f := newFixture(t, 6*blkLen*symLen, 0, Native, func(o *Options) { o.Stall = time.Minute })
-	f.castd.status = mcproto.StatusEnded
+	f.castd.status.Store(uint32(mcproto.StatusEnded))
 	start := time.Now()
 	body, _ := f.take(t)
 	sameBytes(t, body, f.s.obj)
