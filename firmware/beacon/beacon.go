@@ -68,8 +68,8 @@ type Options struct {
 	// Objects castd sends by multicast (firmware/mcrecv).
 	MulticastReceive string // auto (default), native, amt or off
 	MulticastIface   string // WAN interface for native joins ("": the default route's)
-	Version      string
-	Logger       *slog.Logger
+	Version          string
+	Logger           *slog.Logger
 
 	// The owner's status page, and the names the beacon answers to.
 	StatusPage bool     // serve the read-only status page (GET / and /v1/status) on Listen
