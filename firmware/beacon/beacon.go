@@ -64,16 +64,16 @@ type Options struct {
 	AMTJoins     []string // channels joined at start: "SOURCE@GROUP [relay=ADDR] [reemit]"
 	LANInterface string   // re-emit channels joined with reemit as native multicast here
 	AMTReemitTTL uint8    // TTL of re-emitted datagrams (0: received TTL - 1)
-
-	// Objects castd sends by multicast (firmware/mcrecv).
-	MulticastReceive string // auto (default), native, amt or off
-	MulticastIface   string // WAN interface for native joins ("": the default route's)
-	Version          string
-	Logger           *slog.Logger
+	Version      string
+	Logger       *slog.Logger
 
 	// The owner's status page, and the names the beacon answers to.
 	StatusPage bool     // serve the read-only status page (GET / and /v1/status) on Listen
 	AllowHosts []string // Host names the status page and the local API answer to besides IP literals, localhost and --lan-url's host
+
+	// Objects castd sends by multicast (firmware/mcrecv).
+	MulticastReceive string // auto (default), native, amt or off
+	MulticastIface   string // WAN interface for native joins ("": the default route's)
 }
 
 // Defaults of Options: ensureDefaults gives them to zero fields, and the
