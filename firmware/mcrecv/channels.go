@@ -195,7 +195,7 @@ func (s *subscription) fromAMT(ch amt.Channel, d amt.Datagram) {
 func (s *subscription) dispatch(b []byte) {
 	o := s.c.lookup(s, b, &s.pkt)
 	if o != nil {
-		o.feed(b, labelMulticast)
+		o.feed(b, &s.pkt, labelMulticast)
 	}
 }
 

@@ -48,9 +48,6 @@ type object struct {
 	lastPkt  atomic.Int64  // unix ns of the last packet from any path
 	front    atomic.Int64  // highest SBN seen + 1
 	closeObj atomic.Bool   // the sender's end of pass (B flag) was seen
-
-	hdrMu sync.Mutex
-	hdr   alc.Packet
 }
 
 func newObject(r *Receiver, key string, offer *mcproto.Offer, m *manifest.Manifest, a *objrecv.Assembler, pw *pipe) *object {
@@ -61,18 +58,15 @@ func newObject(r *Receiver, key string, offer *mcproto.Offer, m *manifest.Manife
 	return o
 }
 
-// feed hands one ALC packet of this object to the Assembler.
-func (o *object) feed(b []byte, label string) {
-	o.note(b)
+// feed hands one ALC packet of this object to the Assembler; p is b
+// decoded (the caller's, to find the object), which the NACK timing reads.
+func (o *object) feed(b []byte, p *alc.Packet, label string) {
+	o.note(p)
 	err := o.a.Feed(b, label)
 	if err == nil && label == labelMulticast {
 		o.native.Add(1)
 	}
-	if errors.Is(err, objrecv.ErrWriter) {
-		o.finishFeeds()
-		return
-	}
-	if o.a.Done() {
+	if errors.Is(err, objrecv.ErrWriter) || o.a.Done() {
 		o.finishFeeds()
 	}
 }
@@ -81,12 +75,9 @@ func (o *object) finishFeeds() { o.once.Do(func() { close(o.done) }) }
 
 // note keeps what the NACK timing needs from a packet's header: the
 // furthest block the sender has reached and its end of pass.
-func (o *object) note(b []byte) {
+func (o *object) note(p *alc.Packet) {
 	o.lastPkt.Store(o.r.opts.Now().UnixNano())
-	o.hdrMu.Lock()
-	defer o.hdrMu.Unlock()
-	p := &o.hdr
-	if p.Decode(b) != nil || p.TOI != uint64(o.m.TOI) {
+	if p.TOI != uint64(o.m.TOI) {
 		return
 	}
 	if p.SBN < o.part.N {

@@ -217,7 +217,7 @@ func (uc *uniConn) read(sess *dtlschan.Session) {
 				r.c.unwanted.Add(1)
 				continue
 			}
-			o.feed(b, o.label())
+			o.feed(b, &p, o.label())
 			continue
 		}
 		msg, err := mcproto.Decode(b)
