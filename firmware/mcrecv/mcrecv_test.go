@@ -27,6 +27,7 @@ import (
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/manifest"
 	"github.com/blockcast/beacon/shared/mcproto"
+	"github.com/blockcast/beacon/shared/metrics"
 )
 
 // The tests stand a small sender in for castd: manifest.Build over an
@@ -493,6 +494,23 @@ func TestLossAndForgery(t *testing.T) {
 		t.Errorf("outcomes %v, %d NACKs", st.Objects, st.Nacks)
 	}
 	f.castd.waitLeave(t, mcproto.LeaveDone)
+
+	reg := metrics.NewRegistry()
+	f.r.RegisterMetrics(reg, "beacon_multicast")
+	var out strings.Builder
+	reg.WriteTo(&out)
+	for _, want := range []string{
+		`beacon_multicast_bytes_total{path="multicast"} ` + strconv.FormatUint(st.Bytes[labelMulticast], 10),
+		`beacon_multicast_packets_rejected_total{reason="source"} `,
+		`beacon_multicast_packets_rejected_total{reason="digest"} `,
+		`beacon_multicast_offers_total{result="taken"} 1`,
+		`beacon_multicast_objects_total{outcome="multicast"} 1`,
+		`beacon_multicast_channels{via="native"} 0`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, out.String())
+		}
+	}
 }
 
 // TestStatusEnded: castd answers the NACKs with Status Ended: the receiver
