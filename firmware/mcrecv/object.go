@@ -271,8 +271,8 @@ func (o *object) fetchRange(ctx context.Context, br objrecv.ByteRange) error {
 	if resp.StatusCode != http.StatusPartialContent {
 		return fmt.Errorf("castd answered %s to a range request", resp.Status)
 	}
-	start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-	if !ok || start != br.Off || total != o.m.ContentLength {
+	start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || start != br.Off || end != br.Off+br.Len-1 || total != o.m.ContentLength {
 		return fmt.Errorf("castd answered range %q for bytes %d+%d of %d", resp.Header.Get("Content-Range"), br.Off, br.Len, o.m.ContentLength)
 	}
 	sbn, ok := o.blockAt(br.Off)
@@ -311,24 +311,30 @@ func (o *object) blockAt(off uint64) (uint32, bool) {
 	return 0, false
 }
 
-// parseContentRange parses "bytes START-END/TOTAL".
-func parseContentRange(v string) (start, total uint64, ok bool) {
+// parseContentRange parses "bytes START-END/TOTAL", canonical decimals
+// with START <= END < TOTAL.
+func parseContentRange(v string) (start, end, total uint64, ok bool) {
 	rest, found := strings.CutPrefix(v, "bytes ")
-	if !found {
-		return 0, 0, false
+	rng, tot, found2 := strings.Cut(rest, "/")
+	s, e, found3 := strings.Cut(rng, "-")
+	if !found || !found2 || !found3 {
+		return 0, 0, 0, false
 	}
-	rng, tot, found := strings.Cut(rest, "/")
-	if !found {
-		return 0, 0, false
+	num := func(x string) (uint64, bool) {
+		if x == "" || (len(x) > 1 && x[0] == '0') || x[0] == '+' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(x, 10, 64)
+		return n, err == nil
 	}
-	s, _, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, false
+	var ok1, ok2, ok3 bool
+	start, ok1 = num(s)
+	end, ok2 = num(e)
+	total, ok3 = num(tot)
+	if !ok1 || !ok2 || !ok3 || start > end || end >= total {
+		return 0, 0, 0, false
 	}
-	var err1, err2 error
-	start, err1 = strconv.ParseUint(s, 10, 64)
-	total, err2 = strconv.ParseUint(tot, 10, 64)
-	return start, total, err1 == nil && err2 == nil
+	return start, end, total, true
 }
 
 func chanString(c manifest.Channel) string {
