@@ -123,8 +123,9 @@ func (uc *uniConn) loop() {
 			return
 		}
 		cast, ok := r.opts.CastKey()
-		if !ok {
-			return
+		if !ok { // cannot happen after Take, which needed the key; wait for it anyway
+			time.Sleep(backoff)
+			continue
 		}
 		timeout := r.opts.DTLSTimeout
 		if timeout <= 0 {
