@@ -173,6 +173,7 @@ type castdSim struct {
 	joins       atomic.Int64
 	nacks       atomic.Int64
 	leaves      sync.Map      // reason -> true
+	dropFirst   atomic.Bool   // close the first session after its Join
 	status      atomic.Uint32 // a mcproto.StatusCode: answer NACKs with this Status instead, when set
 }
 
@@ -233,6 +234,10 @@ func (c *castdSim) serve(sess *dtlschan.Session) {
 				for _, p := range c.s.block(sbn) {
 					sess.Write(p)
 				}
+			}
+			if c.dropFirst.CompareAndSwap(true, false) {
+				sess.Close()
+				return
 			}
 		case *mcproto.Nack:
 			c.nacks.Add(1)
@@ -760,5 +765,19 @@ func TestFallbackRefusesWrongRanges(t *testing.T) {
 				t.Errorf("outcomes %v", st.Objects)
 			}
 		})
+	}
+}
+
+// TestUnicastRedial: castd drops the DTLS session after the first Join;
+// the receiver dials again, joins again (no early blocks the second time)
+// and completes by repairs, with nothing on the channel.
+func TestUnicastRedial(t *testing.T) {
+	f := newFixture(t, 4*blkLen*symLen, 1000, Native, func(o *Options) { o.Stall = 3 * time.Second })
+	f.castd.dropFirst.Store(true)
+	body, _ := f.take(t)
+	sameBytes(t, body, f.s.obj)
+	st := waitIdle(t, f.r)
+	if f.castd.joins.Load() < 2 || st.Bytes[labelRepair] == 0 || st.Objects["multicast"] != 1 {
+		t.Errorf("%d joins, bytes %v, outcomes %v", f.castd.joins.Load(), st.Bytes, st.Objects)
 	}
 }
