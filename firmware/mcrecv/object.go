@@ -214,7 +214,6 @@ func (o *object) receive(ctx context.Context) (string, error) {
 		}
 		if ranges := o.nackRanges(now, uni.maxRanges()); len(ranges) > 0 {
 			if uni.nack(o, ranges) {
-				o.nacked.Store(true)
 				r.c.nacks.Add(1)
 				lastNack = now
 			}

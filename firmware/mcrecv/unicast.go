@@ -78,6 +78,8 @@ func (uc *uniConn) join(sess *dtlschan.Session, o *object) {
 	}
 	uc.mu.Unlock()
 	j := mcproto.Join{Object: o.id, EarlyBlocks: uint16(min(early, 0xffff))}
+	// The early blocks are on their way: no NACK until they stop coming.
+	o.lastPkt.Store(uc.p.r.opts.Now().UnixNano())
 	if _, err := sess.Write(j.AppendTo(nil)); err != nil {
 		uc.p.r.log.Debug("multicast: sending Join", "err", err)
 	}
@@ -98,6 +100,7 @@ func (uc *uniConn) nack(o *object, ranges []mcproto.Range) bool {
 	}
 	b, err := (&mcproto.Nack{Object: o.id, Ranges: ranges}).AppendTo(nil)
 	if err == nil {
+		o.nacked.Store(true) // before the answers can arrive: they are repairs
 		_, err = s.Write(b)
 	}
 	if err != nil {
