@@ -79,7 +79,7 @@ func (uc *uniConn) join(sess *dtlschan.Session, o *object) {
 	uc.mu.Unlock()
 	j := mcproto.Join{Object: o.id, EarlyBlocks: uint16(min(early, 0xffff))}
 	// The early blocks are on their way: no NACK until they stop coming.
-	o.lastPkt.Store(uc.p.r.opts.Now().UnixNano())
+	o.joinSent.Store(true)
 	if _, err := sess.Write(j.AppendTo(nil)); err != nil {
 		uc.p.r.log.Debug("multicast: sending Join", "err", err)
 	}
