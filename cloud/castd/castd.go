@@ -140,6 +140,22 @@ type Options struct {
 	RegistrationBurst int
 	RegistrationTTL   time.Duration
 
+	// Multicast object transport (multicast.go): answer a multicast-capable
+	// beacon's miss of a popular object with an offer, and send the object
+	// once on an SSM channel. Off unless Multicast is set.
+	Multicast          bool
+	MulticastThreshold int           // distinct beacons within MulticastWindow (DefaultMulticastThreshold; negative: only MulticastPaths)
+	MulticastWindow    time.Duration // DefaultMulticastWindow
+	MulticastPaths     []string      // patterns always sent by multicast (popularity.ParsePattern)
+	MulticastRanges    string        // SSM ranges groups come from ("" means channels.DefaultRanges)
+	MulticastRate      float64       // bytes a second per channel (DefaultMulticastRate; negative: no cap)
+	MulticastRateTotal float64       // bytes a second over all channels (DefaultMulticastRateTotal; negative: no cap)
+	MulticastIface     string        // send natively on this interface ("": only into the AMT relay)
+	MulticastSources   []netip.Addr  // SSM source addresses when there is no MulticastIface (one per family)
+	DTLSListen         string        // UDP address of the DTLS channel (DefaultDTLSListen)
+	DTLSPublic         string        // host:port beacons reach it at ("" = DTLSListen, which must then name a host)
+	RepairRate         float64       // bytes a second of early media and repairs per node (DefaultRepairRate; negative: no cap)
+
 	Version string
 	Logger  *slog.Logger
 }
@@ -192,6 +208,7 @@ func (o *Options) ensureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.multicastDefaults()
 }
 
 // check validates the options after ensureDefaults. Its errors name the
@@ -223,6 +240,9 @@ func (o *Options) check() error {
 	}
 	if o.AMTMaxGateways < 0 {
 		return fieldError("AMTMaxGateways", errors.New("must be positive"))
+	}
+	if err := o.checkMulticast(); err != nil {
+		return err
 	}
 	return o.checkRegistration()
 }
