@@ -295,6 +295,9 @@ type Server struct {
 	regLimited  atomic.Uint64      // registrations answered 429
 	regLimitLog summaryLog
 	expiry      atomic.Pointer[expiry]
+
+	mc      *multicast   // nil unless Options.Multicast (multicast.go)
+	history *byteHistory // per-minute bytes by path (history.go)
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -360,6 +363,11 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("castd: %w", err)
 	}
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
+	if s.mc, err = s.newMulticast(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.history = newByteHistory(time.Now())
 	s.metrics = s.newMetrics()
 	s.dashboard = web.New(web.Options{List: s.nodeViews, CastID: key.ID(), Version: opts.Version, Logger: log})
 	if opts.AdminToken == "" {
@@ -381,6 +389,9 @@ func (s *Server) ID() string { return s.key.ID() }
 // Close releases the state files.
 func (s *Server) Close() error {
 	var errs []error
+	if s.mc != nil {
+		errs = append(errs, s.mc.sender.Close())
+	}
 	if s.cache != nil {
 		errs = append(errs, s.cache.Close())
 	}
@@ -420,11 +431,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// However Serve ends, the context is cancelled first and then the AMT
 	// relay and the control plane are waited for: nothing they run may
 	// outlive Serve and race Close.
-	var amtRelayDone <-chan struct{}
+	var amtRelayDone, multicastDone <-chan struct{}
 	var bg sync.WaitGroup // castd's own loops (coverage-zone watcher)
 	defer func() {
 		cancel()
 		bg.Wait()
+		if multicastDone != nil {
+			<-multicastDone // before the AMT relay its sessions inject into
+		}
 		if amtRelayDone != nil {
 			<-amtRelayDone
 		}
@@ -442,6 +456,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if amtRelayDone, err = s.startAMTRelay(ctx); err != nil {
 		return err
 	}
+	if multicastDone, err = s.startMulticast(ctx); err != nil {
+		return err
+	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		s.recordHistory(ctx)
+	}()
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
@@ -548,6 +570,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 		return out
 	})
 	s.registerGuardMetrics(m)
+	s.multicastMetrics(m)
 	s.relayNodeMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m

@@ -1,0 +1,256 @@
+package castd
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/blockcast/beacon/shared/alc"
+	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/manifest"
+	"github.com/blockcast/beacon/shared/mcproto"
+	"github.com/blockcast/beacon/shared/protocol"
+	"github.com/blockcast/beacon/shared/signedreq"
+)
+
+// mcEnv is a serving castd with multicast on (AMT relay as the sink, the
+// DTLS channel on loopback) in front of an origin that counts requests.
+type mcEnv struct {
+	s      *Server
+	base   string
+	body   []byte // every object the origin serves
+	pulls  atomic.Int64
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv {
+	t.Helper()
+	e := &mcEnv{body: bytes.Repeat([]byte("0123456789abcdef"), 20000)} // 320 KB: two blocks
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.pulls.Add(1)
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/fail"):
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		case strings.HasPrefix(r.URL.Path, "/nostore"):
+			w.Header().Set("Cache-Control", "no-store")
+			io.WriteString(w, "private "+r.URL.Path)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=300")
+		w.Header().Set("Content-Type", "video/mp2t")
+		w.Header().Set("Etag", `"v1"`)
+		w.Write(e.body)
+	}))
+	t.Cleanup(origin.Close)
+	opts := Options{StateDir: t.TempDir(), Origin: origin.URL, CacheSize: 64 << 20, Version: "test",
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		RegistrationRate: -1, AdminToken: testToken,
+		Multicast: true, MulticastSources: nil, AMTListen: "127.0.0.1:0", DTLSListen: "127.0.0.1:0",
+	}
+	opts.MulticastSources = append(opts.MulticastSources, netip.MustParseAddr("127.0.0.1"))
+	if mod != nil {
+		mod(&opts)
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.s, e.base, e.cancel, e.done = s, "http://"+ln.Addr().String(), cancel, make(chan error, 1)
+	go func() { e.done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-e.done:
+		case <-time.After(10 * time.Second):
+			t.Error("Serve did not return")
+		}
+		s.Close()
+	})
+	for deadline := time.Now().Add(5 * time.Second); s.mc.dtls.Load() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the DTLS channel never started")
+		}
+	}
+	return e
+}
+
+// beacon registers a new node and returns its key.
+func (e *mcEnv) beacon(t *testing.T) *identity.Keypair {
+	t.Helper()
+	kp, _ := identity.Generate()
+	registerNode(t, e.base, kp, protocol.Registration{Role: protocol.RoleBeacon, LANURL: "http://192.168.1.1:8081", Version: "v"})
+	return kp
+}
+
+// get makes a node's signed object GET; hdr are name, value pairs.
+func (e *mcEnv) get(t *testing.T, kp *identity.Keypair, key string, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.base+protocol.PathObjectPrefix+key, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	signedreq.Sign(req, nil, kp, time.Now())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+var multicastHdr = []string{protocol.HeaderMulticast, "1"}
+
+// isOffer reports whether an answer is an offer, and checks it: a signed
+// manifest of castd's key naming the object, the DTLS address to use.
+func (e *mcEnv) isOffer(t *testing.T, key string, resp *http.Response, body []byte) bool {
+	t.Helper()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d %s", key, resp.StatusCode, body)
+	}
+	if resp.Header.Get("Content-Type") != mcproto.OfferType {
+		if !bytes.Equal(body, e.body) {
+			t.Fatalf("%s: unicast answer of %d bytes is not the object", key, len(body))
+		}
+		return false
+	}
+	o, err := mcproto.DecodeOffer(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("%s: offer: %v", key, err)
+	}
+	m := offerManifest(t, o, e.s.key.Public())
+	if m.URL != key || m.ContentLength != uint64(len(e.body)) || m.ContentType != "video/mp2t" || m.ETag != `"v1"` {
+		t.Fatalf("%s: manifest %v", key, m)
+	}
+	if o.Unicast != e.s.mc.dtls.Load().Addr().String() {
+		t.Errorf("offer's unicast %q, DTLS listens on %v", o.Unicast, e.s.mc.dtls.Load().Addr())
+	}
+	if resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("offer may be cached: %v", resp.Header)
+	}
+	return true
+}
+
+// offerManifest decodes and verifies an offer's manifest packet.
+func offerManifest(t *testing.T, o *mcproto.Offer, cast identity.PublicKey) *manifest.Manifest {
+	t.Helper()
+	p, err := alc.Decode(o.Manifest)
+	if err != nil {
+		t.Fatalf("manifest packet: %v", err)
+	}
+	m, err := manifest.FromPacket(p)
+	if err != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+	if err := m.Verify(cast); err != nil {
+		t.Fatalf("manifest signature: %v", err)
+	}
+	return m
+}
+
+// TestMulticastThreshold: with a threshold of 3, the first two distinct
+// beacons asking for an object get it by unicast and the third an offer;
+// one beacon asking again and again does not count twice, and once the
+// session runs every capable beacon is offered it. The origin is asked once.
+func TestMulticastThreshold(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastThreshold = 3 })
+	a, b, c := e.beacon(t), e.beacon(t), e.beacon(t)
+	const key = "/vod/popular.ts"
+	for i, kp := range []*identity.Keypair{a, a, a, b} {
+		if resp, body := e.get(t, kp, key, multicastHdr...); e.isOffer(t, key, resp, body) {
+			t.Fatalf("request %d (below the threshold) got an offer", i)
+		}
+	}
+	if resp, body := e.get(t, c, key, multicastHdr...); !e.isOffer(t, key, resp, body) {
+		t.Fatal("the third distinct beacon got no offer")
+	}
+	if resp, body := e.get(t, a, key, multicastHdr...); !e.isOffer(t, key, resp, body) {
+		t.Fatal("a beacon asking during the session got no offer")
+	}
+	if n := e.pulls.Load(); n != 1 {
+		t.Errorf("origin asked %d times, want 1", n)
+	}
+	m := scrape(t, e.base)
+	if m["castd_multicast_offers_total"] != 2 || m["castd_multicast_sessions_total"] != 1 || m[`castd_multicast_offered_bytes_total`] != float64(2*len(e.body)) {
+		t.Errorf("metrics: offers %v sessions %v offered bytes %v", m["castd_multicast_offers_total"], m["castd_multicast_sessions_total"], m["castd_multicast_offered_bytes_total"])
+	}
+}
+
+// TestMulticastNeverOffered: a request without the header (an old beacon,
+// or a fallback Range fetch), a Range request, a HEAD and a conditional
+// range never get an offer, however popular the object or whatever path
+// pattern names it.
+func TestMulticastNeverOffered(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/live/*"} })
+	kp := e.beacon(t)
+	const key = "/live/ch1/seg1.ts"
+	if resp, body := e.get(t, kp, key); e.isOffer(t, key, resp, body) {
+		t.Fatal("a GET without the header got an offer")
+	}
+	if resp, body := e.get(t, kp, key, protocol.HeaderMulticast, "yes"); e.isOffer(t, key, resp, body) {
+		t.Fatal("a header other than 1 got an offer")
+	}
+	resp, body := e.get(t, kp, key, protocol.HeaderMulticast, "1", "Range", "bytes=100-199")
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, e.body[100:200]) {
+		t.Fatalf("range with the header: %d %q", resp.StatusCode, body[:min(len(body), 40)])
+	}
+	req, _ := http.NewRequest(http.MethodHead, e.base+protocol.PathObjectPrefix+key, nil)
+	req.Header.Set(protocol.HeaderMulticast, "1")
+	signedreq.Sign(req, nil, kp, time.Now())
+	hr, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.Body.Close()
+	if hr.Header.Get("Content-Type") == mcproto.OfferType || hr.Header.Get("Content-Length") != strconv.Itoa(len(e.body)) {
+		t.Fatalf("HEAD: %v", hr.Header)
+	}
+	// Nothing above started a session: the pattern's first GET with the
+	// header does.
+	if m := scrape(t, e.base); m["castd_multicast_sessions_total"] != 0 {
+		t.Fatalf("%v sessions before any offer", m["castd_multicast_sessions_total"])
+	}
+	if resp, body := e.get(t, kp, key, multicastHdr...); !e.isOffer(t, key, resp, body) {
+		t.Fatal("a --multicast-path object got no offer at once")
+	}
+}
+
+// TestMulticastFallback: an object that cannot be stored whole and fresh
+// (the origin says no-store, or fails) is served by unicast as before, and
+// the fallback is counted; nothing is offered.
+func TestMulticastFallback(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"} })
+	kp := e.beacon(t)
+	resp, body := e.get(t, kp, "/nostore", multicastHdr...)
+	if resp.Header.Get("Content-Type") == mcproto.OfferType || string(body) != "private /nostore" {
+		t.Fatalf("no-store object: %v %q", resp.Header, body)
+	}
+	resp, _ = e.get(t, kp, "/fail", multicastHdr...)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("failing origin: %d", resp.StatusCode)
+	}
+	if m := scrape(t, e.base); m[`castd_multicast_fallbacks_total{reason="origin"}`] != 2 || m["castd_multicast_offers_total"] != 0 {
+		t.Fatalf("fallbacks %v offers %v", m[`castd_multicast_fallbacks_total{reason="origin"}`], m["castd_multicast_offers_total"])
+	}
+}
+
