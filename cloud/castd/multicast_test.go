@@ -3,6 +3,7 @@ package castd
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"io"
 	"log/slog"
 	"net"
@@ -15,10 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockcast/beacon/cloud/web"
 	"github.com/blockcast/beacon/shared/alc"
+	"github.com/blockcast/beacon/shared/dtlschan"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/manifest"
 	"github.com/blockcast/beacon/shared/mcproto"
+	"github.com/blockcast/beacon/shared/objrecv"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
 )
@@ -254,3 +258,176 @@ func TestMulticastFallback(t *testing.T) {
 	}
 }
 
+
+// takeOffer plays a beacon that takes an offer over the DTLS channel alone
+// (loopback carries no native multicast): Join for early media, then NACK
+// what is missing until the object is whole. It returns the bytes and the
+// assembler's counters.
+func takeOffer(t *testing.T, e *mcEnv, kp *identity.Keypair, o *mcproto.Offer) ([]byte, objrecv.Stats) {
+	t.Helper()
+	cast := e.s.key.Public()
+	m := offerManifest(t, o, cast)
+	var out bytes.Buffer
+	asm, err := objrecv.New(m, cast, &out, objrecv.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sess, err := dtlschan.Dial(ctx, o.Unicast, kp, cast)
+	if err != nil {
+		t.Fatalf("DTLS dial: %v", err)
+	}
+	defer sess.Close()
+	obj := mcproto.Object{TSI: m.TSI, TOI: m.TOI}
+	join := mcproto.Join{Object: obj, EarlyBlocks: 2}
+	if _, err := sess.Write(join.AppendTo(nil)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, sess.MaxPayload())
+	for !asm.Done() {
+		if ctx.Err() != nil {
+			t.Fatalf("object incomplete after 20 s: %+v", asm.Stats())
+		}
+		sess.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, err := sess.Read(buf)
+		if err == nil {
+			if !mcproto.IsALC(buf[:n]) {
+				msg, _ := mcproto.Decode(buf[:n])
+				t.Fatalf("castd answered %#v", msg)
+			}
+			if p, err := alc.Decode(buf[:n]); err == nil && p.TOI == manifest.ManifestTOI {
+				continue // the manifest again: a beacon's, not the assembler's
+			}
+			asm.Feed(buf[:n], "unicast")
+			continue
+		}
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			t.Fatalf("read: %v", err)
+		}
+		miss := asm.Missing(mcproto.MaxRanges(sess.MaxPayload()))
+		nack := mcproto.Nack{Object: obj}
+		for _, r := range miss {
+			nack.Ranges = append(nack.Ranges, mcproto.Range{SBN: r.SBN, Kind: mcproto.Kind(r.Kind), First: r.First, Count: r.Count, Need: r.Need})
+		}
+		b, err := nack.AppendTo(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess.Write(b)
+	}
+	leave := mcproto.Leave{Object: obj, Reason: mcproto.LeaveDone}
+	sess.Write(leave.AppendTo(nil))
+	return out.Bytes(), asm.Stats()
+}
+
+// TestMulticastOfferTaken: a beacon that takes the offer gets the object,
+// byte-identical, from early media and repairs over the DTLS channel; the
+// bytes by path show it (history and metrics), with one origin pull.
+func TestMulticastOfferTaken(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/sw/*"}; o.RepairRate = -1 })
+	kp := e.beacon(t)
+	const key = "/sw/update.bin"
+	resp, body := e.get(t, kp, key, multicastHdr...)
+	if !e.isOffer(t, key, resp, body) {
+		t.Fatal("no offer")
+	}
+	o, _ := mcproto.DecodeOffer(bytes.NewReader(body))
+	got, st := takeOffer(t, e, kp, o)
+	if sha256.Sum256(got) != sha256.Sum256(e.body) {
+		t.Fatalf("object differs: %d bytes, want %d", len(got), len(e.body))
+	}
+	if len(st.Rejected) > 0 {
+		t.Errorf("packets rejected: %v", st.Rejected)
+	}
+	m := scrape(t, e.base)
+	if m[`castd_multicast_bytes_total{kind="early"}`]+m[`castd_multicast_bytes_total{kind="repair"}`] < float64(len(e.body)) {
+		t.Errorf("early %v + repair %v bytes < the object", m[`castd_multicast_bytes_total{kind="early"}`], m[`castd_multicast_bytes_total{kind="repair"}`])
+	}
+	if m["castd_multicast_dtls_handshakes_total"] != 1 || m["castd_multicast_joins_total"] != 1 {
+		t.Errorf("handshakes %v joins %v", m["castd_multicast_dtls_handshakes_total"], m["castd_multicast_joins_total"])
+	}
+	if e.pulls.Load() != 1 {
+		t.Errorf("origin asked %d times", e.pulls.Load())
+	}
+	var h web.History
+	if code, b := adminCall(t, "GET", e.base+protocol.PathMulticastHistory, testToken, "", &h); code != 200 || len(h.Minutes) != 1 {
+		t.Fatalf("history: %d %s", code, b)
+	}
+	if mm := h.Minutes[0]; mm.Origin != int64(len(e.body)) || mm.Repair < int64(len(e.body)) || mm.Unicast != 0 {
+		t.Errorf("history minute %+v", mm)
+	}
+}
+
+// TestMulticastDTLSRefusals: the DTLS channel takes only registered nodes
+// (a valid wallet key that castd does not know is refused and counted),
+// and a Join for an object castd never offered gets StatusUnknown, no data.
+func TestMulticastDTLSRefusals(t *testing.T) {
+	e := newMCEnv(t, nil)
+	addr := e.s.mc.dtls.Load().Addr().String()
+	cast := e.s.key.Public()
+	stranger, _ := identity.Generate()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if sess, err := dtlschan.Dial(ctx, addr, stranger, cast); err == nil {
+		sess.Close()
+		t.Fatal("an unregistered key got a DTLS session")
+	}
+	if m := scrape(t, e.base); m[`castd_multicast_dtls_refused_total{reason="unregistered"}`] != 1 {
+		t.Errorf("unregistered refusals %v", m[`castd_multicast_dtls_refused_total{reason="unregistered"}`])
+	}
+	kp := e.beacon(t)
+	sess, err := dtlschan.Dial(ctx, addr, kp, cast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	join := mcproto.Join{Object: mcproto.Object{TSI: 7, TOI: 1}, EarlyBlocks: 100}
+	sess.Write(join.AppendTo(nil))
+	buf := make([]byte, sess.MaxPayload())
+	sess.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := sess.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := mcproto.Decode(buf[:n])
+	if st, ok := msg.(*mcproto.Status); err != nil || !ok || st.Code != mcproto.StatusUnknown {
+		t.Fatalf("answer to a Join for nothing: %#v %v", msg, err)
+	}
+}
+
+// TestMulticastServeJoined: with a session on its channel and a beacon's
+// DTLS session open, Serve stops everything it started before it returns
+// (the sender's carousel, the repair service, the DTLS listener).
+func TestMulticastServeJoined(t *testing.T) {
+	before := goroutines()
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"} })
+	kp := e.beacon(t)
+	resp, body := e.get(t, kp, "/a.bin", multicastHdr...)
+	if !e.isOffer(t, "/a.bin", resp, body) {
+		t.Fatal("no offer")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sess, err := dtlschan.Dial(ctx, e.s.mc.dtls.Load().Addr().String(), kp, e.s.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if m := scrape(t, e.base); m["castd_multicast_sessions"] != 1 {
+		t.Fatalf("%v sessions running", m["castd_multicast_sessions"])
+	}
+	e.cancel()
+	select {
+	case err := <-e.done:
+		e.done <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if st := e.s.mc.sender.Stats(); st.Active != 0 || e.s.mc.dtls.Load().Sessions() != 0 {
+		t.Fatalf("after Serve: %d object sessions, %d DTLS sessions", st.Active, e.s.mc.dtls.Load().Sessions())
+	}
+	if l := leaked(before, "cloud/castd.", "cloud/mcsend.", "shared/dtlschan.", "cloud/amtrelay."); len(l) > 0 {
+		t.Fatalf("%d goroutines outlive Serve:\n%s", len(l), strings.Join(l, "\n\n"))
+	}
+}
