@@ -258,7 +258,6 @@ func TestMulticastFallback(t *testing.T) {
 	}
 }
 
-
 // takeOffer plays a beacon that takes an offer over the DTLS channel alone
 // (loopback carries no native multicast): Join for early media, then NACK
 // what is missing until the object is whole. It returns the bytes and the
