@@ -324,3 +324,19 @@ func (s *Server) startMulticast(ctx context.Context) (<-chan struct{}, error) {
 		"paths", len(s.opts.MulticastPaths))
 	return done, nil
 }
+
+// forgetNode ends a node's DTLS session when it leaves the registry: the
+// handshake checked registration only once, and a deleted node must not keep
+// early media and repairs (nor its state in the repair service).
+func (m *multicast) forgetNode(id string) {
+	if m == nil {
+		return
+	}
+	if srv := m.dtls.Load(); srv != nil {
+		if sess, ok := srv.Session(id); ok {
+			sess.Close()
+			m.log.Info("closed the removed node's DTLS session", "id", truncate(id, 64))
+		}
+	}
+	m.sender.Forget(id)
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -428,5 +429,53 @@ func TestMulticastServeJoined(t *testing.T) {
 	}
 	if l := leaked(before, "cloud/castd.", "cloud/mcsend.", "shared/dtlschan.", "cloud/amtrelay."); len(l) > 0 {
 		t.Fatalf("%d goroutines outlive Serve:\n%s", len(l), strings.Join(l, "\n\n"))
+	}
+}
+
+// TestMulticastDeletedNodeLosesChannel: the DTLS handshake checks the
+// registry once; a node the operator deletes must lose its channel at once
+// (it used to keep early media and repairs until the session went idle),
+// and cannot open a new one.
+func TestMulticastDeletedNodeLosesChannel(t *testing.T) {
+	e := newMCEnv(t, nil)
+	kp := e.beacon(t)
+	addr := e.s.mc.dtls.Load().Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sess, err := dtlschan.Dial(ctx, addr, kp, e.s.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	// The server side has the session once the node's first datagram is in.
+	leave := mcproto.Leave{Object: mcproto.Object{TSI: 1, TOI: 1}}
+	sess.Write(leave.AppendTo(nil))
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok := e.s.mc.dtls.Load().Session(kp.ID()); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("castd never had the node's DTLS session")
+		}
+	}
+	if code, b := adminCall(t, "DELETE", e.base+protocol.PathNodes+"/"+kp.ID(), testToken, "", nil); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", code, b)
+	}
+	if _, ok := e.s.mc.dtls.Load().Session(kp.ID()); ok {
+		t.Fatal("the deleted node's DTLS session is still open")
+	}
+	sess.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, sess.MaxPayload())
+	for {
+		if _, err := sess.Read(buf); err != nil {
+			if !errors.Is(err, dtlschan.ErrPeerClosed) {
+				t.Fatalf("the node's side: %v, want the peer's close", err)
+			}
+			break
+		}
+	}
+	if s2, err := dtlschan.Dial(ctx, addr, kp, e.s.key.Public()); err == nil {
+		s2.Close()
+		t.Fatal("a deleted node opened a new DTLS session")
 	}
 }
