@@ -19,6 +19,7 @@ import (
 	"github.com/blockcast/beacon/shared/dtlschan"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/mcproto"
+	"github.com/blockcast/beacon/shared/objstore"
 	"github.com/blockcast/beacon/shared/protocol"
 )
 
@@ -52,6 +53,35 @@ type multicast struct {
 	fallbacks   [5]atomic.Uint64
 	fallbackLog summaryLog
 	native      *nativeSink // nil without --multicast-iface
+	bodies      sync.WaitGroup // goroutines releasing sessions' pinned bodies
+}
+
+// sessionBody is the pinned object a session reads; used tells whether
+// the session Offer returned was started with it (Build reads it all) or
+// was already running with another.
+type sessionBody struct {
+	*objstore.Pinned
+	used atomic.Bool
+}
+
+func (b *sessionBody) ReadAt(p []byte, off int64) (int, error) {
+	b.used.Store(true)
+	return b.Pinned.ReadAt(p, off)
+}
+
+// keepBody releases body when the session it started ends, or now when it
+// started none.
+func (m *multicast) keepBody(sess *mcsend.Session, err error, body *sessionBody) {
+	if err != nil || !body.used.Load() {
+		body.Close()
+		return
+	}
+	m.bodies.Add(1)
+	go func() {
+		defer m.bodies.Done()
+		<-sess.Done()
+		body.Close()
+	}()
 }
 
 // newMulticast builds the transport from opts; nil when multicast is off.
@@ -215,11 +245,20 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 		m.fallback(reason, key, err)
 		return false
 	}
+	// The session reads the object for as long as it runs: pin this
+	// version, so that a purge, a newer fill or eviction does not pull the
+	// file from under it.
+	pinned, err := obj.Pin()
+	if err != nil {
+		m.fallback(fallbackOrigin, key, err)
+		return false
+	}
+	body := &sessionBody{Pinned: pinned}
 	hdr := obj.Meta.Header
 	mo := mcsend.Object{
 		Key:         key,
 		URL:         key,
-		R:           obj,
+		R:           body,
 		Size:        obj.Meta.Size,
 		ContentType: hdr.Get("Content-Type"),
 		ETag:        hdr.Get("Etag"),
@@ -229,6 +268,7 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 		mo.LastModified = lm
 	}
 	sess, err := m.sender.Offer(r.Context(), mo)
+	m.keepBody(sess, err, body)
 	if err != nil {
 		reason := fallbackSender
 		switch {
@@ -244,7 +284,7 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 	if p := m.unicast.Load(); p != nil {
 		unicast = *p
 	}
-	body, err := mcproto.EncodeOffer(&mcproto.Offer{
+	doc, err := mcproto.EncodeOffer(&mcproto.Offer{
 		Version:  mcproto.OfferVersion,
 		Manifest: sess.ManifestPacket(),
 		AMTRelay: m.amtAddr(),
@@ -259,9 +299,9 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 	h := w.Header()
 	h.Set("Content-Type", mcproto.OfferType)
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(doc)))
 	w.WriteHeader(http.StatusOK)
-	w.Write(body)
+	w.Write(doc)
 	m.log.Debug("multicast offer", "key", key, "node", node, "size", obj.Meta.Size)
 	return true
 }
@@ -315,6 +355,7 @@ func (s *Server) startMulticast(ctx context.Context) (<-chan struct{}, error) {
 		srv.Close()
 		wg.Wait()
 		m.sender.Close()
+		m.bodies.Wait()
 		if m.native != nil {
 			m.native.Close()
 		}

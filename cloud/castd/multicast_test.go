@@ -479,3 +479,25 @@ func TestMulticastDeletedNodeLosesChannel(t *testing.T) {
 		t.Fatal("a deleted node opened a new DTLS session")
 	}
 }
+
+// TestMulticastObjectGoneMidSession: the session reads the object from
+// castd's cache while it runs; the object being purged, replaced or
+// evicted from the cache meanwhile must not break the session (its symbols
+// used to come from a file that was gone), so a beacon that takes the offer
+// still gets the offered bytes.
+func TestMulticastObjectGoneMidSession(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"}; o.RepairRate = -1 })
+	kp := e.beacon(t)
+	resp, body := e.get(t, kp, "/big.bin", multicastHdr...)
+	if !e.isOffer(t, "/big.bin", resp, body) {
+		t.Fatal("no offer")
+	}
+	if n, err := e.s.cache.Purge("/"); err != nil || n != 1 {
+		t.Fatalf("purge: %d %v", n, err)
+	}
+	o, _ := mcproto.DecodeOffer(bytes.NewReader(body))
+	got, _ := takeOffer(t, e, kp, o)
+	if !bytes.Equal(got, e.body) {
+		t.Fatalf("object differs: %d bytes", len(got))
+	}
+}
