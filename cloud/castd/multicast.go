@@ -52,7 +52,7 @@ type multicast struct {
 	offerBytes  atomic.Uint64 // object bytes handed to beacons by offer (what unicast would have cost)
 	fallbacks   [5]atomic.Uint64
 	fallbackLog summaryLog
-	native      *nativeSink // nil without --multicast-iface
+	native      *nativeSink    // nil without --multicast-iface
 	bodies      sync.WaitGroup // goroutines releasing sessions' pinned bodies
 }
 
