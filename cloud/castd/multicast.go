@@ -31,9 +31,17 @@ const (
 	fallbackSender   = "sender"   // the sender refused the object or failed to start a session
 	fallbackCanceled = "canceled" // the beacon went away while castd prepared the session
 	fallbackEncode   = "encode"   // the offer did not encode (a manifest packet too large)
+	fallbackBusy     = "busy"     // maxSessionStarts sessions were being built already
 )
 
-var fallbackReasons = []string{fallbackOrigin, fallbackChannel, fallbackSender, fallbackCanceled, fallbackEncode}
+var fallbackReasons = []string{fallbackOrigin, fallbackChannel, fallbackSender, fallbackCanceled, fallbackEncode, fallbackBusy}
+
+// maxSessionStarts bounds the sessions being built at once. Building one
+// reads the whole object, hashes every symbol and makes every block's
+// parity: CPU that a registered node asking for many new objects under a
+// --multicast-path pattern at once could otherwise multiply. A miss that
+// finds every slot taken is served by unicast, which costs castd a sendfile.
+const maxSessionStarts = 2
 
 // multicast is castd's multicast object transport: it decides which misses
 // get an offer, starts sessions on the sender, and runs the DTLS channel.
@@ -50,7 +58,8 @@ type multicast struct {
 
 	offers      atomic.Uint64
 	offerBytes  atomic.Uint64 // object bytes handed to beacons by offer (what unicast would have cost)
-	fallbacks   [5]atomic.Uint64
+	fallbacks   [6]atomic.Uint64
+	starts      chan struct{} // slots of sessions being built (maxSessionStarts)
 	fallbackLog summaryLog
 	native      *nativeSink    // nil without --multicast-iface
 	bodies      sync.WaitGroup // goroutines releasing sessions' pinned bodies
@@ -115,7 +124,8 @@ func (s *Server) newMulticast() (*multicast, error) {
 	if err != nil {
 		return nil, fmt.Errorf("castd: multicast rate: %w", err)
 	}
-	m := &multicast{log: s.log.With("component", "multicast"), pop: pop, pool: pool, amtAddr: s.amtRelayPublic}
+	m := &multicast{log: s.log.With("component", "multicast"), pop: pop, pool: pool, amtAddr: s.amtRelayPublic,
+		starts: make(chan struct{}, maxSessionStarts)}
 	var native mcsend.Sink
 	if o.MulticastIface != "" {
 		ns, err := newNativeSink(o.MulticastIface, sources)
@@ -233,6 +243,15 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 	now := time.Now()
 	if _, running := m.pool.Lookup(key, now); !running {
 		if d := m.pop.Decide(key, node, now); !d.Multicast {
+			return false
+		}
+	}
+	if _, running := m.sender.Lookup(key); !running {
+		select {
+		case m.starts <- struct{}{}:
+			defer func() { <-m.starts }()
+		default:
+			m.fallback(fallbackBusy, key, errors.New("too many sessions being built"))
 			return false
 		}
 	}

@@ -501,3 +501,31 @@ func TestMulticastObjectGoneMidSession(t *testing.T) {
 		t.Fatalf("object differs: %d bytes", len(got))
 	}
 }
+
+// TestMulticastStartsBounded: while maxSessionStarts sessions are being
+// built, a miss for yet another new object is served by unicast (and
+// counted) rather than make castd build one more; a running session is
+// still offered, and once a slot frees the new object gets its offer.
+func TestMulticastStartsBounded(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"} })
+	kp := e.beacon(t)
+	if resp, body := e.get(t, kp, "/running.bin", multicastHdr...); !e.isOffer(t, "/running.bin", resp, body) {
+		t.Fatal("no offer")
+	}
+	for range maxSessionStarts {
+		e.s.mc.starts <- struct{}{} // builds in progress
+	}
+	if resp, body := e.get(t, kp, "/new.bin", multicastHdr...); e.isOffer(t, "/new.bin", resp, body) {
+		t.Fatal("a new session was built with every slot taken")
+	}
+	if resp, body := e.get(t, kp, "/running.bin", multicastHdr...); !e.isOffer(t, "/running.bin", resp, body) {
+		t.Fatal("the running session was not offered while builds were busy")
+	}
+	if m := scrape(t, e.base); m[`castd_multicast_fallbacks_total{reason="busy"}`] != 1 {
+		t.Errorf("busy fallbacks %v", m[`castd_multicast_fallbacks_total{reason="busy"}`])
+	}
+	<-e.s.mc.starts
+	if resp, body := e.get(t, kp, "/new.bin", multicastHdr...); !e.isOffer(t, "/new.bin", resp, body) {
+		t.Fatal("no offer once a slot was free")
+	}
+}
