@@ -109,7 +109,7 @@ func (o *Options) checkMulticast() error {
 	}
 	if o.MulticastIface != "" {
 		if _, err := net.InterfaceByName(o.MulticastIface); err != nil {
-			return fieldError("MulticastIface", err)
+			return fieldError("MulticastIface", fmt.Errorf("%q: %w", o.MulticastIface, err))
 		}
 	}
 	if o.DTLSPublic == "" {
