@@ -20,7 +20,9 @@ import (
 func TestByteHistory(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	h := newByteHistory(t0)
-	tot := func(n int64) pathTotals { return pathTotals{origin: n, unicast: 2 * n, multicast: n, parity: n / 10, repair: n / 10, offered: 5 * n} }
+	tot := func(n int64) pathTotals {
+		return pathTotals{origin: n, unicast: 2 * n, multicast: n, parity: n / 10, repair: n / 10, offered: 5 * n}
+	}
 	for i := int64(1); i <= 100; i++ {
 		h.record(t0.Add(time.Duration(i)*time.Minute), tot(i*1000))
 	}
