@@ -19,11 +19,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockcast/beacon/firmware/agent"
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/firmware/castclient"
+	"github.com/blockcast/beacon/firmware/mcrecv"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/connguard"
 	"github.com/blockcast/beacon/shared/ctrlmsg"
@@ -68,6 +70,10 @@ type Options struct {
 	// The owner's status page, and the names the beacon answers to.
 	StatusPage bool     // serve the read-only status page (GET / and /v1/status) on Listen
 	AllowHosts []string // Host names the status page and the local API answer to besides IP literals, localhost and --lan-url's host
+
+	// Objects castd sends by multicast (firmware/mcrecv).
+	MulticastReceive string // auto (default), native, amt or off
+	MulticastIface   string // WAN interface for native joins ("": the default route's)
 }
 
 // Defaults of Options: ensureDefaults gives them to zero fields, and the
@@ -168,6 +174,9 @@ func (o *Options) check() error {
 			return fieldError("AMTJoins", fmt.Errorf("%q: reemit needs LANInterface", s))
 		}
 	}
+	if _, err := mcrecv.ParseMode(o.multicastMode()); err != nil {
+		return fieldError("MulticastReceive", err)
+	}
 	return checkAllowHosts(o.AllowHosts)
 }
 
@@ -203,6 +212,9 @@ type Beacon struct {
 	store *objstore.Store
 	cache *httpcache.Cache
 	deleg *protocol.Delegation
+	mc    *mcrecv.Receiver // nil: multicast reception off
+	// castKey caches the configured or pinned CAST key (pinnedCastKey).
+	castKey atomic.Pointer[identity.PublicKey]
 
 	started    time.Time
 	reregister chan struct{}
@@ -271,6 +283,9 @@ func New(opts Options) (*Beacon, error) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("beacon: AMT gateway: %w", err)
+	}
+	if b.mc, err = b.newMulticast(); err != nil {
+		return nil, fmt.Errorf("beacon: multicast: %w", err)
 	}
 	b.store, err = objstore.Open(filepath.Join(opts.StateDir, "cache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
 	if err != nil {
@@ -516,6 +531,9 @@ func (b *Beacon) adminHandler() http.Handler {
 	m := metrics.NewRegistry()
 	m.RegisterProcess()
 	b.cache.RegisterMetrics(m, "beacon_cache")
+	if b.mc != nil {
+		b.mc.RegisterMetrics(m, "beacon_multicast")
+	}
 	m.Func("beacon_registered", "1 while castd has this beacon's current registration.", metrics.Gauge, func() float64 {
 		if b.Status().Registered {
 			return 1
@@ -635,6 +653,7 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 	if err != nil {
 		return err
 	}
+	b.castKey.Store(&castKey)
 	b.mu.Lock()
 	b.registered, b.reply, b.lanURL, b.lastErr = true, reply, lan, ""
 	b.regAt = time.Now()
