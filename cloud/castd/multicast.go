@@ -59,7 +59,8 @@ type multicast struct {
 	offers      atomic.Uint64
 	offerBytes  atomic.Uint64 // object bytes handed to beacons by offer (what unicast would have cost)
 	fallbacks   [6]atomic.Uint64
-	starts      chan struct{} // slots of sessions being built (maxSessionStarts)
+	buildMu     sync.Mutex
+	building    map[string]int // keys whose session is being built → requests waiting on it (at most maxSessionStarts keys)
 	fallbackLog summaryLog
 	native      *nativeSink    // nil without --multicast-iface
 	bodies      sync.WaitGroup // goroutines releasing sessions' pinned bodies
@@ -76,6 +77,27 @@ type sessionBody struct {
 func (b *sessionBody) ReadAt(p []byte, off int64) (int, error) {
 	b.used.Store(true)
 	return b.Pinned.ReadAt(p, off)
+}
+
+// startBuild counts a request that may build key's session; false when
+// maxSessionStarts other keys are being built. Requests for a key already
+// being built wait for that build (in the sender) and take no slot.
+func (m *multicast) startBuild(key string) bool {
+	m.buildMu.Lock()
+	defer m.buildMu.Unlock()
+	if m.building[key] == 0 && len(m.building) >= maxSessionStarts {
+		return false
+	}
+	m.building[key]++
+	return true
+}
+
+func (m *multicast) endBuild(key string) {
+	m.buildMu.Lock()
+	defer m.buildMu.Unlock()
+	if m.building[key]--; m.building[key] <= 0 {
+		delete(m.building, key)
+	}
 }
 
 // keepBody releases body when the session it started ends, or now when it
@@ -125,7 +147,7 @@ func (s *Server) newMulticast() (*multicast, error) {
 		return nil, fmt.Errorf("castd: multicast rate: %w", err)
 	}
 	m := &multicast{log: s.log.With("component", "multicast"), pop: pop, pool: pool, amtAddr: s.amtRelayPublic,
-		starts: make(chan struct{}, maxSessionStarts)}
+		building: map[string]int{}}
 	var native mcsend.Sink
 	if o.MulticastIface != "" {
 		ns, err := newNativeSink(o.MulticastIface, sources)
@@ -247,13 +269,11 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 		}
 	}
 	if _, running := m.sender.Lookup(key); !running {
-		select {
-		case m.starts <- struct{}{}:
-			defer func() { <-m.starts }()
-		default:
+		if !m.startBuild(key) {
 			m.fallback(fallbackBusy, key, errors.New("too many sessions being built"))
 			return false
 		}
+		defer m.endBuild(key)
 	}
 	obj, expires, err := cache.Open(r.Context(), key)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -506,14 +508,16 @@ func TestMulticastObjectGoneMidSession(t *testing.T) {
 // built, a miss for yet another new object is served by unicast (and
 // counted) rather than make castd build one more; a running session is
 // still offered, and once a slot frees the new object gets its offer.
+// Many beacons asking for one new object at once take one slot: they all
+// get the offer (TestMulticastConcurrentMisses).
 func TestMulticastStartsBounded(t *testing.T) {
 	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"} })
 	kp := e.beacon(t)
 	if resp, body := e.get(t, kp, "/running.bin", multicastHdr...); !e.isOffer(t, "/running.bin", resp, body) {
 		t.Fatal("no offer")
 	}
-	for range maxSessionStarts {
-		e.s.mc.starts <- struct{}{} // builds in progress
+	for i := range maxSessionStarts {
+		e.s.mc.startBuild(fmt.Sprintf("/building/%d", i)) // builds in progress
 	}
 	if resp, body := e.get(t, kp, "/new.bin", multicastHdr...); e.isOffer(t, "/new.bin", resp, body) {
 		t.Fatal("a new session was built with every slot taken")
@@ -524,8 +528,39 @@ func TestMulticastStartsBounded(t *testing.T) {
 	if m := scrape(t, e.base); m[`castd_multicast_fallbacks_total{reason="busy"}`] != 1 {
 		t.Errorf("busy fallbacks %v", m[`castd_multicast_fallbacks_total{reason="busy"}`])
 	}
-	<-e.s.mc.starts
+	e.s.mc.endBuild("/building/0")
 	if resp, body := e.get(t, kp, "/new.bin", multicastHdr...); !e.isOffer(t, "/new.bin", resp, body) {
 		t.Fatal("no offer once a slot was free")
+	}
+}
+
+// TestMulticastConcurrentMisses: beacons that miss one popular object at
+// the same moment all get the offer of its one session (none is turned
+// away because the others are building it), and the origin is asked once.
+func TestMulticastConcurrentMisses(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"} })
+	const n = 3 * maxSessionStarts
+	kps := make([]*identity.Keypair, n)
+	for i := range kps {
+		kps[i] = e.beacon(t)
+	}
+	var wg sync.WaitGroup
+	offered := make([]bool, n)
+	for i, kp := range kps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body := e.get(t, kp, "/hot.bin", multicastHdr...)
+			offered[i] = resp.Header.Get("Content-Type") == mcproto.OfferType && len(body) > 0
+		}()
+	}
+	wg.Wait()
+	for i, ok := range offered {
+		if !ok {
+			t.Errorf("beacon %d got no offer", i)
+		}
+	}
+	if m := scrape(t, e.base); m["castd_multicast_sessions_total"] != 1 || e.pulls.Load() != 1 {
+		t.Errorf("sessions %v, origin pulls %d", m["castd_multicast_sessions_total"], e.pulls.Load())
 	}
 }
