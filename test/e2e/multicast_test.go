@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -121,6 +122,12 @@ func TestMulticastDelivery(t *testing.T) {
 		if r := get(beacons[i]); r.Status != 200 || r.SHA256 != want || r.Header.Get(protocol.HeaderCache) != "HIT" {
 			t.Errorf("beacon %d again: %d %q", i, r.Status, r.Header.Get(protocol.HeaderCache))
 		}
+	}
+	// castd's metrics with multicast on are valid Prometheus text.
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		promtoolCheck(t, promtool, "castd /metrics with multicast", scrape(t, sys.CastdURL()+protocol.PathMetrics))
+	} else {
+		t.Log("no promtool: castd's multicast metrics not checked by it")
 	}
 	// The operator's history has the bytes by path.
 	req, _ := http.NewRequest("GET", sys.CastdURL()+protocol.PathMulticastHistory, nil)
