@@ -126,15 +126,17 @@ func TestCountReceive(t *testing.T) {
 	}
 	lost, _ := strconv.Atoi(os.Getenv("MCRECV_COUNT_LOST"))
 	rp := newReceivePath(t, lost)
-	subs := make([]*subscription, n)
-	pipes := make([]*pipe, n)
-	for i := range n {
+	// Two objects set up whatever N is (each with its ed25519 verify), so
+	// that the setup cancels out of the difference.
+	subs := make([]*subscription, 2)
+	pipes := make([]*pipe, 2)
+	for i := range 2 {
 		subs[i], pipes[i] = rp.object(t)
 	}
 	if _, err := codec.NewDecoder(manifest.DefaultMaxBlockLen, max(lost, 1), alc.MaxSymbolSize); err != nil {
 		t.Fatal(err)
 	}
-	for i := range n {
+	for i := range min(n, 2) {
 		rp.run(t, subs[i], pipes[i])
 	}
 }
