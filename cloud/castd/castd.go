@@ -163,6 +163,21 @@ type Options struct {
 	// (DefaultHistoryInterval).
 	OwnerSessionTTL time.Duration
 	HistoryInterval time.Duration
+	// Multicast object transport (multicast.go): answer a multicast-capable
+	// beacon's miss of a popular object with an offer, and send the object
+	// once on an SSM channel. Off unless Multicast is set.
+	Multicast          bool
+	MulticastThreshold int           // distinct beacons within MulticastWindow (DefaultMulticastThreshold; negative: only MulticastPaths)
+	MulticastWindow    time.Duration // DefaultMulticastWindow
+	MulticastPaths     []string      // patterns always sent by multicast (popularity.ParsePattern)
+	MulticastRanges    string        // SSM ranges groups come from ("" means channels.DefaultRanges)
+	MulticastRate      float64       // bytes a second per channel (DefaultMulticastRate; negative: no cap)
+	MulticastRateTotal float64       // bytes a second over all channels (DefaultMulticastRateTotal; negative: no cap)
+	MulticastIface     string        // send natively on this interface ("": only into the AMT relay)
+	MulticastSources   []netip.Addr  // SSM source addresses when there is no MulticastIface (one per family)
+	DTLSListen         string        // UDP address of the DTLS channel (DefaultDTLSListen)
+	DTLSPublic         string        // host:port beacons reach it at ("" = DTLSListen, which must then name a host)
+	RepairRate         float64       // bytes a second of early media and repairs per node (DefaultRepairRate; negative: no cap)
 
 	Version string
 	Logger  *slog.Logger
@@ -216,6 +231,7 @@ func (o *Options) ensureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.multicastDefaults()
 }
 
 // check validates the options after ensureDefaults. Its errors name the
@@ -249,6 +265,9 @@ func (o *Options) check() error {
 		return fieldError("AMTMaxGateways", errors.New("must be positive"))
 	}
 	if err := o.checkOnchain(); err != nil {
+		return err
+	}
+	if err := o.checkMulticast(); err != nil {
 		return err
 	}
 	return o.checkRegistration()
@@ -307,6 +326,8 @@ type Server struct {
 	receipts      *receipts.Book       // delivery receipts (receipts.go)
 	receiptReplay *ctrlmsg.ReplayCache // their envelopes' nonces
 	owners        owners               // owners' sign-in, capacity contracts, history (owners.go)
+	mc            *multicast           // nil unless Options.Multicast (multicast.go)
+	history       *byteHistory         // per-minute bytes by path (history.go)
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -380,6 +401,11 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
+	if s.mc, err = s.newMulticast(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.history = newByteHistory(time.Now())
 	s.metrics = s.newMetrics()
 	s.dashboard = web.New(web.Options{List: s.nodeViews, CastID: key.ID(), Version: opts.Version, Logger: log})
 	if err := s.initOwners(); err != nil {
@@ -405,6 +431,9 @@ func (s *Server) ID() string { return s.key.ID() }
 // Close releases the state files.
 func (s *Server) Close() error {
 	var errs []error
+	if s.mc != nil {
+		errs = append(errs, s.mc.sender.Close())
+	}
 	if s.cache != nil {
 		errs = append(errs, s.cache.Close())
 	}
@@ -449,11 +478,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// However Serve ends, the context is cancelled first and then the AMT
 	// relay and the control plane are waited for: nothing they run may
 	// outlive Serve and race Close.
-	var amtRelayDone <-chan struct{}
+	var amtRelayDone, multicastDone <-chan struct{}
 	var bg sync.WaitGroup // castd's own loops (coverage-zone watcher)
 	defer func() {
 		cancel()
 		bg.Wait()
+		if multicastDone != nil {
+			<-multicastDone // before the AMT relay its sessions inject into
+		}
 		if amtRelayDone != nil {
 			<-amtRelayDone
 		}
@@ -471,6 +503,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if amtRelayDone, err = s.startAMTRelay(ctx); err != nil {
 		return err
 	}
+	if multicastDone, err = s.startMulticast(ctx); err != nil {
+		return err
+	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		s.recordByteHistory(ctx)
+	}()
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
@@ -585,6 +625,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 	})
 	s.registerGuardMetrics(m)
 	s.receiptMetrics(m)
+	s.multicastMetrics(m)
 	s.relayNodeMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m

@@ -41,6 +41,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(protocol.PathRelayNodes+"/", s.handleRelayNodes)
 	mux.HandleFunc(protocol.PathReceipts+"/", s.handleReceiptProof)
 	s.ownerRoutes(mux)
+	mux.HandleFunc(protocol.PathMulticastHistory, s.handleMulticastHistory)
 	mux.HandleFunc(protocol.PathAPIPrefix, func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
@@ -313,5 +314,8 @@ func (s *Server) handleObject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.receipts.NoteObject(pub.String(), key)
+	if s.mc != nil && s.mc.offer(w, r, s.cache, pub.String(), key) {
+		return
+	}
 	s.cache.ServeKey(w, r, key)
 }

@@ -19,11 +19,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockcast/beacon/firmware/agent"
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/firmware/castclient"
+	"github.com/blockcast/beacon/firmware/mcrecv"
 	"github.com/blockcast/beacon/firmware/receipts"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/connguard"
@@ -84,6 +86,9 @@ type Options struct {
 	// sent again every ReceiptResend (DefaultReceiptResend).
 	ReceiptInterval time.Duration
 	ReceiptResend   time.Duration
+	// Objects castd sends by multicast (firmware/mcrecv).
+	MulticastReceive string // auto (default), native, amt or off
+	MulticastIface   string // WAN interface for native joins ("": the default route's)
 }
 
 // Defaults of Options: ensureDefaults gives them to zero fields, and the
@@ -191,6 +196,9 @@ func (o *Options) check() error {
 	if err := o.checkOnchain(); err != nil {
 		return err
 	}
+	if _, err := mcrecv.ParseMode(o.multicastMode()); err != nil {
+		return fieldError("MulticastReceive", err)
+	}
 	return checkAllowHosts(o.AllowHosts)
 }
 
@@ -226,7 +234,10 @@ type Beacon struct {
 	store *objstore.Store
 	cache *httpcache.Cache
 	deleg *protocol.Delegation
-	book  *receipts.Book // delivery receipts (receipts.go)
+	book  *receipts.Book   // delivery receipts (receipts.go)
+	mc    *mcrecv.Receiver // nil: multicast reception off
+	// castKey caches the configured or pinned CAST key (pinnedCastKey).
+	castKey atomic.Pointer[identity.PublicKey]
 
 	started    time.Time
 	reregister chan struct{}
@@ -297,6 +308,9 @@ func New(opts Options) (*Beacon, error) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("beacon: AMT gateway: %w", err)
+	}
+	if b.mc, err = b.newMulticast(); err != nil {
+		return nil, fmt.Errorf("beacon: multicast: %w", err)
 	}
 	b.store, err = objstore.Open(filepath.Join(opts.StateDir, "cache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
 	if err != nil {
@@ -559,6 +573,9 @@ func (b *Beacon) adminHandler() http.Handler {
 	m := metrics.NewRegistry()
 	m.RegisterProcess()
 	b.cache.RegisterMetrics(m, "beacon_cache")
+	if b.mc != nil {
+		b.mc.RegisterMetrics(m, "beacon_multicast")
+	}
 	m.Func("beacon_registered", "1 while castd has this beacon's current registration.", metrics.Gauge, func() float64 {
 		if b.Status().Registered {
 			return 1
@@ -685,6 +702,7 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 	if err != nil {
 		return err
 	}
+	b.castKey.Store(&castKey)
 	b.mu.Lock()
 	b.registered, b.reply, b.lanURL, b.lastErr = true, reply, lan, ""
 	b.regAt = time.Now()

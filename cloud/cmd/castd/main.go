@@ -118,6 +118,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&opts.AMTMaxGateways, "amt-max-gateways", castd.DefaultAMTMaxGateways, "tunnels the relay accepts before it sets the L flag")
 	fs.DurationVar(&opts.OwnerSessionTTL, "owner-session-ttl", castd.DefaultOwnerSessionTTL, "how long an owner's wallet sign-in (dashboard, /v1/owner/...) lasts")
 	fs.DurationVar(&opts.HistoryInterval, "history-interval", castd.DefaultHistoryInterval, "how often node availability is sampled for capacity contracts (castd report)")
+	finishMulticast := multicastFlags(fs, &opts)
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)
 	fs.Usage = cli.Usage(fs, "CASTD", intro)
@@ -153,6 +154,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "castd: --amt-advertise:", err)
 			return 2
 		}
+	}
+	if err := finishMulticast(); err != nil {
+		fmt.Fprintln(stderr, "castd:", err)
+		return 2
 	}
 	opts.CacheSize = int64(cacheSize)
 	// The flags keep their documented "0: off"; in Options zero is the
@@ -190,4 +195,8 @@ var fieldFlags = map[string]string{
 	"CoverageZoneInterval": "coverage-zone-interval", "AMTQueryInterval": "amt-query-interval",
 	"AMTMaxGateways": "amt-max-gateways", "WriteStall": "write-stall-timeout", "BodyTimeout": "body-timeout",
 	"RegistrationBurst": "registration-burst", "RegistrationRate": "registration-rate",
+	"MulticastThreshold": "multicast-threshold", "MulticastWindow": "multicast-window", "MulticastPaths": "multicast-path",
+	"MulticastRanges": "multicast-range", "MulticastRate": "multicast-rate", "MulticastRateTotal": "multicast-rate-total",
+	"MulticastIface": "multicast-iface", "MulticastSources": "multicast-source", "DTLSListen": "dtls-listen",
+	"DTLSPublic": "dtls-public", "RepairRate": "repair-rate",
 }
