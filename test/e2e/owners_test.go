@@ -303,8 +303,14 @@ func TestCapacityContractMeasured(t *testing.T) {
 	}) {
 		t.Fatal("the beacon never reported bytes served")
 	}
-	if !harness.WaitFor(20*time.Second, func() bool { return num(receiptsOf(t, sys, id), "requests") == 2 }) {
-		t.Fatalf("castd's receipts of the two requests: %v", receiptsOf(t, sys, id))
+	var seen struct {
+		Receipts map[string]any `json:"receipts"`
+	}
+	if !harness.WaitFor(20*time.Second, func() bool {
+		_, b := apiCall(t, http.MethodGet, sys.CastdURL()+protocol.PathOwnerNodes+"/"+id, tok, nil)
+		return json.Unmarshal(b, &seen) == nil && num(seen.Receipts, "requests") == 2
+	}) {
+		t.Fatalf("castd's receipts of the two requests: %v", seen.Receipts)
 	}
 	time.Sleep(1500 * time.Millisecond) // a history sample after the report
 	t1 := time.Now().UTC().Truncate(time.Second).Add(time.Second)
