@@ -314,7 +314,7 @@ func (s *Server) handleContracts(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		views := []ContractView{}
 		for _, c := range s.owners.contracts.List(func(c contracts.Contract) bool { return sc.sees(c.Offer.Owner.String()) }) {
-			ev, err := contracts.Evaluate(c, c.Offer.Start, c.Offer.End, now, s.owners.history, s.owners.history)
+			ev, err := contracts.Evaluate(c, c.Offer.Start, c.Offer.End, now, s.owners.history, s.served())
 			if err != nil {
 				s.fail(w, r, http.StatusInternalServerError, err.Error())
 				return
@@ -335,7 +335,7 @@ func (s *Server) handleContracts(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		ev, err := contracts.Evaluate(c, from, to, time.Now(), s.owners.history, s.owners.history)
+		ev, err := contracts.Evaluate(c, from, to, time.Now(), s.owners.history, s.served())
 		if err != nil {
 			s.fail(w, r, http.StatusInternalServerError, err.Error())
 			return
@@ -424,7 +424,7 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	cs := s.owners.contracts.List(func(c contracts.Contract) bool { return sc.sees(c.Offer.Owner.String()) })
-	rows, err := report.Build(from, to, time.Now(), nodes, cs, s.owners.history, s.owners.history)
+	rows, err := report.Build(from, to, time.Now(), nodes, cs, s.owners.history, s.served())
 	if err != nil {
 		s.fail(w, r, http.StatusInternalServerError, err.Error())
 		return

@@ -26,10 +26,22 @@ type ServedFigures struct {
 	Bytes    uint64  `json:"bytes"`
 	Requests uint64  `json:"requests,omitempty"`
 	HitRatio float64 `json:"hit_ratio"`
-	// Source says where the figures come from: "health-reports" (the
-	// node's own counters) today; cross-checked delivery receipts
-	// (cloud/receipts) implement Served too.
+	// Source says where the figures come from: "receipts" (the node's
+	// signed delivery receipts that passed castd's cross-checks,
+	// cloud/receipts) or "health-reports" (the node's own counters, for
+	// beacons that have never sent a receipt).
 	Source string `json:"source"`
+	// Receipts is how many receipts were counted (pro rata at the
+	// window's edges); Excluded how many were not, being flagged by the
+	// cross-checks, with ExcludedBytes the bytes they claimed and Flagged
+	// why ("seq N: reason, ...", the first few).
+	Receipts      int      `json:"receipts,omitempty"`
+	Excluded      int      `json:"excluded,omitempty"`
+	ExcludedBytes uint64   `json:"excluded_bytes,omitempty"`
+	Flagged       []string `json:"flagged,omitempty"`
+	// Received: the node had sent castd a receipt before the window's
+	// end, so receipts, not its own counters, measure it.
+	Received bool `json:"-"`
 }
 
 // Served is the one thing contracts need from delivery receipts.

@@ -13,6 +13,7 @@
 package receipts
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -277,6 +278,10 @@ type stored struct {
 	Received time.Time       `json:"received"`
 	Audit    []uint64        `json:"audit,omitempty"`   // indices asked for, until answered
 	Audited  string          `json:"audited,omitempty"` // ok, failed, unavailable
+	// Flags are the reasons castd does not take this receipt at its word
+	// (its own cross-checks, its audit, or a conflicting receipt for its
+	// seq or time): a flagged receipt does not count as served (served.go).
+	Flags []string `json:"flags,omitempty"`
 }
 
 // Open opens (or creates) the book.
@@ -597,6 +602,9 @@ func (b *Book) accept(node identity.PublicKey, body []byte) (Outcome, error) {
 			}
 			out.Flags = append(out.Flags, Flag{At: now, Seq: r.Seq, Reason: FlagConflict, Detail: "another receipt with this sequence number was accepted"})
 			b.recordFlags(nb, id, out.Flags)
+			if err := markStored(rb, key, FlagConflict); err != nil {
+				return err
+			}
 			refusal = refuse(ReasonConflict, "receipt %d differs from the one accepted with that number", r.Seq)
 			return nil
 		}
@@ -604,18 +612,30 @@ func (b *Book) accept(node identity.PublicKey, body []byte) (Outcome, error) {
 		c := rb.Cursor()
 		k, v := c.Seek(key)
 		var next, prev *receipt.Signed
+		var nextKey, prevKey []byte
 		if k != nil {
-			next = decodeStored(v)
+			next, nextKey = decodeStored(v), slices.Clone(k)
 			k, v = c.Prev()
 		} else {
 			k, v = c.Last()
 		}
 		if k != nil {
-			prev = decodeStored(v)
+			prev, prevKey = decodeStored(v), slices.Clone(k)
 		}
-		if prev != nil && prev.Receipt.End > r.Start || next != nil && next.Receipt.Start < r.End {
+		prevOver := prev != nil && prev.Receipt.End > r.Start
+		nextOver := next != nil && next.Receipt.Start < r.End
+		if prevOver || nextOver {
 			out.Flags = append(out.Flags, Flag{At: now, Seq: r.Seq, Reason: FlagOverlap, Detail: fmt.Sprintf("interval [%d, %d) overlaps an accepted receipt", r.Start, r.End)})
 			b.recordFlags(nb, id, out.Flags)
+			// The node signed two claims for one stretch of time: neither
+			// is taken at its word.
+			for _, k := range [][]byte{prevKey, nextKey} {
+				if k != nil && (prevOver && bytes.Equal(k, prevKey) || nextOver && bytes.Equal(k, nextKey)) {
+					if err := markStored(rb, k, FlagOverlap); err != nil {
+						return err
+					}
+				}
+			}
 			refusal = refuse(ReasonOverlap, "receipt %d's interval overlaps an accepted receipt's", r.Seq)
 			return nil
 		}
@@ -623,7 +643,7 @@ func (b *Book) accept(node identity.PublicKey, body []byte) (Outcome, error) {
 		if b.opts.AuditSample > 0 && r.Records > 0 {
 			out.Audit = sample(r.Records, min(uint64(b.opts.AuditSample), r.Records, receipt.MaxAuditItems))
 		}
-		raw, _ := json.Marshal(stored{Signed: s.Marshal(), Hash: fmt.Sprintf("%x", hash), Received: now, Audit: out.Audit})
+		raw, _ := json.Marshal(stored{Signed: s.Marshal(), Hash: fmt.Sprintf("%x", hash), Received: now, Audit: out.Audit, Flags: flagReasons(nil, out.Flags)})
 		if err := rb.Put(key, raw); err != nil {
 			return err
 		}
@@ -846,6 +866,7 @@ func (b *Book) Audit(node identity.PublicKey, body []byte) error {
 			}
 		}
 		st.Audit = nil
+		st.Flags = flagReasons(st.Flags, flags)
 		raw, _ = json.Marshal(st)
 		if err := rb.Put(u64(rs.Seq), raw); err != nil {
 			return err

@@ -87,7 +87,7 @@ func Build(from, to, now time.Time, nodes []Node, cs []contracts.Contract, m con
 			o.ObservedHours = round3(o.ObservedHours + r.ObservedHours)
 			o.OnlineHours = round3(o.OnlineHours + r.OnlineHours)
 			o.BytesServed += r.BytesServed
-			o.Source = r.Source
+			o.Source = joinSource(o.Source, r.Source)
 			hs := ownerHits[n.Owner]
 			if hs == nil {
 				hs = &hitSum{}
@@ -129,6 +129,27 @@ func Build(from, to, now time.Time, nodes []Node, cs []contracts.Contract, m con
 	}
 	sort.Slice(crows, func(i, j int) bool { return crows[i].ID < crows[j].ID })
 	return append(rows, crows...), nil
+}
+
+// joinSource names the sources of an owner's nodes' figures: one, or
+// each once ("health-reports+receipts") when nodes differ, so that an
+// owner row never passes off its nodes' own counters as receipts.
+func joinSource(have, add string) string {
+	if add == "" {
+		return have
+	}
+	parts := strings.Split(have, "+")
+	if have == "" {
+		parts = nil
+	}
+	for _, p := range parts {
+		if p == add {
+			return have
+		}
+	}
+	parts = append(parts, add)
+	sort.Strings(parts)
+	return strings.Join(parts, "+")
 }
 
 func round3(f float64) float64 {

@@ -116,3 +116,44 @@ func TestRunRefusesBadInput(t *testing.T) {
 		}
 	}
 }
+
+// sourced serves figures from a source per node.
+type sourced map[string]string
+
+func (s sourced) Measure(string, time.Time, time.Time) (contracts.Measured, error) {
+	return contracts.Measured{Observed: time.Hour, Online: time.Hour}, nil
+}
+
+func (s sourced) ServedBytes(node string, _, _ time.Time) (contracts.ServedFigures, error) {
+	return contracts.ServedFigures{Bytes: 1, Source: s[node]}, nil
+}
+
+// TestOwnerSource: an owner whose nodes are measured from different
+// sources says so, whatever the order of its nodes.
+func TestOwnerSource(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name string
+		src  sourced
+		want string
+	}{
+		{"all receipts", sourced{"a": "receipts", "b": "receipts"}, "receipts"},
+		{"mixed", sourced{"a": "receipts", "b": "health-reports", "c": "receipts"}, "health-reports+receipts"},
+		{"mixed, other order", sourced{"a": "health-reports", "b": "receipts"}, "health-reports+receipts"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var nodes []Node
+			for id := range c.src {
+				nodes = append(nodes, Node{ID: id, Owner: "o"})
+			}
+			rows, err := Build(t0, t0.Add(time.Hour), t0.Add(2*time.Hour), nodes, nil, c.src, c.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := rows[len(rows)-1]
+			if last.Kind != KindOwner || last.Source != c.want {
+				t.Fatalf("owner row %+v, want source %q", last, c.want)
+			}
+		})
+	}
+}

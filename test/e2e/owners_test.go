@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,9 @@ func TestDashboardOwnerSignIn(t *testing.T) {
 	if !harness.WaitFor(15*time.Second, func() bool { return strings.Contains(page.EvalString(crow), "not started") }) {
 		t.Fatalf("contract row: %q", page.EvalString(crow))
 	}
+	if h := page.EvalString(`document.querySelector('#contracts thead').textContent`); !strings.Contains(h, "Source") {
+		t.Errorf("the contracts table has no Source column: %q", h)
+	}
 	if err := page.Screenshot(filepath.Join(out, "dashboard-owner.png")); err != nil {
 		t.Fatal(err)
 	}
@@ -226,9 +230,10 @@ const ownersAdminToken = "owners-e2e-admin-token-0123456789"
 
 // startOwnedSystem starts castd and a beacon whose owner wallet delegated
 // to it, as an operator does with ` + "`beacon delegate`" + `.
-func startOwnedSystem(t *testing.T) (*harness.System, *identity.Keypair) {
+func startOwnedSystem(t *testing.T, beaconArgs ...string) (*harness.System, *identity.Keypair) {
 	t.Helper()
 	sys := newSystem(t, "--admin-token", ownersAdminToken, "--history-interval", "200ms")
+	sys.BeaconArgs = beaconArgs
 	state := filepath.Join(sys.Dir, "beacon")
 	run := func(args ...string) {
 		if out, err := exec.Command(bins.Beacon, args...).CombinedOutput(); err != nil {
@@ -268,10 +273,11 @@ func apiSignIn(t *testing.T, base string, owner *identity.Keypair) string {
 }
 
 // TestCapacityContractMeasured: a contract for the real beacon is met
-// while it is online and serving (castd report, CSV), and not met, with
-// the reason, once it has been down for part of the window.
+// while it is online and serving (castd report, CSV), its bytes counted
+// from the beacon's cross-checked receipts, and not met, with the reason,
+// once it has been down for part of the window.
 func TestCapacityContractMeasured(t *testing.T) {
-	sys, owner := startOwnedSystem(t)
+	sys, owner := startOwnedSystem(t, receiptArgs...)
 	id := mustStatus(t, sys)["node_id"].(string)
 	tok := apiSignIn(t, sys.CastdURL(), owner)
 	start := time.Now().UTC().Truncate(time.Second)
@@ -297,11 +303,20 @@ func TestCapacityContractMeasured(t *testing.T) {
 	}) {
 		t.Fatal("the beacon never reported bytes served")
 	}
+	var seen struct {
+		Receipts map[string]any `json:"receipts"`
+	}
+	if !harness.WaitFor(20*time.Second, func() bool {
+		_, b := apiCall(t, http.MethodGet, sys.CastdURL()+protocol.PathOwnerNodes+"/"+id, tok, nil)
+		return json.Unmarshal(b, &seen) == nil && num(seen.Receipts, "requests") == 2
+	}) {
+		t.Fatalf("castd's receipts of the two requests: %v", seen.Receipts)
+	}
 	time.Sleep(1500 * time.Millisecond) // a history sample after the report
 	t1 := time.Now().UTC().Truncate(time.Second).Add(time.Second)
 	time.Sleep(1500 * time.Millisecond)
 	out, err := exec.Command(bins.Castd, "report", "--url", sys.CastdURL(), "--admin-token", ownersAdminToken,
-		"--from", start.Format(time.RFC3339), "--to", t1.Format(time.RFC3339), "--format", "csv").CombinedOutput()
+		"--from", start.Add(-time.Minute).Format(time.RFC3339), "--to", t1.Format(time.RFC3339), "--format", "csv").CombinedOutput()
 	if err != nil {
 		t.Fatalf("castd report: %v\n%s", err, out)
 	}
@@ -323,6 +338,11 @@ func TestCapacityContractMeasured(t *testing.T) {
 	}
 	if node[col["online_hours"]] == "0.000" || node[col["bytes_served"]] == "0" || contract[col["verdict"]] != contracts.VerdictMet || own[col["contracts_met"]] != "1" {
 		t.Fatalf("report while online and serving:\n%s", out)
+	}
+	// The served figures are the receipts': one MISS and one HIT of 1 MiB,
+	// half of them cache hits.
+	if node[col["source"]] != "receipts" || contract[col["source"]] != "receipts" || node[col["bytes_served"]] != strconv.Itoa(2<<20) || node[col["hit_ratio"]] != "0.500" {
+		t.Fatalf("served figures not from the receipts:\n%s", out)
 	}
 
 	// The beacon goes down for part of the next window.
