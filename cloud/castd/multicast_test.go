@@ -28,6 +28,7 @@ import (
 	"github.com/blockcast/beacon/shared/objrecv"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
+	"github.com/blockcast/beacon/test/harness"
 )
 
 // mcEnv is a serving castd with multicast on (AMT relay as the sink, the
@@ -296,6 +297,9 @@ func takeOffer(t *testing.T, e *mcEnv, kp *identity.Keypair, o *mcproto.Offer) (
 		if err == nil {
 			if !mcproto.IsALC(buf[:n]) {
 				msg, _ := mcproto.Decode(buf[:n])
+				if st, ok := msg.(*mcproto.Status); ok && st.Code == mcproto.StatusLimited {
+					continue // over the node's repair budget: NACK again later
+				}
 				t.Fatalf("castd answered %#v", msg)
 			}
 			if p, err := alc.Decode(buf[:n]); err == nil && p.TOI == manifest.ManifestTOI {
@@ -562,5 +566,71 @@ func TestMulticastConcurrentMisses(t *testing.T) {
 	}
 	if m := scrape(t, e.base); m["castd_multicast_sessions_total"] != 1 || e.pulls.Load() != 1 {
 		t.Errorf("sessions %v, origin pulls %d", m["castd_multicast_sessions_total"], e.pulls.Load())
+	}
+}
+
+// TestMulticastStrangersDoNotCount: requests from keys castd does not know
+// are refused before they reach the popularity counter, so strangers
+// cannot make an object "popular" (and make castd send it by multicast).
+func TestMulticastStrangersDoNotCount(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastThreshold = 2 })
+	for range 5 {
+		stranger, _ := identity.Generate()
+		if resp, _ := e.get(t, stranger, "/x.bin", multicastHdr...); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("stranger: %d", resp.StatusCode)
+		}
+	}
+	if resp, body := e.get(t, e.beacon(t), "/x.bin", multicastHdr...); e.isOffer(t, "/x.bin", resp, body) {
+		t.Fatal("strangers' requests counted toward the threshold")
+	}
+}
+
+// TestMulticastNackFlood: a registered node that floods the DTLS channel
+// with NACKs for every symbol of a running session is held to its budget
+// (refusals counted), and another beacon still completes the object.
+func TestMulticastNackFlood(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"}; o.RepairRate = 1e6 })
+	attacker, honest := e.beacon(t), e.beacon(t)
+	resp, body := e.get(t, attacker, "/f.bin", multicastHdr...)
+	if !e.isOffer(t, "/f.bin", resp, body) {
+		t.Fatal("no offer")
+	}
+	o, _ := mcproto.DecodeOffer(bytes.NewReader(body))
+	m := offerManifest(t, o, e.s.key.Public())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sess, err := dtlschan.Dial(ctx, o.Unicast, attacker, e.s.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	nack := mcproto.Nack{Object: mcproto.Object{TSI: m.TSI, TOI: m.TOI}}
+	for sbn := uint32(0); len(nack.Ranges) < mcproto.MaxRanges(sess.MaxPayload()); sbn = (sbn + 1) % 2 {
+		nack.Ranges = append(nack.Ranges, mcproto.Range{SBN: sbn, Kind: mcproto.Symbols, First: 0, Count: 200, Need: 200})
+	}
+	pkt, err := nack.AppendTo(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2000 {
+		sess.Write(pkt)
+	}
+	var refused float64
+	harness.WaitFor(5*time.Second, func() bool {
+		mm := scrape(t, e.base)
+		refused = mm[`castd_multicast_refused_total{reason="rate"}`] + mm[`castd_multicast_refused_total{reason="ranges"}`] +
+			mm[`castd_multicast_refused_total{reason="pending"}`] + mm[`castd_multicast_refused_total{reason="limited"}`]
+		return refused > 0
+	})
+	if refused == 0 {
+		t.Error("a NACK flood was not refused or counted")
+	}
+	resp, body = e.get(t, honest, "/f.bin", multicastHdr...)
+	if !e.isOffer(t, "/f.bin", resp, body) {
+		t.Fatal("no offer for the honest beacon")
+	}
+	o, _ = mcproto.DecodeOffer(bytes.NewReader(body))
+	if got, _ := takeOffer(t, e, honest, o); !bytes.Equal(got, e.body) {
+		t.Fatal("the honest beacon's object differs")
 	}
 }
