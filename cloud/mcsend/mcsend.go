@@ -100,9 +100,14 @@ type Options struct {
 	MaxRanges     int           // ranges honoured per NACK; 0: DefaultMaxRanges
 	MaxPending    int           // blocks pending repair per node and session; 0: DefaultMaxPending
 	MaxNodes      int           // nodes with state at once; 0: DefaultMaxNodes
-	ManifestTTL   time.Duration // manifest validity when Object.Expires is zero; 0: DefaultManifestTTL
-	SymbolLen     int           // 0: alc.MaxSymbolSize (tests use less)
-	MaxBlockLen   int           // 0: manifest.DefaultMaxBlockLen
+	// RepairRate paces each node's unicast (early media, repairs), bytes
+	// a second: castd's --repair-rate, dtlschan's SendRate, so that
+	// WriteLimited refuses only a node that asks for more than it may
+	// have. 0: DefaultRepairRate.
+	RepairRate  float64
+	ManifestTTL time.Duration // manifest validity when Object.Expires is zero; 0: DefaultManifestTTL
+	SymbolLen   int           // 0: alc.MaxSymbolSize (tests use less)
+	MaxBlockLen int           // 0: manifest.DefaultMaxBlockLen
 
 	Log *slog.Logger
 	// Now and Sleep are the clock; nil: time.Now and a timer. Sleep

@@ -33,6 +33,7 @@ type Sender struct {
 	byObj    map[mcproto.Object]*Session
 	starting map[string]chan struct{} // keys whose session is being built
 	nodes    map[string]*node
+	outboxes map[string]*outbox
 	nextTOI  uint32
 	lastSeq  uint64
 	started  uint64
@@ -92,11 +93,14 @@ func New(o Options) (*Sender, error) {
 	if o.NackRate <= 0 {
 		o.NackRate = DefaultNackRate
 	}
+	if o.RepairRate <= 0 {
+		o.RepairRate = DefaultRepairRate
+	}
 	if o.ManifestTTL <= 0 {
 		o.ManifestTTL = DefaultManifestTTL
 	}
 	s := &Sender{o: o, log: o.Log, byKey: map[string]*Session{}, byObj: map[mcproto.Object]*Session{},
-		starting: map[string]chan struct{}{}, nodes: map[string]*node{}}
+		starting: map[string]chan struct{}{}, nodes: map[string]*node{}, outboxes: map[string]*outbox{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -130,7 +134,9 @@ func (s *Sender) Lookup(key string) (*Session, bool) {
 
 // Offer returns key's running session, or starts one for obj: it acquires
 // a channel lease, builds and signs the manifest (reading the whole object
-// once) and starts the carousel. ctx bounds only the wait for a session of
+// once) and starts the carousel. A session lives at least Idle after the
+// last Offer that returned it, so the beacons offered it find it when
+// they join. ctx bounds only the wait for a session of
 // the same key that another caller is starting; the session itself lives
 // until it is idle or the Sender closes.
 func (s *Sender) Offer(ctx context.Context, obj Object) (*Session, error) {
@@ -145,6 +151,7 @@ func (s *Sender) Offer(ctx context.Context, obj Object) (*Session, error) {
 		}
 		if ss := s.byKey[obj.Key]; ss != nil {
 			s.mu.Unlock()
+			ss.touch(s.o.Now())
 			return ss, nil
 		}
 		wait, busy := s.starting[obj.Key]

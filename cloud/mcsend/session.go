@@ -47,13 +47,15 @@ type Session struct {
 	nextPar  []uint16 // per block: the next parity ESI never sent on the channel
 	proact   []uint16 // per block: proactive parity symbols a pass sends
 	sinceMan int
-	buf      []byte
+	buf      []byte // the carousel's packet
+	rbuf     []byte // a channel repair's packet
 
 	mu      sync.Mutex
 	members map[string]*member
 	pending map[uint32]*agg
 	inPass  bool
-	cursor  uint32 // block the carousel is sending
+	cursor  uint32    // first block not yet wholly sent this pass
+	offered time.Time // last Offer that returned the session: joiners are on their way
 }
 
 // member is a node that joined the session.
@@ -120,6 +122,7 @@ func newSession(s *Sender, obj Object, lease channels.Lease, m *manifest.Manifes
 		ss.pacer = s.o.Shaper.Session(now)
 	}
 	ss.renewAt = now.Add(lease.Expires.Sub(now) / 2)
+	ss.offered = now
 	return ss, nil
 }
 
@@ -153,12 +156,19 @@ func (ss *Session) Err() error {
 // Stats returns the session's counters.
 func (ss *Session) Stats() Stats { return ss.st.snapshot() }
 
+// touch notes an offer of the session: a beacon is about to join.
+func (ss *Session) touch(now time.Time) {
+	ss.mu.Lock()
+	ss.offered = now
+	ss.mu.Unlock()
+}
+
 func (ss *Session) object() mcproto.Object { return mcproto.Object{TSI: ss.m.TSI, TOI: ss.m.TOI} }
 
 func (ss *Session) finish(err error) {
 	ss.err = err
 	close(ss.done)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrClosed) {
 		ss.s.log.Warn("multicast session ended", "key", ss.obj.Key, "tsi", ss.m.TSI, "err", err)
 	} else {
 		ss.s.log.Info("multicast session ended", "key", ss.obj.Key, "tsi", ss.m.TSI)
@@ -254,6 +264,12 @@ func (ss *Session) sendBlock(ctx context.Context, sbn uint32) error {
 			return err
 		}
 		ss.buf = pkt
+		if esi == n-1 {
+			// The block is out once this goes: NACKs for it count from now.
+			ss.mu.Lock()
+			ss.cursor = sbn + 1
+			ss.mu.Unlock()
+		}
 		if err := ss.emit(ctx, kind, pkt); err != nil {
 			return err
 		}
@@ -275,8 +291,9 @@ func (ss *Session) gaps(now time.Time) bool {
 }
 
 // nextEvent is when the run loop has something to do next: a NACK
-// window closing, or the last member going idle. busy is false when no
-// member is active and nothing is pending: the session is over.
+// window closing, the last member going idle, or the wait for beacons
+// offered the session ending. busy is false when none of these is ahead:
+// the session is over.
 func (ss *Session) nextEvent(now time.Time) (next time.Time, busy bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -289,6 +306,9 @@ func (ss *Session) nextEvent(now time.Time) (next time.Time, busy bool) {
 		if t := m.lastSeen.Add(ss.s.o.Idle); t.After(now) && (!busy || t.Before(next)) {
 			next, busy = t, true
 		}
+	}
+	if t := ss.offered.Add(ss.s.o.Idle); t.After(now) && (!busy || t.Before(next)) {
+		next, busy = t, true
 	}
 	return next, busy
 }
@@ -565,7 +585,7 @@ func (ss *Session) service(ctx context.Context) error {
 func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 	k := ss.part.BlockLen(sbn)
 	var chunkNodes [64][]*want
-	var needers []*want
+	var needers, chunky []*want
 	maxNeed := 0
 	var union [fec.MaxSymbols / 64]uint64
 	for _, w := range a.nodes {
@@ -574,10 +594,15 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 				chunkNodes[c] = append(chunkNodes[c], w)
 			}
 		}
-		// A node that lacks a hash-list chunk holds that chunk's symbols
-		// unverified, uncounted in its Need: it gets the chunk now and
-		// says what it still needs once they verify.
-		if w.need > 0 && w.chunks == 0 {
+		switch {
+		case w.need == 0:
+		case w.chunks != 0:
+			// It holds that chunk's symbols unverified, uncounted in
+			// its Need: its Need would inflate the channel's parity.
+			// It gets the chunk now and says what it still needs once
+			// they verify.
+			chunky = append(chunky, w)
+		default:
 			needers = append(needers, w)
 			maxNeed = max(maxNeed, w.need)
 			for i := range union {
@@ -585,6 +610,13 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 			}
 		}
 	}
+	if all := uint64(1)<<len(ss.hashes[sbn]) - 1; len(needers) == 0 && len(chunky) == 1 && chunky[0].chunks == all {
+		// The only node short of this block, and it has none of it (a
+		// late joiner whose early media was lost): the symbols it named
+		// go with the chunks, saving a round trip.
+		needers = chunky
+	}
+	ss.s.log.Debug("repair", "key", ss.obj.Key, "sbn", sbn, "nodes", len(a.nodes), "needers", len(needers), "chunky", len(chunky), "max_need", maxNeed)
 	limited := map[*want]bool{}
 	for c, ws := range chunkNodes[:len(ss.hashes[sbn])] {
 		switch {
@@ -637,18 +669,29 @@ func (ss *Session) repair(ctx context.Context, sbn uint32, a *agg) error {
 	return nil
 }
 
+// putSymbol puts a repair symbol on the channel. It has a buffer of its
+// own: repairs go out between the carousel's packets, whose buffer holds
+// the packet about to go.
 func (ss *Session) putSymbol(ctx context.Context, k Kind, sbn uint32, esi int) error {
-	pkt, err := ss.cache.packet(ss.buf[:0], ss.m, sbn, esi, false)
+	pkt, err := ss.cache.packet(ss.rbuf[:0], ss.m, sbn, esi, false)
 	if err != nil {
 		return err
 	}
-	ss.buf = pkt
+	ss.rbuf = pkt
 	return ss.put(ctx, k, pkt)
 }
 
-// unicast sends one packet to a node within its repair budget. When the
-// budget is spent it tells the node (StatusLimited) and returns an error.
+// unicast sends one packet to a node within its repair budget: queued
+// on its outbox, or written at once for a peer without one. When the
+// budget is spent the node is told (StatusLimited) and it returns an
+// error.
 func (ss *Session) unicast(p Peer, k Kind, pkt []byte) error {
+	if ob := ss.s.outbox(p); ob != nil {
+		if !ob.put(ss, k, pkt) {
+			return dtlschan.ErrRateLimited
+		}
+		return nil
+	}
 	if _, err := p.WriteLimited(pkt); err != nil {
 		if errors.Is(err, dtlschan.ErrRateLimited) {
 			ss.s.refuse(ss, RefuseLimited, 1)
