@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -172,6 +173,7 @@ type castdSim struct {
 	joins       atomic.Int64
 	nacks       atomic.Int64
 	leaves      sync.Map      // reason -> true
+	dropFirst   atomic.Bool   // close the first session after its Join
 	status      atomic.Uint32 // a mcproto.StatusCode: answer NACKs with this Status instead, when set
 }
 
@@ -232,6 +234,10 @@ func (c *castdSim) serve(sess *dtlschan.Session) {
 				for _, p := range c.s.block(sbn) {
 					sess.Write(p)
 				}
+			}
+			if c.dropFirst.CompareAndSwap(true, false) {
+				sess.Close()
+				return
 			}
 		case *mcproto.Nack:
 			c.nacks.Add(1)
@@ -672,13 +678,16 @@ func TestParseMode(t *testing.T) {
 }
 
 func FuzzParseContentRange(f *testing.F) {
-	for _, s := range []string{"bytes 0-99/100", "bytes */100", "bytes 5-/7", "", "bytes 18446744073709551615-1/2"} {
+	for _, s := range []string{"bytes 0-99/100", "bytes */100", "bytes 5-/7", "", "bytes 18446744073709551615-1/2", "bytes 01-/0", "bytes 0-0/1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		start, total, ok := parseContentRange(s)
-		if ok && !strings.HasPrefix(s, "bytes "+strconv.FormatUint(start, 10)) {
-			t.Fatalf("%q: start %d total %d", s, start, total)
+		start, end, total, ok := parseContentRange(s)
+		if !ok {
+			return
+		}
+		if want := fmt.Sprintf("bytes %d-%d/%d", start, end, total); s != want || start > end || end >= total {
+			t.Fatalf("%q accepted as %q", s, want)
 		}
 	})
 }
@@ -701,4 +710,74 @@ func (g *fakeGateway) Subscribe(fn func(ch amt.Channel, d amt.Datagram)) func() 
 	defer g.mu.Unlock()
 	g.fn = fn
 	return func() {}
+}
+
+// TestFallbackRefusesWrongRanges: answers to the fallback's range request
+// that are not the bytes asked for (the whole object, another range,
+// another length, a short body) fail the object rather than putting bytes
+// at the wrong place; the cache's fill then aborts and stores nothing.
+func TestFallbackRefusesWrongRanges(t *testing.T) {
+	for name, serve := range map[string]func(w http.ResponseWriter, obj []byte, start, end int){
+		"full object": func(w http.ResponseWriter, obj []byte, start, end int) { w.Write(obj) },
+		"other start": func(w http.ResponseWriter, obj []byte, start, end int) {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start+1, end, len(obj)))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(obj[start+1 : end+1])
+		},
+		"other total": func(w http.ResponseWriter, obj []byte, start, end int) {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, len(obj)+1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(obj[start : end+1])
+		},
+		"short body": func(w http.ResponseWriter, obj []byte, start, end int) {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, len(obj)))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(obj[start : start+10])
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var f *fixture
+			f = newFixture(t, 3*blkLen*symLen, 0, Native, func(o *Options) {
+				o.Stall = 200 * time.Millisecond
+				o.EarlyBlocks = 1
+				o.Fetch = func(ctx context.Context, key string, h http.Header) (*http.Response, error) {
+					var start, end int
+					fmt.Sscanf(h.Get("Range"), "bytes=%d-%d", &start, &end)
+					rec := httptest.NewRecorder()
+					serve(rec, f.s.obj, start, end)
+					return rec.Result(), nil
+				}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := f.r.Take(ctx, f.s.m.URL, f.s.offer(f.castd.addr()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err == nil || len(body) >= len(f.s.obj) {
+				t.Fatalf("read %d bytes, err %v: want a failed body", len(body), err)
+			}
+			if !bytes.Equal(body, f.s.obj[:len(body)]) {
+				t.Fatal("bytes served differ from the object")
+			}
+			if st := waitIdle(t, f.r); st.Objects["failed"] != 1 {
+				t.Errorf("outcomes %v", st.Objects)
+			}
+		})
+	}
+}
+
+// TestUnicastRedial: castd drops the DTLS session after the first Join;
+// the receiver dials again, joins again (no early blocks the second time)
+// and completes by repairs, with nothing on the channel.
+func TestUnicastRedial(t *testing.T) {
+	f := newFixture(t, 4*blkLen*symLen, 1000, Native, func(o *Options) { o.Stall = 3 * time.Second })
+	f.castd.dropFirst.Store(true)
+	body, _ := f.take(t)
+	sameBytes(t, body, f.s.obj)
+	st := waitIdle(t, f.r)
+	if f.castd.joins.Load() < 2 || st.Bytes[labelRepair] == 0 || st.Objects["multicast"] != 1 {
+		t.Errorf("%d joins, bytes %v, outcomes %v", f.castd.joins.Load(), st.Bytes, st.Objects)
+	}
 }

@@ -45,7 +45,8 @@ type object struct {
 
 	nacked   atomic.Bool   // a NACK went out: unicast packets are repairs from then on
 	native   atomic.Uint64 // verified-or-held packets that came natively or by AMT
-	lastPkt  atomic.Int64  // unix ns of the last packet from any path
+	pkts     atomic.Uint64 // packets from any path (no clock read per packet: the loop notices quiet)
+	joinSent atomic.Bool   // a Join went out: restart the quiet clock
 	front    atomic.Int64  // highest SBN seen + 1
 	closeObj atomic.Bool   // the sender's end of pass (B flag) was seen
 }
@@ -54,7 +55,6 @@ func newObject(r *Receiver, key string, offer *mcproto.Offer, m *manifest.Manife
 	part, _ := fec.Partition(m.ContentLength, int(m.FEC.SymbolLen), int(m.FEC.MaxBlockLen)) // objrecv.New checked it
 	o := &object{r: r, key: key, offer: offer, m: m, id: mcproto.Object{TSI: m.TSI, TOI: m.TOI}, a: a, pw: pw, part: part,
 		done: make(chan struct{}), status: make(chan mcproto.Status, 4)}
-	o.lastPkt.Store(r.opts.Now().UnixNano())
 	return o
 }
 
@@ -76,7 +76,7 @@ func (o *object) finishFeeds() { o.once.Do(func() { close(o.done) }) }
 // note keeps what the NACK timing needs from a packet's header: the
 // furthest block the sender has reached and its end of pass.
 func (o *object) note(p *alc.Packet) {
-	o.lastPkt.Store(o.r.opts.Now().UnixNano())
+	o.pkts.Add(1)
 	if p.TOI != uint64(o.m.TOI) {
 		return
 	}
@@ -168,6 +168,7 @@ func (o *object) receive(ctx context.Context) (string, error) {
 	tick := time.NewTicker(max(o.r.opts.NackGap/2, time.Millisecond))
 	defer tick.Stop()
 	var lastNack, backoffUntil time.Time
+	lastPkt, seen := start, uint64(0)
 	fallbackNow := false
 	for {
 		select {
@@ -198,6 +199,9 @@ func (o *object) receive(ctx context.Context) (string, error) {
 			return "multicast", nil
 		}
 		now := r.opts.Now()
+		if n := o.pkts.Load(); n != seen || o.joinSent.Swap(false) {
+			seen, lastPkt = n, now
+		}
 		if r.opts.Mode == Auto && viaAMT == nil && o.native.Load() == 0 && now.Sub(start) >= r.opts.NativeWait {
 			r.log.Info("multicast: nothing arrived natively; joining through AMT", "channel", chanString(o.m.Channel), "waited", now.Sub(start))
 			joinAMT()
@@ -212,9 +216,8 @@ func (o *object) receive(ctx context.Context) (string, error) {
 		if now.Before(backoffUntil) || now.Sub(lastNack) < r.opts.NackGap {
 			continue
 		}
-		if ranges := o.nackRanges(now, uni.maxRanges()); len(ranges) > 0 {
+		if ranges := o.nackRanges(now, lastPkt, uni.maxRanges()); len(ranges) > 0 {
 			if uni.nack(o, ranges) {
-				o.nacked.Store(true)
 				r.c.nacks.Add(1)
 				lastNack = now
 			}
@@ -225,11 +228,11 @@ func (o *object) receive(ctx context.Context) (string, error) {
 // nackRanges is what to ask for now: everything missing at the end of a
 // pass or when the channel has been quiet for NackGap; otherwise only the
 // blocks the sender has moved past.
-func (o *object) nackRanges(now time.Time, maxRanges int) []mcproto.Range {
+func (o *object) nackRanges(now, lastPkt time.Time, maxRanges int) []mcproto.Range {
 	if maxRanges <= 0 {
 		return nil
 	}
-	quiet := now.Sub(time.Unix(0, o.lastPkt.Load())) >= o.r.opts.NackGap
+	quiet := now.Sub(lastPkt) >= o.r.opts.NackGap
 	all := quiet || o.closeObj.Load()
 	front := uint32(o.front.Load())
 	var out []mcproto.Range
@@ -271,8 +274,8 @@ func (o *object) fetchRange(ctx context.Context, br objrecv.ByteRange) error {
 	if resp.StatusCode != http.StatusPartialContent {
 		return fmt.Errorf("castd answered %s to a range request", resp.Status)
 	}
-	start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
-	if !ok || start != br.Off || total != o.m.ContentLength {
+	start, end, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || start != br.Off || end != br.Off+br.Len-1 || total != o.m.ContentLength {
 		return fmt.Errorf("castd answered range %q for bytes %d+%d of %d", resp.Header.Get("Content-Range"), br.Off, br.Len, o.m.ContentLength)
 	}
 	sbn, ok := o.blockAt(br.Off)
@@ -311,24 +314,30 @@ func (o *object) blockAt(off uint64) (uint32, bool) {
 	return 0, false
 }
 
-// parseContentRange parses "bytes START-END/TOTAL".
-func parseContentRange(v string) (start, total uint64, ok bool) {
+// parseContentRange parses "bytes START-END/TOTAL", canonical decimals
+// with START <= END < TOTAL.
+func parseContentRange(v string) (start, end, total uint64, ok bool) {
 	rest, found := strings.CutPrefix(v, "bytes ")
-	if !found {
-		return 0, 0, false
+	rng, tot, found2 := strings.Cut(rest, "/")
+	s, e, found3 := strings.Cut(rng, "-")
+	if !found || !found2 || !found3 {
+		return 0, 0, 0, false
 	}
-	rng, tot, found := strings.Cut(rest, "/")
-	if !found {
-		return 0, 0, false
+	num := func(x string) (uint64, bool) {
+		if x == "" || (len(x) > 1 && x[0] == '0') || x[0] == '+' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(x, 10, 64)
+		return n, err == nil
 	}
-	s, _, found := strings.Cut(rng, "-")
-	if !found {
-		return 0, 0, false
+	var ok1, ok2, ok3 bool
+	start, ok1 = num(s)
+	end, ok2 = num(e)
+	total, ok3 = num(tot)
+	if !ok1 || !ok2 || !ok3 || start > end || end >= total {
+		return 0, 0, 0, false
 	}
-	var err1, err2 error
-	start, err1 = strconv.ParseUint(s, 10, 64)
-	total, err2 = strconv.ParseUint(tot, 10, 64)
-	return start, total, err1 == nil && err2 == nil
+	return start, end, total, true
 }
 
 func chanString(c manifest.Channel) string {

@@ -78,6 +78,8 @@ func (uc *uniConn) join(sess *dtlschan.Session, o *object) {
 	}
 	uc.mu.Unlock()
 	j := mcproto.Join{Object: o.id, EarlyBlocks: uint16(min(early, 0xffff))}
+	// The early blocks are on their way: no NACK until they stop coming.
+	o.joinSent.Store(true)
 	if _, err := sess.Write(j.AppendTo(nil)); err != nil {
 		uc.p.r.log.Debug("multicast: sending Join", "err", err)
 	}
@@ -98,6 +100,7 @@ func (uc *uniConn) nack(o *object, ranges []mcproto.Range) bool {
 	}
 	b, err := (&mcproto.Nack{Object: o.id, Ranges: ranges}).AppendTo(nil)
 	if err == nil {
+		o.nacked.Store(true) // before the answers can arrive: they are repairs
 		_, err = s.Write(b)
 	}
 	if err != nil {
@@ -123,8 +126,9 @@ func (uc *uniConn) loop() {
 			return
 		}
 		cast, ok := r.opts.CastKey()
-		if !ok {
-			return
+		if !ok { // cannot happen after Take, which needed the key; wait for it anyway
+			time.Sleep(backoff)
+			continue
 		}
 		timeout := r.opts.DTLSTimeout
 		if timeout <= 0 {
