@@ -379,8 +379,14 @@ func TestMulticastDTLSRefusals(t *testing.T) {
 		sess.Close()
 		t.Fatal("an unregistered key got a DTLS session")
 	}
-	if m := scrape(t, e.base); m[`castd_multicast_dtls_refused_total{reason="unregistered"}`] != 1 {
-		t.Errorf("unregistered refusals %v", m[`castd_multicast_dtls_refused_total{reason="unregistered"}`])
+	// The client may see the refusal a moment before castd counts it.
+	var refused float64
+	harness.WaitFor(5*time.Second, func() bool {
+		refused = scrape(t, e.base)[`castd_multicast_dtls_refused_total{reason="unregistered"}`]
+		return refused == 1
+	})
+	if refused != 1 {
+		t.Errorf("unregistered refusals %v", refused)
 	}
 	kp := e.beacon(t)
 	sess, err := dtlschan.Dial(ctx, addr, kp, cast)
