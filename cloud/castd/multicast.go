@@ -248,10 +248,20 @@ func (s *Server) amtRelayPublic() string {
 }
 
 // wantsOffer reports whether a node's object request may be answered with
-// an offer: a GET of the whole object from a beacon that said it takes one.
+// an offer: an unconditional GET of the whole object (a miss) from a beacon
+// that said it takes one. A conditional GET is a revalidation of a copy the
+// beacon holds: its answer is a 304 or the new body, never the whole object
+// again by multicast, and it is not a miss to count.
 func wantsOffer(r *http.Request) bool {
-	return r.Method == http.MethodGet && r.Header.Get(protocol.HeaderMulticast) == "1" &&
-		r.Header.Get("Range") == "" && r.Header.Get("If-Range") == ""
+	if r.Method != http.MethodGet || r.Header.Get(protocol.HeaderMulticast) != "1" {
+		return false
+	}
+	for _, h := range []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		if _, ok := r.Header[h]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // offer answers a registered node's request for key with a multicast offer

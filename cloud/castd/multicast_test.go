@@ -640,3 +640,26 @@ func TestMulticastNackFlood(t *testing.T) {
 		t.Fatal("the honest beacon's object differs")
 	}
 }
+
+// TestMulticastRevalidationNotOffered: a beacon revalidating its stale copy
+// (a conditional GET, which carries the multicast header too) gets the
+// 304 it asked for, not an offer that would send the whole object again,
+// and its revalidation does not count as a miss toward the threshold.
+func TestMulticastRevalidationNotOffered(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/live/*"}; o.MulticastThreshold = 2 })
+	kp := e.beacon(t)
+	for _, key := range []string{"/live/a.ts", "/vod/b.ts"} {
+		e.get(t, kp, key) // in castd's cache (no header: unicast)
+		for _, cond := range [][]string{{"If-None-Match", `"v1"`}, {"If-Modified-Since", time.Now().UTC().Format(http.TimeFormat)}} {
+			for range 2 {
+				resp, body := e.get(t, e.beacon(t), key, protocol.HeaderMulticast, "1", cond[0], cond[1])
+				if resp.StatusCode != http.StatusNotModified || len(body) != 0 {
+					t.Fatalf("%s %s: %d %s, want 304", key, cond[0], resp.StatusCode, resp.Header.Get("Content-Type"))
+				}
+			}
+		}
+	}
+	if m := scrape(t, e.base); m["castd_multicast_sessions_total"] != 0 {
+		t.Fatalf("revalidations started %v sessions", m["castd_multicast_sessions_total"])
+	}
+}
