@@ -59,6 +59,7 @@ type multicast struct {
 	offers      atomic.Uint64
 	offerBytes  atomic.Uint64 // object bytes handed to beacons by offer (what unicast would have cost)
 	fallbacks   [6]atomic.Uint64
+	unfit       unfitKeys // objects the origin would not let castd store: not offered for a while
 	buildMu     sync.Mutex
 	building    map[string]int // keys whose session is being built → requests waiting on it (at most maxSessionStarts keys)
 	fallbackLog summaryLog
@@ -279,6 +280,9 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 		}
 	}
 	if _, running := m.sender.Lookup(key); !running {
+		if m.unfit.has(key, now) {
+			return false
+		}
 		if !m.startBuild(key) {
 			m.fallback(fallbackBusy, key, errors.New("too many sessions being built"))
 			return false
@@ -288,8 +292,13 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 	obj, expires, err := cache.Open(r.Context(), key)
 	if err != nil {
 		reason := fallbackOrigin
-		if r.Context().Err() != nil {
+		switch {
+		case r.Context().Err() != nil:
 			reason = fallbackCanceled
+		case errors.Is(err, httpcache.ErrNotStorable):
+			// Open's fetch was not kept, so the unicast answer asks the
+			// origin again: once, not on every miss of the key.
+			m.unfit.add(key, now)
 		}
 		m.fallback(reason, key, err)
 		return false
@@ -429,4 +438,41 @@ func (m *multicast) forgetNode(id string) {
 		}
 	}
 	m.sender.Forget(id)
+}
+
+// unfitFor is how long an object the origin would not let castd store is
+// served by unicast without trying multicast again.
+const unfitFor = time.Minute
+
+// maxUnfit bounds the keys remembered; when full the list starts afresh
+// (a key forgotten early only costs one more origin request).
+const maxUnfit = 4096
+
+// unfitKeys remembers objects whose origin answer castd may not store
+// (no-store, private, not 200, no freshness): each multicast try of one
+// costs an extra origin request, since the answer that was not kept must
+// be fetched again for the unicast reply.
+type unfitKeys struct {
+	mu   sync.Mutex
+	keys map[string]time.Time // key → until
+}
+
+func (u *unfitKeys) add(key string, now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.keys == nil || len(u.keys) >= maxUnfit {
+		u.keys = map[string]time.Time{}
+	}
+	u.keys[key] = now.Add(unfitFor)
+}
+
+func (u *unfitKeys) has(key string, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	until, ok := u.keys[key]
+	if ok && !now.Before(until) {
+		delete(u.keys, key)
+		return false
+	}
+	return ok
 }

@@ -663,3 +663,22 @@ func TestMulticastRevalidationNotOffered(t *testing.T) {
 		t.Fatalf("revalidations started %v sessions", m["castd_multicast_sessions_total"])
 	}
 }
+
+// TestMulticastUnstorableOncePerWindow: an object the origin forbids
+// storing costs castd a second origin request when it tries multicast (the
+// answer it was not allowed to keep must be fetched again for unicast).
+// That may happen once per unfitFor, not on every miss, or a --multicast-path
+// over no-store content would double the origin's load.
+func TestMulticastUnstorableOncePerWindow(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"} })
+	kp := e.beacon(t)
+	const n = 5
+	for range n {
+		if resp, body := e.get(t, kp, "/nostore/x", multicastHdr...); string(body) != "private /nostore/x" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	if got := e.pulls.Load(); got != n+1 {
+		t.Errorf("origin asked %d times for %d misses, want %d", got, n, n+1)
+	}
+}
