@@ -418,8 +418,11 @@ func (s *Server) startMulticast(ctx context.Context) (<-chan struct{}, error) {
 			m.native.Close()
 		}
 	}()
+	if s.amtRelay != nil && s.amtRelayPublic() == "" {
+		s.log.Warn("multicast offers name no AMT relay: the relay listens on a wildcard address; set --amt-advertise so that tunnelled beacons join castd's own relay")
+	}
 	s.log.Info("multicast on", "dtls", srv.Addr().String(), "dtls_public", public, "native_iface", s.opts.MulticastIface,
-		"amt_relay", s.opts.AMTListen != "", "threshold", s.opts.MulticastThreshold, "window", s.opts.MulticastWindow,
+		"amt_relay", s.amtRelayPublic(), "threshold", s.opts.MulticastThreshold, "window", s.opts.MulticastWindow,
 		"paths", len(s.opts.MulticastPaths))
 	return done, nil
 }
