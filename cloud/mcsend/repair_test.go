@@ -3,6 +3,7 @@ package mcsend
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -154,3 +155,56 @@ func TestSessionEndsAndReleases(t *testing.T) {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// What one NACK or many nodes can make the service hold is capped: ranges
+// honoured per message, blocks pending per node, nodes per session; the
+// rest is refused and counted, exactly.
+func TestNackStateBounded(t *testing.T) {
+	snd, err := New(Options{Key: testKey(t, 1), Alloc: testPool(t), Native: &countSink{}, Idle: time.Hour,
+		NackWindow: time.Hour, MaxRanges: 8, MaxPending: 3, MaxNodes: 5, NackRate: 1e6, NackBurst: 1e6, SymbolLen: 64, MaxBlockLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snd.Close()
+	obj := testObject(64*10*12, 1) // 12 blocks
+	ss, err := snd.Offer(context.Background(), Object{Key: "b", URL: "/b", R: bytesReader(obj), Size: int64(len(obj))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first pass", func() bool { return ss.Stats().Passes >= 1 })
+	o := mcproto.Object{TSI: ss.Manifest().TSI, TOI: ss.Manifest().TOI}
+	p := &nullPeer{id: "flooder"}
+	n := mcproto.Nack{Object: o}
+	for sbn := range 12 { // 12 blocks, 2 ranges each: 24 ranges
+		n.Ranges = append(n.Ranges, mcproto.Range{SBN: uint32(sbn), First: 0, Count: 5, Need: 10},
+			mcproto.Range{SBN: uint32(sbn), First: 5, Count: 5, Need: 10})
+	}
+	b, err := n.AppendTo(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd.Handle(p, b)
+	st := snd.Stats()
+	if st.Refused[RefuseRanges] != 24-8 {
+		t.Errorf("ranges refused %d, want %d (24 sent, 8 honoured)", st.Refused[RefuseRanges], 24-8)
+	}
+	if st.Refused[RefusePending] != 2 { // 8 ranges = 4 blocks, cap 3: block 3's two ranges
+		t.Errorf("pending refused %d, want 2", st.Refused[RefusePending])
+	}
+	ss.mu.Lock()
+	if len(ss.pending) != 3 || ss.members["flooder"].pending != 3 {
+		t.Errorf("%d blocks pending, node has %d; cap 3", len(ss.pending), ss.members["flooder"].pending)
+	}
+	ss.mu.Unlock()
+	// Nodes: at most MaxNodes hold state; the others are refused.
+	for i := range 10 {
+		j := mcproto.Join{Object: o}
+		snd.Handle(&nullPeer{id: fmt.Sprint("node", i)}, j.AppendTo(nil))
+	}
+	ss.mu.Lock()
+	members := len(ss.members)
+	ss.mu.Unlock()
+	if st := snd.Stats(); members > 5 || st.Nodes > 5 || st.Refused[RefuseNodes] != 6 {
+		t.Errorf("%d members, %d nodes, %d refused; want at most 5 and 6 refused", members, st.Nodes, st.Refused[RefuseNodes])
+	}
+}
