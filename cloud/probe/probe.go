@@ -452,6 +452,11 @@ func (p *Prober) check(ctx context.Context, rawURL string) (Result, error) {
 	if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody)); err != nil {
 		return classify(ctx, err), fmt.Errorf("reading the answer: %w", err)
 	}
+	// The probe spoke HTTP/1.1: an answer in another version (HTTP/0.x,
+	// or a 2.x preface) is not a relay that serves beacons' clients.
+	if resp.ProtoMajor != 1 {
+		return Error, fmt.Errorf("health endpoint answered in %s", resp.Proto)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return Status, fmt.Errorf("health endpoint answered %s", resp.Status)
 	}

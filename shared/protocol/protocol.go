@@ -93,6 +93,10 @@ type Registration struct {
 	Capabilities []string    `json:"capabilities,omitempty"`
 	CIDRs        []string    `json:"cidrs,omitempty"`
 	Delegation   *Delegation `json:"delegation,omitempty"`
+	// OnchainSig is the signature (base58) of the Memo transaction that
+	// records this registration (shared/onchain.RegistrationMemo), when
+	// the node anchored it (beacon register --onchain).
+	OnchainSig string `json:"onchain_sig,omitempty"`
 }
 
 // RegistrationReply answers a successful registration.

@@ -19,6 +19,7 @@ type chartInput struct {
 	Windows  []window // times relative to Start
 	Start    time.Time
 	Notes    []string // error counts by kind, verdict
+	AMT      []amtSample
 }
 
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"}
@@ -55,7 +56,11 @@ func writeChart(w io.Writer, in chartInput) error {
 		byProc[s.Process] = append(byProc[s.Process], s)
 	}
 	sort.Strings(names)
-	height := top + len(panels)*(panelH+gap) + 20*len(in.Notes) + 30
+	nPanels := len(panels)
+	if len(in.AMT) > 0 {
+		nPanels++
+	}
+	height := top + nPanels*(panelH+gap) + 20*len(in.Notes) + 30
 	plotW := float64(width - left - right)
 	dur := math.Max(in.Duration.Seconds(), 1)
 	x := func(t time.Duration) float64 { return left + plotW*t.Seconds()/dur }
@@ -126,7 +131,10 @@ func writeChart(w io.Writer, in chartInput) error {
 			}
 		}
 	}
-	ny := top + len(panels)*(panelH+gap)
+	if len(in.AMT) > 0 {
+		drawAMT(&b, in, float64(top+len(panels)*(panelH+gap)), left, panelH, plotW, x)
+	}
+	ny := top + nPanels*(panelH+gap)
 	for i, n := range in.Notes {
 		fmt.Fprintf(&b, `<text x="%d" y="%d" font-family="monospace" font-size="11">%s</text>`+"\n", left, ny+i*20, html.EscapeString(n))
 	}
@@ -154,4 +162,69 @@ func fmtNum(v float64) string {
 		return fmt.Sprintf("%.0f", v)
 	}
 	return fmt.Sprintf("%.1f", v)
+}
+
+// drawAMT draws the AMT panel: datagrams a second each LAN listener
+// received between samples (intact ones, each once), next to the rate sent.
+func drawAMT(b *strings.Builder, in chartInput, y0 float64, left, panelH int, plotW float64, x func(time.Duration) float64) {
+	type pt struct {
+		t time.Duration
+		v float64
+	}
+	byBeacon := map[int][]amtSample{}
+	var beacons []int
+	for _, s := range in.AMT {
+		if _, ok := byBeacon[s.Beacon]; !ok {
+			beacons = append(beacons, s.Beacon)
+		}
+		byBeacon[s.Beacon] = append(byBeacon[s.Beacon], s)
+	}
+	sort.Ints(beacons)
+	lines := map[string][]pt{}
+	var names []string
+	maxV := 0.0
+	rate := func(name string, ss []amtSample, f func(amtSample) float64) {
+		names = append(names, name)
+		for i := 1; i < len(ss); i++ {
+			if dt := (ss[i].T - ss[i-1].T).Seconds(); dt > 0 {
+				v := (f(ss[i]) - f(ss[i-1])) / dt
+				lines[name] = append(lines[name], pt{ss[i].T, v})
+				maxV = math.Max(maxV, v)
+			}
+		}
+	}
+	if len(beacons) > 0 {
+		rate("sent", byBeacon[beacons[0]], func(s amtSample) float64 { return float64(s.Sent) })
+	}
+	for _, bi := range beacons {
+		rate(fmt.Sprintf("beacon%d LAN", bi+1), byBeacon[bi], func(s amtSample) float64 { return float64(s.Received) })
+	}
+	maxV = niceCeil(maxV)
+	y := func(v float64) float64 { return y0 + float64(panelH) - float64(panelH)*math.Max(v, 0)/maxV }
+	fmt.Fprintf(b, `<text x="%d" y="%.0f" font-weight="bold">AMT datagrams a second: sent per channel, and received intact by each beacon's LAN listener</text>`+"\n", left, y0-8)
+	for _, win := range in.Windows {
+		x0, x1 := x(win.Start.Sub(in.Start)), x(win.End.Sub(in.Start))
+		fmt.Fprintf(b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%d" fill="#f4a582" fill-opacity="0.35"><title>%s</title></rect>`+"\n",
+			x0, y0, math.Max(x1-x0, 1.5), panelH, html.EscapeString(win.Name))
+	}
+	fmt.Fprintf(b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#555" stroke-dasharray="4 3"/>`+"\n", x(in.Warmup), y0, x(in.Warmup), y0+float64(panelH))
+	fmt.Fprintf(b, `<rect x="%d" y="%.0f" width="%.0f" height="%d" fill="none" stroke="#333"/>`+"\n", left, y0, plotW, panelH)
+	for i := 0; i <= 4; i++ {
+		v := maxV * float64(i) / 4
+		fmt.Fprintf(b, `<text x="%d" y="%.0f" text-anchor="end">%s</text>`+"\n", left-5, y(v)+4, fmtNum(v))
+	}
+	for ni, name := range names {
+		color, dash := palette[ni%len(palette)], ""
+		if name == "sent" {
+			color, dash = "#000", ` stroke-dasharray="2 2"`
+		}
+		var pts []string
+		for _, p := range lines[name] {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(p.t), y(p.v)))
+		}
+		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="1.5"%s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
+		ly := y0 + float64(ni)*16
+		fmt.Fprintf(b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="3"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
+			float64(left)+plotW+10, ly, float64(left)+plotW+30, ly, color, float64(left)+plotW+35, ly+4, html.EscapeString(name))
+	}
 }

@@ -20,6 +20,7 @@ type window struct {
 	Start     time.Time
 	End       time.Time
 	Recovered time.Duration // from End to every beacon's users served right again; -1: never
+	AMTFlows  time.Duration // from End to every LAN listener hearing datagrams sent after End (0: no AMT)
 	Err       string
 }
 
@@ -78,6 +79,7 @@ type injector struct {
 	phase    time.Duration // origin: how long slow, then how long failing
 	ready    time.Duration // bound for a process to be back
 	grace    time.Duration // bound for users to be served right after End
+	amtGrace time.Duration // bound for the AMT channel to flow again after End
 	nextKill int
 }
 
@@ -144,7 +146,18 @@ func (in *injector) inject(ctx context.Context, name string) window {
 		}
 	}
 	w.Recovered = time.Since(w.End)
-	in.log.Info("fault: recovered", "fault", w.Name, "window", w.End.Sub(w.Start).Round(time.Millisecond), "recovered_after", w.Recovered.Round(time.Millisecond))
+	if a := in.sys.amt; a != nil {
+		// The AMT channel recovers by itself too: the gateways find the
+		// restarted relay (or the restarted beacon joins again) and its
+		// LAN listener hears datagrams sent after the fault.
+		if err := a.waitFresh(ctx, w.End, w.End.Add(amtGraceOf(w.Name, in.grace, in.amtGrace))); err != nil {
+			w.Err = err.Error()
+			in.log.Error("fault: not recovered", "fault", w.Name, "err", w.Err)
+			return w
+		}
+		w.AMTFlows = time.Since(w.End)
+	}
+	in.log.Info("fault: recovered", "fault", w.Name, "window", w.End.Sub(w.Start).Round(time.Millisecond), "recovered_after", w.Recovered.Round(time.Millisecond), "amt_after", w.AMTFlows.Round(time.Millisecond))
 	return w
 }
 

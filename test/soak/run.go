@@ -20,6 +20,7 @@ import (
 
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/test/harness"
+	"github.com/blockcast/beacon/test/harness/netns"
 )
 
 // Options configure a soak run. Zero durations are scaled from Duration.
@@ -40,6 +41,14 @@ type Options struct {
 	Grace       time.Duration // errors this long after a fault still belong to it; users must be served by then
 	CmdEvery    time.Duration // one purge or prefetch through castd's command API
 	Bounds      bounds
+	NoAMT       bool    // leave out the AMT channel (it needs root for its namespaces)
+	AMTRate     float64 // the AMT source's datagrams a second, per channel (default 100)
+	// AMTGrace is Grace for the AMT channel (default 30 s): a gateway
+	// notices a relay that restarted (and lost its tunnels) only when
+	// the tunnel has been silent for half of amtgw's NoDataTimeout
+	// (15 s) and it probes it with a new Request; at NoDataTimeout
+	// (30 s) it gives the relay up and finds one again.
+	AMTGrace time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -62,6 +71,7 @@ func (o *Options) setDefaults() {
 	def(&o.SlowDelay, 2*time.Second)
 	def(&o.Grace, 10*time.Second)
 	def(&o.CmdEvery, 3*time.Second)
+	def(&o.AMTGrace, 30*time.Second)
 	def(&o.Bounds.Baseline, 3*o.SampleEvery)
 	if o.Broker == "" {
 		o.Broker = "embedded"
@@ -71,6 +81,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Clients <= 0 {
 		o.Clients = 12
+	}
+	if o.AMTRate <= 0 {
+		o.AMTRate = 100
 	}
 	if o.Beacons <= 0 {
 		o.Beacons = 3
@@ -138,7 +151,27 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 		if err := sys.stop(); err != nil {
 			log.Warn("stopping the system", "err", err)
 		}
+		// The namespaces go after the processes that use their veths.
+		if err := sys.amt.close(); err != nil {
+			log.Warn("removing the AMT namespaces", "err", err)
+		}
 	}()
+	amtSkipped := ""
+	if o.NoAMT {
+		amtSkipped = "off (--amt=false)"
+	} else if err := netns.Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			return nil, fmt.Errorf("the AMT channel: %w", err)
+		}
+		amtSkipped = err.Error()
+		log.Warn("the AMT channel is skipped", "err", err)
+	} else {
+		a, err := startAMT(o.Beacons, o.AMTRate, log)
+		sys.amt = a
+		if err != nil {
+			return nil, fmt.Errorf("the AMT channel: %w", err)
+		}
+	}
 	if sys.origin, err = startOrigin(o.SlowDelay); err != nil {
 		return nil, err
 	}
@@ -188,6 +221,16 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 	if err := sys.waitRouted(sys.start); err != nil {
 		return nil, err
 	}
+	amtCtx, amtStop := context.WithCancel(ctx)
+	defer amtStop()
+	if a := sys.amt; a != nil {
+		a.t0 = time.Now()
+		go a.run(amtCtx)
+		if err := a.waitFresh(ctx, a.t0, time.Now().Add(sys.start)); err != nil {
+			return nil, fmt.Errorf("the AMT channel does not flow: %w", err)
+		}
+		log.Info("AMT channel flowing", "relay", a.relay, "native_iface", a.nativeIf, "channels", len(a.chans), "rate", o.AMTRate)
+	}
 	log.Info("system up", "castd", sys.castdURL(), "origin", sys.origin.URL, "broker", o.Broker, "beacons", len(sys.nodes))
 
 	start := time.Now()
@@ -214,6 +257,12 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 
 	runCtx, cancel := context.WithDeadline(ctx, start.Add(o.Duration))
 	defer cancel()
+	var amtSamples []amtSample
+	takeAMT := func() {
+		if sys.amt != nil {
+			amtSamples = append(amtSamples, sys.amt.sample(start)...)
+		}
+	}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); ld.run(runCtx, o.Rate, o.Clients) }()
@@ -223,12 +272,14 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 		t := time.NewTicker(o.SampleEvery)
 		defer t.Stop()
 		smp.take()
+		takeAMT()
 		for {
 			select {
 			case <-runCtx.Done():
 				return
 			case <-t.C:
 				smp.take()
+				takeAMT()
 			}
 		}
 	}()
@@ -239,7 +290,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 	if o.Broker == "mosquitto" {
 		cycle = []string{faultOrigin, faultCastd, faultBroker, faultBeacon}
 	}
-	inj := &injector{sys: sys, ld: ld, log: log, phase: o.OriginPhase, ready: 30 * time.Second, grace: o.Grace}
+	inj := &injector{sys: sys, ld: ld, log: log, phase: o.OriginPhase, ready: 30 * time.Second, grace: o.Grace, amtGrace: o.AMTGrace}
 	var windows []window
 	plan := schedule(o.Duration, o.Warmup+o.FaultPeriod/2, o.FaultPeriod, cycle)
 	plan = settleTail(plan, o.Duration, 2*o.OriginPhase, 2*time.Minute)
@@ -255,6 +306,22 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 	<-runCtx.Done()
 	wg.Wait()
 	smp.take()
+	amtStop()
+	var amtRes amtResult
+	if a := sys.amt; a != nil {
+		<-a.done
+		time.Sleep(time.Second) // the last datagrams in flight
+		takeAMT()
+		amtRes = a.account(start, o.Warmup, o.Grace, o.AMTGrace, windows)
+		amtRes.Figures = append(amtRes.Figures, a.where(sys, smp))
+		if err := writeAMTCSV(filepath.Join(o.Out, "amt.csv"), amtSamples); err != nil {
+			return nil, err
+		}
+	} else {
+		amtRes.Figures = []string{"amt: skipped: " + amtSkipped}
+	}
+	allErrs := append(led.errors(), amtRes.Errors...)
+	sort.SliceStable(allErrs, func(i, j int) bool { return allErrs[i].At.Before(allErrs[j].At) })
 	if err := smp.close(); err != nil {
 		return nil, err
 	}
@@ -263,20 +330,21 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 	}
 
 	noGor := map[string]bool{"mosquitto": true}
-	v := judge(judgeInput{Start: start, Warmup: o.Warmup, Grace: o.Grace, Errors: led.errors(), Windows: windows,
+	v := judge(judgeInput{Start: start, Warmup: o.Warmup, Grace: o.Grace, Errors: allErrs, Windows: windows,
 		Samples: smp.all(), Bounds: o.Bounds, Unjudged: map[string]bool{"soak": true}, NoGoroutines: noGor})
+	v.Figures = append(v.Figures, amtRes.Figures...)
 	if len(plan) == 0 {
 		v.failf("no fault was scheduled (duration %s, warm-up %s, period %s)", o.Duration, o.Warmup, o.FaultPeriod)
 	}
 	res := &Result{Verdict: v, CSV: csvPath, Chart: filepath.Join(o.Out, "chart.svg")}
-	if err := writeErrorsCSV(filepath.Join(o.Out, "errors.csv"), start, led.errors(), windows, o.Grace); err != nil {
+	if err := writeErrorsCSV(filepath.Join(o.Out, "errors.csv"), start, allErrs, windows, o.Grace); err != nil {
 		return nil, err
 	}
 	res.Summary = summary(o, sys, led, v, res, start)
 	notes := strings.Split(strings.TrimSpace(res.Summary), "\n")
 	var cb bytes.Buffer
 	if err := writeChart(&cb, chartInput{Title: fmt.Sprintf("soak %s, %s broker, %d beacons, %.0f req/s", o.Duration, o.Broker, len(sys.nodes), o.Rate),
-		Duration: o.Duration, Warmup: o.Warmup, Samples: withoutSoak(smp.all()), Windows: windows, Start: start, Notes: notes}); err != nil {
+		Duration: o.Duration, Warmup: o.Warmup, Samples: withoutSoak(smp.all()), Windows: windows, Start: start, Notes: notes, AMT: amtSamples}); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(res.Chart, cb.Bytes(), 0o644); err != nil {

@@ -15,7 +15,8 @@ import (
 // TestSoak runs the soak program for 2 minutes with its schedule
 // compressed: a 30 s warm-up, then the origin slow and failing, a beacon
 // killed with SIGKILL, castd (and its embedded broker) restarted, each
-// once, and a quiet end. The memory bound is looser than the 1-hour run's
+// once, and a quiet end, with the AMT channel flowing to each beacon's LAN
+// throughout (as root). The memory bound is looser than the 1-hour run's
 // 10%: at the 30 s mark the Go heaps and caches have not reached their
 // steady state yet (castd's and the beacons' anonymous RSS still climb by
 // a few hundred KiB while cold objects arrive), so 10% of ~7 MiB would

@@ -52,6 +52,7 @@ type system struct {
 	mosqConf  string
 	nodes     []*node
 	start     time.Duration // readiness timeout
+	amt       *amtSoak      // the AMT channel, nil when off
 }
 
 func (s *system) castdURL() string { return "http://" + s.castdAddr }
@@ -72,6 +73,9 @@ func (s *system) startCastd() error {
 		args = append(args, "--mqtt-listen", "", "--mqtt-broker", "tcp://"+s.mqttAddr)
 	} else {
 		args = append(args, "--mqtt-listen", s.mqttAddr)
+	}
+	if s.amt != nil {
+		args = append(args, s.amt.castdArgs()...) // the later --amt-listen wins
 	}
 	p, err := harness.Start("castd", filepath.Join(s.dir, "castd.log"), s.bin.Castd, args...)
 	if err != nil {
@@ -127,6 +131,9 @@ func (s *system) startBeacon(n *node) error {
 	}
 	if s.mosq != nil {
 		args = append(args, "--mqtt-url", "tcp://"+s.mqttAddr)
+	}
+	if s.amt != nil {
+		args = append(args, s.amt.beaconArgs(n.idx)...)
 	}
 	p, err := harness.Start(n.name, filepath.Join(s.dir, n.name+".log"), s.bin.Beacon, args...)
 	if err != nil {

@@ -40,6 +40,10 @@ Usage:
                                   print the running beacon's state
   beacon delegate --owner WALLET  step 1: the text your owner wallet signs
   beacon delegate --signature SIG step 2: store the owner's signature
+  beacon register --onchain --solana-rpc URL [--fee-payer OWNER]
+                                  record the registration on chain
+  beacon verify-cast --solana-rpc URL [--cast-sig SIG | --cast-url URL]
+                                  check the CAST key against its on-chain record
   beacon --version
 
 `
@@ -61,6 +65,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return status(args[1:], stdout, stderr)
 		case "delegate":
 			return delegate(args[1:], stdout, stderr)
+		case "register":
+			return register(args[1:], stdout, stderr)
+		case "verify-cast":
+			return verifyCast(args[1:], stdout, stderr)
 		case "help":
 			return serve([]string{"--help"}, stdout, stderr)
 		}
@@ -92,6 +100,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MQTTURL, "mqtt-url", "", "control-plane MQTT broker (default: the one castd names at registration)")
 	fs.StringVar(&opts.CastKey, "cast-key", "", "CAST key (base58) that must sign castd's commands (default: learned at first registration, then pinned)")
 	fs.DurationVar(&opts.HealthInterval, "health-interval", beacon.DefaultHealthInterval, "how often a health report is sent to castd")
+	fs.DurationVar(&opts.ReceiptInterval, "receipt-interval", beacon.DefaultReceiptInterval, "how often a signed delivery receipt of what was served is made for castd")
+	fs.DurationVar(&opts.ReceiptResend, "receipt-resend", beacon.DefaultReceiptResend, "how often receipts castd has not acknowledged are sent again (also after each reconnect)")
 	fs.StringVar(&opts.AMTRelay, "amt-relay", "", "AMT relay HOST[:PORT] or ADDR[:PORT] for channels whose join names none; a name is resolved at join time and again when the relay stops answering (default: DRIAD)")
 	fs.IntVar(&opts.MaxConns, "max-conns", beacon.DefaultMaxConns, "end users' connections open at once; more wait in the backlog")
 	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", beacon.DefaultWriteStall, "drop a client that accepts no response byte for this long")
@@ -123,6 +133,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	})
+	fs.StringVar(&opts.SolanaRPC, "solana-rpc", "", "Solana JSON-RPC endpoint for on-chain registration and the CAST key check")
+	fs.BoolVar(&opts.OnchainRegister, "onchain-register", false, "record the registration on chain at start when it has no record (the node key pays; needs --solana-rpc)")
+	fs.BoolVar(&opts.RequireOnchain, "require-onchain", false, "refuse a CAST key that is not recorded on chain (needs --solana-rpc)")
+	fs.StringVar(&opts.CastSig, "cast-sig", "", "transaction that records the CAST key (default: castd says where, and the beacon checks it on chain)")
 	fs.Var(&memLimit, "memory-limit", "soft memory limit for the Go runtime, e.g. 24MiB (0: GOMEMLIMIT or none)")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)
@@ -175,7 +189,9 @@ var fieldFlags = map[string]string{
 	"CastURL": "cast-url", "StateDir": "state-dir", "CacheSize": "cache-size", "CheckInterval": "check-interval",
 	"HealthInterval": "health-interval", "MaxConns": "max-conns", "WriteStall": "write-stall-timeout",
 	"BodyTimeout": "body-timeout", "LANURL": "lan-url", "AllowHosts": "allow-host", "AMTRelay": "amt-relay",
-	"AMTJoins": "amt-join", "MulticastReceive": "multicast-receive",
+	"AMTJoins": "amt-join", "MulticastReceive": "multicast-receive", "SolanaRPC": "solana-rpc", "OnchainRegister": "onchain-register",
+	"RequireOnchain": "require-onchain", "CastSig": "cast-sig",
+	"ReceiptInterval": "receipt-interval", "ReceiptResend": "receipt-resend",
 }
 
 // keyFlags parses the --key / --state-dir pair the key subcommands share.
