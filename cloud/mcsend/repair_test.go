@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,5 +208,51 @@ func TestNackStateBounded(t *testing.T) {
 	ss.mu.Unlock()
 	if st := snd.Stats(); members > 5 || st.Nodes > 5 || st.Refused[RefuseNodes] != 6 {
 		t.Errorf("%d members, %d nodes, %d refused; want at most 5 and 6 refused", members, st.Nodes, st.Refused[RefuseNodes])
+	}
+}
+
+// A session that only serves repairs between passes, sending nothing on
+// the channel, still renews its lease: it must not lapse while the
+// session may put parity on the channel again.
+func TestQuietSessionKeepsLease(t *testing.T) {
+	r, _ := channels.ParseRanges("232.1.0.0/16")
+	pool, err := channels.New(channels.Options{Ranges: r, Sources: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clk := t0
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clk }
+	var lapsed time.Duration
+	snd, err := New(Options{Key: testKey(t, 1), Alloc: pool, Native: &countSink{}, Idle: 10 * time.Second,
+		Now: now, Sleep: func(ctx context.Context, d time.Duration) error {
+			mu.Lock()
+			defer mu.Unlock()
+			clk = clk.Add(d)
+			if _, live := pool.Lookup("q", clk); !live && lapsed == 0 {
+				lapsed = clk.Sub(t0)
+			}
+			return ctx.Err()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snd.Close()
+	obj := testObject(50_000, 1)
+	ss, err := snd.Offer(context.Background(), Object{Key: "q", URL: "/q", R: bytesReader(obj), Size: int64(len(obj))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The session lingers Idle (10 s) for offered beacons, five lease
+	// lifetimes, sending nothing.
+	<-ss.Done()
+	if err := ss.Err(); err != nil {
+		t.Fatalf("session ended with %v, want a clean end after renewing", err)
+	}
+	if got := now().Sub(t0); got < 10*time.Second {
+		t.Errorf("ended after %v", got)
+	}
+	if lapsed != 0 {
+		t.Errorf("the lease lapsed %v into the session", lapsed)
 	}
 }
