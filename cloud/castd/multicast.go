@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -63,8 +62,8 @@ type multicast struct {
 	buildMu     sync.Mutex
 	building    map[string]int // keys whose session is being built → requests waiting on it (at most maxSessionStarts keys)
 	fallbackLog summaryLog
-	native      *nativeSink    // nil without --multicast-iface
-	bodies      sync.WaitGroup // goroutines releasing sessions' pinned bodies
+	native      *mcsend.UDPSink // nil without --multicast-iface
+	bodies      sync.WaitGroup  // goroutines releasing sessions' pinned bodies
 }
 
 // sessionBody is the pinned object a session reads; used tells whether
@@ -134,45 +133,44 @@ func (s *Server) newMulticast() (*multicast, error) {
 		return nil, fieldError("MulticastRanges", err)
 	}
 	sources := o.MulticastSources
+	var native *mcsend.UDPSink
 	if o.MulticastIface != "" {
-		if sources, err = ifaceSources(o.MulticastIface); err != nil {
+		// The channels' source is the address the sink sends from.
+		if native, err = mcsend.NativeSink(o.MulticastIface, 0); err != nil {
 			return nil, fieldError("MulticastIface", err)
+		}
+		sources = native.Sources()
+	}
+	closeNative := func() {
+		if native != nil {
+			native.Close()
 		}
 	}
 	pool, err := channels.New(channels.Options{Ranges: ranges, Sources: sources})
 	if err != nil {
+		closeNative()
 		return nil, fmt.Errorf("castd: multicast channels: %w", err)
 	}
 	shaper, err := channels.NewShaper(noCap(o.MulticastRate), noCap(o.MulticastRateTotal), 0, time.Now())
 	if err != nil {
+		closeNative()
 		return nil, fmt.Errorf("castd: multicast rate: %w", err)
 	}
 	m := &multicast{log: s.log.With("component", "multicast"), pop: pop, pool: pool, amtAddr: s.amtRelayPublic,
 		building: map[string]int{}}
-	var native mcsend.Sink
-	if o.MulticastIface != "" {
-		ns, err := newNativeSink(o.MulticastIface, sources)
-		if err != nil {
-			return nil, fieldError("MulticastIface", err)
-		}
-		native, m.native = ns, ns
-	}
 	var amtSink mcsend.Sink
 	if o.AMTListen != "" {
-		amtSink = newAMTSink(s.injectAMT)
+		amtSink = mcsend.AMTSink(s.injectAMT)
 	}
 	if native == nil && amtSink == nil {
 		return nil, fieldError("MulticastIface", errors.New("is required without the AMT relay (AMTListen): multicast needs somewhere to send"))
 	}
-	m.sender, err = mcsend.New(mcsend.Options{
-		Key:    s.key,
-		Alloc:  pool,
-		Shaper: shaper,
-		Native: native,
-		AMT:    amtSink,
-		Log:    m.log,
-	})
-	if err != nil {
+	opts := mcsend.Options{Key: s.key, Alloc: pool, Shaper: shaper, AMT: amtSink, Log: m.log}
+	if native != nil {
+		opts.Native, m.native = native, native // a nil *UDPSink in the interface would not be "none"
+	}
+	if m.sender, err = mcsend.New(opts); err != nil {
+		closeNative()
 		return nil, fmt.Errorf("castd: multicast sender: %w", err)
 	}
 	return m, nil
@@ -180,43 +178,6 @@ func (s *Server) newMulticast() (*multicast, error) {
 
 // noCap maps Options' "negative: no cap" to the channels package's 0.
 func noCap(rate float64) float64 { return max(rate, 0) }
-
-// ifaceSources returns an interface's first IPv4 and first global IPv6
-// address: the SSM sources of what castd sends natively there.
-func ifaceSources(name string) ([]netip.Addr, error) {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil {
-		return nil, err
-	}
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return nil, err
-	}
-	var v4, v6 netip.Addr
-	for _, a := range addrs {
-		p, err := netip.ParsePrefix(a.String())
-		if err != nil {
-			continue
-		}
-		ip := p.Addr()
-		switch {
-		case ip.Is4() && !v4.IsValid():
-			v4 = ip
-		case ip.Is6() && !v6.IsValid() && !ip.IsLinkLocalUnicast():
-			v6 = ip
-		}
-	}
-	var out []netip.Addr
-	for _, a := range []netip.Addr{v4, v6} {
-		if a.IsValid() {
-			out = append(out, a)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("interface %s has no usable address to send from", name)
-	}
-	return out, nil
-}
 
 // injectAMT hands an inner multicast datagram to castd's own AMT relay.
 func (s *Server) injectAMT(inner []byte) error {

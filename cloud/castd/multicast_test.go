@@ -42,7 +42,10 @@ type mcEnv struct {
 	done   chan error
 }
 
-func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv {
+func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv { return newMCEnvIn(t, mod, nil) }
+
+// newMCEnvIn is newMCEnv with New run through do (in a network namespace).
+func newMCEnvIn(t *testing.T, mod func(*Options), do func(func() error) error) *mcEnv {
 	t.Helper()
 	e := &mcEnv{body: bytes.Repeat([]byte("0123456789abcdef"), 20000)} // 320 KB: two blocks
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -71,8 +74,11 @@ func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv {
 	if mod != nil {
 		mod(&opts)
 	}
-	s, err := New(opts)
-	if err != nil {
+	if do == nil {
+		do = func(f func() error) error { return f() }
+	}
+	var s *Server
+	if err := do(func() (err error) { s, err = New(opts); return err }); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
