@@ -28,6 +28,7 @@ import (
 	"github.com/blockcast/beacon/shared/objrecv"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
+	"github.com/blockcast/beacon/test/harness"
 )
 
 // mcEnv is a serving castd with multicast on (AMT relay as the sink, the
@@ -41,7 +42,10 @@ type mcEnv struct {
 	done   chan error
 }
 
-func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv {
+func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv { return newMCEnvIn(t, mod, nil) }
+
+// newMCEnvIn is newMCEnv with New run through do (in a network namespace).
+func newMCEnvIn(t *testing.T, mod func(*Options), do func(func() error) error) *mcEnv {
 	t.Helper()
 	e := &mcEnv{body: bytes.Repeat([]byte("0123456789abcdef"), 20000)} // 320 KB: two blocks
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -70,8 +74,11 @@ func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv {
 	if mod != nil {
 		mod(&opts)
 	}
-	s, err := New(opts)
-	if err != nil {
+	if do == nil {
+		do = func(f func() error) error { return f() }
+	}
+	var s *Server
+	if err := do(func() (err error) { s, err = New(opts); return err }); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -296,6 +303,9 @@ func takeOffer(t *testing.T, e *mcEnv, kp *identity.Keypair, o *mcproto.Offer) (
 		if err == nil {
 			if !mcproto.IsALC(buf[:n]) {
 				msg, _ := mcproto.Decode(buf[:n])
+				if st, ok := msg.(*mcproto.Status); ok && st.Code == mcproto.StatusLimited {
+					continue // over the node's repair budget: NACK again later
+				}
 				t.Fatalf("castd answered %#v", msg)
 			}
 			if p, err := alc.Decode(buf[:n]); err == nil && p.TOI == manifest.ManifestTOI {
@@ -375,8 +385,14 @@ func TestMulticastDTLSRefusals(t *testing.T) {
 		sess.Close()
 		t.Fatal("an unregistered key got a DTLS session")
 	}
-	if m := scrape(t, e.base); m[`castd_multicast_dtls_refused_total{reason="unregistered"}`] != 1 {
-		t.Errorf("unregistered refusals %v", m[`castd_multicast_dtls_refused_total{reason="unregistered"}`])
+	// The client may see the refusal a moment before castd counts it.
+	var refused float64
+	harness.WaitFor(5*time.Second, func() bool {
+		refused = scrape(t, e.base)[`castd_multicast_dtls_refused_total{reason="unregistered"}`]
+		return refused == 1
+	})
+	if refused != 1 {
+		t.Errorf("unregistered refusals %v", refused)
 	}
 	kp := e.beacon(t)
 	sess, err := dtlschan.Dial(ctx, addr, kp, cast)
@@ -562,5 +578,113 @@ func TestMulticastConcurrentMisses(t *testing.T) {
 	}
 	if m := scrape(t, e.base); m["castd_multicast_sessions_total"] != 1 || e.pulls.Load() != 1 {
 		t.Errorf("sessions %v, origin pulls %d", m["castd_multicast_sessions_total"], e.pulls.Load())
+	}
+}
+
+// TestMulticastStrangersDoNotCount: requests from keys castd does not know
+// are refused before they reach the popularity counter, so strangers
+// cannot make an object "popular" (and make castd send it by multicast).
+func TestMulticastStrangersDoNotCount(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastThreshold = 2 })
+	for range 5 {
+		stranger, _ := identity.Generate()
+		if resp, _ := e.get(t, stranger, "/x.bin", multicastHdr...); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("stranger: %d", resp.StatusCode)
+		}
+	}
+	if resp, body := e.get(t, e.beacon(t), "/x.bin", multicastHdr...); e.isOffer(t, "/x.bin", resp, body) {
+		t.Fatal("strangers' requests counted toward the threshold")
+	}
+}
+
+// TestMulticastNackFlood: a registered node that floods the DTLS channel
+// with NACKs for every symbol of a running session is held to its budget
+// (refusals counted), and another beacon still completes the object.
+func TestMulticastNackFlood(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"}; o.RepairRate = 1e6 })
+	attacker, honest := e.beacon(t), e.beacon(t)
+	resp, body := e.get(t, attacker, "/f.bin", multicastHdr...)
+	if !e.isOffer(t, "/f.bin", resp, body) {
+		t.Fatal("no offer")
+	}
+	o, _ := mcproto.DecodeOffer(bytes.NewReader(body))
+	m := offerManifest(t, o, e.s.key.Public())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sess, err := dtlschan.Dial(ctx, o.Unicast, attacker, e.s.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	nack := mcproto.Nack{Object: mcproto.Object{TSI: m.TSI, TOI: m.TOI}}
+	for sbn := uint32(0); len(nack.Ranges) < mcproto.MaxRanges(sess.MaxPayload()); sbn = (sbn + 1) % 2 {
+		nack.Ranges = append(nack.Ranges, mcproto.Range{SBN: sbn, Kind: mcproto.Symbols, First: 0, Count: 200, Need: 200})
+	}
+	pkt, err := nack.AppendTo(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2000 {
+		sess.Write(pkt)
+	}
+	var refused float64
+	harness.WaitFor(5*time.Second, func() bool {
+		mm := scrape(t, e.base)
+		refused = mm[`castd_multicast_refused_total{reason="rate"}`] + mm[`castd_multicast_refused_total{reason="ranges"}`] +
+			mm[`castd_multicast_refused_total{reason="pending"}`] + mm[`castd_multicast_refused_total{reason="limited"}`]
+		return refused > 0
+	})
+	if refused == 0 {
+		t.Error("a NACK flood was not refused or counted")
+	}
+	resp, body = e.get(t, honest, "/f.bin", multicastHdr...)
+	if !e.isOffer(t, "/f.bin", resp, body) {
+		t.Fatal("no offer for the honest beacon")
+	}
+	o, _ = mcproto.DecodeOffer(bytes.NewReader(body))
+	if got, _ := takeOffer(t, e, honest, o); !bytes.Equal(got, e.body) {
+		t.Fatal("the honest beacon's object differs")
+	}
+}
+
+// TestMulticastRevalidationNotOffered: a beacon revalidating its stale copy
+// (a conditional GET, which carries the multicast header too) gets the
+// 304 it asked for, not an offer that would send the whole object again,
+// and its revalidation does not count as a miss toward the threshold.
+func TestMulticastRevalidationNotOffered(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/live/*"}; o.MulticastThreshold = 2 })
+	kp := e.beacon(t)
+	for _, key := range []string{"/live/a.ts", "/vod/b.ts"} {
+		e.get(t, kp, key) // in castd's cache (no header: unicast)
+		for _, cond := range [][]string{{"If-None-Match", `"v1"`}, {"If-Modified-Since", time.Now().UTC().Format(http.TimeFormat)}} {
+			for range 2 {
+				resp, body := e.get(t, e.beacon(t), key, protocol.HeaderMulticast, "1", cond[0], cond[1])
+				if resp.StatusCode != http.StatusNotModified || len(body) != 0 {
+					t.Fatalf("%s %s: %d %s, want 304", key, cond[0], resp.StatusCode, resp.Header.Get("Content-Type"))
+				}
+			}
+		}
+	}
+	if m := scrape(t, e.base); m["castd_multicast_sessions_total"] != 0 {
+		t.Fatalf("revalidations started %v sessions", m["castd_multicast_sessions_total"])
+	}
+}
+
+// TestMulticastUnstorableOncePerWindow: an object the origin forbids
+// storing costs castd a second origin request when it tries multicast (the
+// answer it was not allowed to keep must be fetched again for unicast).
+// That may happen once per unfitFor, not on every miss, or a --multicast-path
+// over no-store content would double the origin's load.
+func TestMulticastUnstorableOncePerWindow(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"} })
+	kp := e.beacon(t)
+	const n = 5
+	for range n {
+		if resp, body := e.get(t, kp, "/nostore/x", multicastHdr...); string(body) != "private /nostore/x" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	if got := e.pulls.Load(); got != n+1 {
+		t.Errorf("origin asked %d times for %d misses, want %d", got, n, n+1)
 	}
 }
