@@ -88,6 +88,24 @@ var NoInline = []string{
 	"vendor/golang.org/x/text/...", "vendor/golang.org/x/net/...",
 	"golang.org/x/net/proxy", "golang.org/x/net/internal/socks",
 	"go.etcd.io/bbolt/...", "github.com/eclipse/...", "github.com/gorilla/...",
+	// Ours that run per command, registration, report or receipt.
+	"github.com/blockcast/beacon/shared/ctrlmsg",
+	"github.com/blockcast/beacon/shared/offchain",
+	"github.com/blockcast/beacon/shared/cli",
+	"github.com/blockcast/beacon/shared/metrics",
+	"github.com/blockcast/beacon/shared/signedreq",
+	"github.com/blockcast/beacon/shared/receipt",
+	"github.com/blockcast/beacon/shared/onchain",
+	"github.com/blockcast/beacon/shared/solrpc",
+	"github.com/blockcast/beacon/shared/soltx",
+	"github.com/blockcast/beacon/firmware/agent",
+	"github.com/blockcast/beacon/firmware/driad",
+	"github.com/blockcast/beacon/firmware/castclient",
+	"github.com/blockcast/beacon/firmware/receipts",
+	"github.com/blockcast/beacon/firmware/cmd/beacon",
+	"github.com/blockcast/beacon/shared/protocol",
+	"github.com/blockcast/beacon/shared/connguard",
+	"github.com/blockcast/beacon/shared/identity",
 }
 
 // GCFlags are the compiler flags of every beacon build: one -gcflags per

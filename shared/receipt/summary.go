@@ -1,8 +1,8 @@
 package receipt
 
 import (
-	"cmp"
-	"slices"
+	"bytes"
+	"sort"
 )
 
 // Overflow counts requests over the beacon's per-interval record bound:
@@ -41,14 +41,17 @@ func Summarize(node string, seq uint64, start, end int64, recs []Record, over Ov
 		all = append(all, *o)
 	}
 	// Most bytes first, then most requests, then by key: deterministic.
-	slices.SortFunc(all, func(a, b Object) int {
-		if c := cmp.Compare(b.Bytes, a.Bytes); c != 0 {
-			return c
+	// sort.Slice, not slices.SortFunc: each element type slices sorts
+	// costs the beacon its own copy of the sorting code (~12 KB of flash).
+	sort.Slice(all, func(i, j int) bool {
+		a, b := all[i], all[j]
+		if a.Bytes != b.Bytes {
+			return a.Bytes > b.Bytes
 		}
-		if c := cmp.Compare(b.Requests, a.Requests); c != 0 {
-			return c
+		if a.Requests != b.Requests {
+			return a.Requests > b.Requests
 		}
-		return slices.Compare(a.Key[:], b.Key[:])
+		return bytes.Compare(a.Key[:], b.Key[:]) < 0
 	})
 	if len(all) > MaxObjects {
 		for _, o := range all[MaxObjects:] {
