@@ -160,7 +160,8 @@ func TestWholeDay(t *testing.T) {
 		_, errs, _ := prove(last)
 		t.Fatalf("no anchored proof: %s\n%s", errs, sys.Castd.Tail(4000))
 	}
-	if !strings.Contains(sys.Castd.Tail(200000), "daily anchor published") {
+	// The proof can be served a moment before the log line is written.
+	if !harness.WaitFor(5*time.Second, func() bool { return strings.Contains(sys.Castd.Tail(200000), "daily anchor published") }) {
 		t.Fatalf("castd did not say it anchored:\n%s", sys.Castd.Tail(4000))
 	}
 	dir := t.TempDir()
