@@ -51,6 +51,7 @@ fuzz:
 # Figures against baselines measured in the same run (nginx, raw UDP, ...).
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./shared/... ./cloud/... ./firmware/...
+	$(GO) test -run '^$$' -bench '^BenchmarkFigures$$' -benchtime 1x ./cloud/mcsend -args -mcsend.figures
 	$(GO) run ./test/bench --bin $(BIN)
 	$(GO) run ./test/membench
 	$(GO) run ./test/membench --arch arm64

@@ -148,6 +148,21 @@ type Options struct {
 	SolanaRPC      string
 	RequireOnchain bool
 	OnchainPoll    time.Duration
+	// Multicast object transport (multicast.go): answer a multicast-capable
+	// beacon's miss of a popular object with an offer, and send the object
+	// once on an SSM channel. Off unless Multicast is set.
+	Multicast          bool
+	MulticastThreshold int           // distinct beacons within MulticastWindow (DefaultMulticastThreshold; negative: only MulticastPaths)
+	MulticastWindow    time.Duration // DefaultMulticastWindow
+	MulticastPaths     []string      // patterns always sent by multicast (popularity.ParsePattern)
+	MulticastRanges    string        // SSM ranges groups come from ("" means channels.DefaultRanges)
+	MulticastRate      float64       // bytes a second per channel (DefaultMulticastRate; negative: no cap)
+	MulticastRateTotal float64       // bytes a second over all channels (DefaultMulticastRateTotal; negative: no cap)
+	MulticastIface     string        // send natively on this interface ("": only into the AMT relay)
+	MulticastSources   []netip.Addr  // SSM source addresses when there is no MulticastIface (one per family)
+	DTLSListen         string        // UDP address of the DTLS channel (DefaultDTLSListen)
+	DTLSPublic         string        // host:port beacons reach it at ("" = DTLSListen, which must then name a host)
+	RepairRate         float64       // bytes a second of early media and repairs per node (DefaultRepairRate; negative: no cap)
 
 	Version string
 	Logger  *slog.Logger
@@ -201,6 +216,7 @@ func (o *Options) ensureDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.multicastDefaults()
 }
 
 // check validates the options after ensureDefaults. Its errors name the
@@ -234,6 +250,9 @@ func (o *Options) check() error {
 		return fieldError("AMTMaxGateways", errors.New("must be positive"))
 	}
 	if err := o.checkOnchain(); err != nil {
+		return err
+	}
+	if err := o.checkMulticast(); err != nil {
 		return err
 	}
 	return o.checkRegistration()
@@ -289,6 +308,8 @@ type Server struct {
 	expiry      atomic.Pointer[expiry]
 
 	onchain *onchainState // nil without --solana-rpc (onchain.go)
+	mc      *multicast   // nil unless Options.Multicast (multicast.go)
+	history *byteHistory // per-minute bytes by path (history.go)
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -358,6 +379,11 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("castd: %w", err)
 	}
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
+	if s.mc, err = s.newMulticast(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.history = newByteHistory(time.Now())
 	s.metrics = s.newMetrics()
 	s.dashboard = web.New(web.Options{List: s.nodeViews, CastID: key.ID(), Version: opts.Version, Logger: log})
 	if opts.AdminToken == "" {
@@ -379,6 +405,9 @@ func (s *Server) ID() string { return s.key.ID() }
 // Close releases the state files.
 func (s *Server) Close() error {
 	var errs []error
+	if s.mc != nil {
+		errs = append(errs, s.mc.sender.Close())
+	}
 	if s.cache != nil {
 		errs = append(errs, s.cache.Close())
 	}
@@ -419,11 +448,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// However Serve ends, the context is cancelled first and then the AMT
 	// relay and the control plane are waited for: nothing they run may
 	// outlive Serve and race Close.
-	var amtRelayDone <-chan struct{}
+	var amtRelayDone, multicastDone <-chan struct{}
 	var bg sync.WaitGroup // castd's own loops (coverage-zone watcher)
 	defer func() {
 		cancel()
 		bg.Wait()
+		if multicastDone != nil {
+			<-multicastDone // before the AMT relay its sessions inject into
+		}
 		if amtRelayDone != nil {
 			<-amtRelayDone
 		}
@@ -441,6 +473,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if amtRelayDone, err = s.startAMTRelay(ctx); err != nil {
 		return err
 	}
+	if multicastDone, err = s.startMulticast(ctx); err != nil {
+		return err
+	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		s.recordHistory(ctx)
+	}()
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
@@ -548,6 +588,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 		return out
 	})
 	s.registerGuardMetrics(m)
+	s.multicastMetrics(m)
 	s.relayNodeMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m

@@ -228,6 +228,7 @@ func (e *expiry) sweep(now time.Time) {
 	}
 	for _, id := range gone {
 		e.s.router.Remove(id)
+		e.s.mc.forgetNode(id) // its DTLS channel too
 		e.s.control.monitor.Forget(id)
 		e.s.control.forget(id) // no more probes
 		e.s.log.Info("registration expired: never seen online on the control plane", "id", id, "ttl", e.ttl)

@@ -39,6 +39,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(protocol.PathNodes+"/", s.handleNodes)
 	mux.HandleFunc(protocol.PathRelayNodes, s.handleRelayNodes)
 	mux.HandleFunc(protocol.PathRelayNodes+"/", s.handleRelayNodes)
+	mux.HandleFunc(protocol.PathMulticastHistory, s.handleMulticastHistory)
 	mux.HandleFunc(protocol.PathAPIPrefix, func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
@@ -303,6 +304,9 @@ func (s *Server) handleObject(w http.ResponseWriter, r *http.Request) {
 	key, err := protocol.CleanContentPath(strings.TrimPrefix(r.URL.RequestURI(), protocol.PathObjectPrefix))
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	if s.mc != nil && s.mc.offer(w, r, s.cache, pub.String(), key) {
 		return
 	}
 	s.cache.ServeKey(w, r, key)

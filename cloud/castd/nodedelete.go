@@ -29,6 +29,7 @@ func (s *Server) handleNodeDelete(w http.ResponseWriter, r *http.Request, id str
 		return
 	}
 	s.router.Remove(id)
+	s.mc.forgetNode(id) // its DTLS channel too
 	if s.control != nil {
 		s.control.monitor.Forget(id)
 		s.control.forget(id) // no more probes

@@ -274,3 +274,26 @@ func writeErr(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
+
+// History is the body of castd's operator-only multicast history (see
+// protocol.PathMulticastHistory): bytes by path in each minute of the last
+// hour, oldest first, the minute in progress last.
+type History struct {
+	Time    time.Time       `json:"time"`
+	Minutes []HistoryMinute `json:"minutes"`
+}
+
+// HistoryMinute is one minute's bytes by path. Saved is the copies
+// multicast spared castd's uplink: the bytes of the objects beacons took by
+// offer (what unicast would have sent them) less what the multicast
+// sessions sent (data, parity, early media, repairs); a minute in which a
+// session sends before beacons take its offers is negative.
+type HistoryMinute struct {
+	Start     time.Time `json:"start"`
+	Origin    int64     `json:"origin"`    // pulled from the origin
+	Unicast   int64     `json:"unicast"`   // objects served to nodes by HTTP
+	Multicast int64     `json:"multicast"` // source symbols, manifests and hash lists on channels
+	Parity    int64     `json:"parity"`    // parity on channels (proactive and for NACKs)
+	Repair    int64     `json:"repair"`    // early media and repairs over DTLS
+	Saved     int64     `json:"saved"`
+}

@@ -19,11 +19,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockcast/beacon/firmware/agent"
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/firmware/castclient"
+	"github.com/blockcast/beacon/firmware/mcrecv"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/connguard"
 	"github.com/blockcast/beacon/shared/ctrlmsg"
@@ -78,6 +80,9 @@ type Options struct {
 	RequireOnchain  bool
 	CastSig         string
 	OnchainPoll     time.Duration // status polling of a sent transaction (default 1 s)
+	// Objects castd sends by multicast (firmware/mcrecv).
+	MulticastReceive string // auto (default), native, amt or off
+	MulticastIface   string // WAN interface for native joins ("": the default route's)
 }
 
 // Defaults of Options: ensureDefaults gives them to zero fields, and the
@@ -181,6 +186,9 @@ func (o *Options) check() error {
 	if err := o.checkOnchain(); err != nil {
 		return err
 	}
+	if _, err := mcrecv.ParseMode(o.multicastMode()); err != nil {
+		return fieldError("MulticastReceive", err)
+	}
 	return checkAllowHosts(o.AllowHosts)
 }
 
@@ -216,6 +224,9 @@ type Beacon struct {
 	store *objstore.Store
 	cache *httpcache.Cache
 	deleg *protocol.Delegation
+	mc    *mcrecv.Receiver // nil: multicast reception off
+	// castKey caches the configured or pinned CAST key (pinnedCastKey).
+	castKey atomic.Pointer[identity.PublicKey]
 
 	started    time.Time
 	reregister chan struct{}
@@ -286,6 +297,9 @@ func New(opts Options) (*Beacon, error) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("beacon: AMT gateway: %w", err)
+	}
+	if b.mc, err = b.newMulticast(); err != nil {
+		return nil, fmt.Errorf("beacon: multicast: %w", err)
 	}
 	b.store, err = objstore.Open(filepath.Join(opts.StateDir, "cache.db"), objstore.Options{MaxBytes: opts.CacheSize, Logger: log})
 	if err != nil {
@@ -538,6 +552,9 @@ func (b *Beacon) adminHandler() http.Handler {
 	m := metrics.NewRegistry()
 	m.RegisterProcess()
 	b.cache.RegisterMetrics(m, "beacon_cache")
+	if b.mc != nil {
+		b.mc.RegisterMetrics(m, "beacon_multicast")
+	}
 	m.Func("beacon_registered", "1 while castd has this beacon's current registration.", metrics.Gauge, func() float64 {
 		if b.Status().Registered {
 			return 1
@@ -661,6 +678,7 @@ func (b *Beacon) checkRegistration(ctx context.Context, addr net.Addr) error {
 	if err != nil {
 		return err
 	}
+	b.castKey.Store(&castKey)
 	b.mu.Lock()
 	b.registered, b.reply, b.lanURL, b.lastErr = true, reply, lan, ""
 	b.regAt = time.Now()

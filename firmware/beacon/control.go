@@ -118,6 +118,7 @@ func (b *Beacon) health() ctrlmsg.Health {
 		MemFree:       memAvailable(),
 		StorageFree:   storageFree(b.opts.StateDir),
 		AMT:           b.amtHealth(),
+		Multicast:     b.multicastHealth(),
 	}
 	if !st.StoreFullSince.IsZero() {
 		// Room may have come back without a fill (an operator freed

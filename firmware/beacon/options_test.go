@@ -49,6 +49,7 @@ func TestOptionErrorsNameFields(t *testing.T) {
 		{Options{CastURL: "http://c", StateDir: "x", AMTJoins: []string{"1.2.3.4@239.1.1.1"}}, "AMTJoins"},
 		{Options{CastURL: "http://c", StateDir: "x", AMTJoins: []string{"1.2.3.4@232.1.1.1 reemit"}}, "AMTJoins"},
 		{Options{CastURL: "http://c", StateDir: "x", AllowHosts: []string{"*"}}, "AllowHosts"},
+		{Options{CastURL: "http://c", StateDir: "x", MulticastReceive: "yes"}, "MulticastReceive"},
 	} {
 		tc.o.ensureDefaults()
 		err := tc.o.check()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/mcproto"
 	"github.com/blockcast/beacon/shared/protocol"
 	"github.com/blockcast/beacon/shared/signedreq"
 )
@@ -81,6 +82,8 @@ type Client struct {
 	// reregister, when set, registers the node again; Fetch calls it when
 	// castd answers that it does not know the node, then retries once.
 	reregister func(context.Context) error
+	// mc, when set, receives castd's multicast offers.
+	mc OfferTaker
 }
 
 // SetReregister sets how Fetch gets the node registered again when castd
@@ -200,13 +203,72 @@ func (c *Client) Whoami(ctx context.Context) (string, error) {
 // Fetch implements httpcache.Upstream: a signed GET of a content key through
 // castd's mid-tier cache. Non-200 answers are returned as responses (the
 // cache passes them on); only transport failures are errors.
+//
+// With a multicast receiver set (SetMulticast) and ready, a GET without
+// Range asks castd for a multicast offer (header Blockcast-Multicast: 1);
+// an offer is handed to the receiver, whose response streams the object as
+// it is received. An offer the receiver refuses (bad signature, replayed
+// manifest, ...) is followed by the same GET without the header: unicast.
 func (c *Client) Fetch(ctx context.Context, key string, cond http.Header) (*http.Response, error) {
-	req, err := c.newSigned(ctx, http.MethodGet, protocol.PathObjectPrefix+key, nil)
+	mc := c.mc != nil && len(cond["Range"]) == 0 && c.mc.Ready()
+	resp, err := c.fetch(ctx, key, cond, mc)
+	if err != nil || !IsOffer(resp) {
+		return resp, err
+	}
+	if !mc {
+		// Stored as the object it would be served to end users: never.
+		drainClose(resp.Body)
+		return nil, fmt.Errorf("fetch from castd: %w: a multicast offer the beacon did not ask for", ErrRefused)
+	}
+	out, err := c.mc.Take(ctx, key, resp)
+	if err == nil {
+		return out, nil
+	}
+	return c.fetch(ctx, key, cond, false)
+}
+
+// HeaderMulticast asks castd for a multicast offer (protocol.HeaderMulticast).
+const HeaderMulticast = "Blockcast-Multicast"
+
+// IsOffer reports whether resp is castd's multicast offer.
+func IsOffer(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	ct, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(ct), mcproto.OfferType)
+}
+
+// OfferTaker receives objects castd offers by multicast (*mcrecv.Receiver).
+type OfferTaker interface {
+	// Ready reports whether to ask castd for offers now.
+	Ready() bool
+	// Take turns an offer (it closes the offer's body) into the object's
+	// response; an error means fetch by unicast instead.
+	Take(ctx context.Context, key string, offer *http.Response) (*http.Response, error)
+}
+
+// SetMulticast makes Fetch ask castd for multicast offers and hand them
+// to t. Call it before the first Fetch.
+func (c *Client) SetMulticast(t OfferTaker) { c.mc = t }
+
+func (c *Client) fetch(ctx context.Context, key string, cond http.Header, multicast bool) (*http.Response, error) {
+	newReq := func() (*http.Request, error) {
+		req, err := c.newSigned(ctx, http.MethodGet, protocol.PathObjectPrefix+key, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, vs := range cond {
+			req.Header[k] = vs
+		}
+		if multicast {
+			req.Header.Set(HeaderMulticast, "1")
+		}
+		return req, nil
+	}
+	req, err := newReq()
 	if err != nil {
 		return nil, err
-	}
-	for k, vs := range cond {
-		req.Header[k] = vs
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
@@ -221,11 +283,8 @@ func (c *Client) Fetch(ctx context.Context, key string, cond http.Header) (*http
 	if err := c.reregister(ctx); err != nil {
 		return nil, fmt.Errorf("%w: registering again: %w", ErrNotRegistered, err)
 	}
-	if req, err = c.newSigned(ctx, http.MethodGet, protocol.PathObjectPrefix+key, nil); err != nil {
+	if req, err = newReq(); err != nil {
 		return nil, err
-	}
-	for k, vs := range cond {
-		req.Header[k] = vs
 	}
 	if resp, err = c.client.Do(req); err != nil {
 		return nil, fmt.Errorf("fetch from castd: %w", err)

@@ -69,6 +69,8 @@ type Health struct {
 	StorageFree uint64    `json:"storage_free"` // bytes, on the cache's file system
 	PublicIP    string    `json:"public_ip,omitempty"`
 	AMT         *AMTState `json:"amt,omitempty"`
+	// Multicast is the reception of objects castd sends by multicast.
+	Multicast *MulticastState `json:"multicast,omitempty"`
 	// StorageFullSince (unix ms) is set while the cache's file system
 	// refuses writes for lack of space: the node passes misses through
 	// uncached, and castd does not route end users to it meanwhile.

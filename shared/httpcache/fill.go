@@ -45,6 +45,8 @@ type flight struct {
 
 	commitMu sync.Mutex // orders Purge's mark against Commit
 	purged   bool
+
+	filled chan struct{} // outFill: closed when the fill has committed or aborted (Open waits for it)
 }
 
 type passed struct {
@@ -82,6 +84,7 @@ func (c *Cache) join(key string, r *http.Request, req cacheControl) (f *flight, 
 		done:      make(chan struct{}),
 		leaderCtx: r.Context(),
 		pass:      make(chan passed),
+		filled:    make(chan struct{}),
 	}
 	// Only what storability depends on; the request itself is not used
 	// after its handler returns.
@@ -205,6 +208,7 @@ func (c *Cache) runFlight(f *flight, stale *objstore.Object, reqHdr http.Header)
 // fill copies the upstream body into the store and commits it, or aborts so
 // that nothing partial is ever stored.
 func (c *Cache) fill(f *flight, resp *http.Response) {
+	defer close(f.filled)
 	defer resp.Body.Close()
 	defer c.leave(f)
 	buf := copyBufs.Get().(*[]byte)

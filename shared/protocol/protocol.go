@@ -28,6 +28,10 @@ const (
 	// PathAPIPrefix starts every API path; castd answers an unknown one
 	// with a JSON 404 rather than treating it as content.
 	PathAPIPrefix = "/v1/"
+	// PathMulticastHistory is the operator's (admin token) per-minute byte
+	// totals of the last hour by path: origin pulls, unicast to beacons,
+	// multicast data, parity, repair, and the copies multicast saved.
+	PathMulticastHistory = "/v1/multicast/history"
 )
 
 // Roles a node can register with.
@@ -59,6 +63,10 @@ const (
 	// HeaderError carries a machine-readable reason with an error answer
 	// (ErrNotRegistered), so that a node need not parse the message.
 	HeaderError = "X-Blockcast-Error"
+	// HeaderMulticast is sent ("1") by a beacon that can take a multicast
+	// offer on its signed GET of PathObjectPrefix+key; castd may then
+	// answer with an offer (mcproto.OfferType) instead of the body.
+	HeaderMulticast = "Blockcast-Multicast"
 )
 
 // ErrNotRegistered is castd's HeaderError on a signed request from a node

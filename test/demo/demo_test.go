@@ -88,6 +88,8 @@ func TestMakeDemo(t *testing.T) {
 	stateDir := filepath.Join(tmp, "blockcast-demo")
 	obj := "/obj/4M/demo-video.bin"
 	req1, req2, _ := strings.Cut(out, "request 2:")
+	_, mc, _ := strings.Cut(out, "--- multicast:")
+	pop := "/obj/4M/popular-update.bin"
 	checks := []struct {
 		in, what, re string
 	}{
@@ -98,6 +100,15 @@ func TestMakeDemo(t *testing.T) {
 		{req2, "request 2 a HIT", `X-Cache: HIT\n +→ HIT: 4194304 bytes in .*matches the origin`},
 		{req2, "one origin pull", `origin requests for ` + regexp.QuoteMeta(obj) + `: 1 `},
 		{req2, "a clean stop", `stopped castd and the beacon cleanly; nothing is left running\.`},
+		// The multicast part: one beacon by unicast, three take the offer
+		// of one session, every one then serves a HIT; one origin pull.
+		{mc, "the first beacon by unicast", `beacon0 \(http://[\d.:]+\): 200, X-Cache: MISS, 4194304 bytes in .*matches the origin`},
+		{mc, "castd's offers", `castd: 3 multicast offers, 1 session; sent [\d.]+ KiB data`},
+		{mc, "the offer", `the offer beacon\d took: manifest ` + regexp.QuoteMeta(pop) + ` seq \d+ toi \d+ \(4194304 bytes, application/octet-stream\) on 127\.0\.0\.1,232\.[\d.]+:\d+; AMT relay 127\.0\.0\.1:\d+, DTLS 127\.0\.0\.1:\d+`},
+		{mc, "bytes by path, unicast", `beacon0: unicast \(HTTP from castd\) 4096\.0 KiB`},
+		{mc, "bytes by path, multicast", `(?s)(beacon[123]: multicast [1-9][\d.]* KiB, early media [\d.]+ KiB, repair [\d.]+ KiB, HTTP fallback [\d.]+ KiB\n.*){3}`},
+		{mc, "a HIT with the right hash at every beacon", `(?s)(beacon\d \(http://[\d.:]+\): 200, X-Cache: HIT, 4194304 bytes in .*?matches the origin\n.*){4}`},
+		{mc, "one origin pull for the popular object", `origin requests for ` + regexp.QuoteMeta(pop) + `: 1 `},
 	}
 	for _, c := range checks {
 		if !regexp.MustCompile(c.re).MatchString(c.in) {

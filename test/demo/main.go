@@ -1,7 +1,9 @@
 // Command demo runs the whole system on loopback (an HTTP origin, castd and
 // one beacon), fetches one URL through the request router twice as an end
 // user would, prints where each request went and whether the beacon's cache
-// missed or hit, and stops everything. `make demo` runs it.
+// missed or hit; then starts more beacons that all ask for one popular
+// object, which castd sends once by multicast (multicast.go); and stops
+// everything. `make demo` runs it.
 package main
 
 import (
@@ -61,6 +63,10 @@ func run(dir, binDir, size string) error {
 		}
 	}()
 	fmt.Printf("origin  %s (a real HTTP server with generated content)\n", sys.Origin.URL)
+	if sys.CastdArgs, err = multicastCastdArgs(); err != nil {
+		return err
+	}
+	sys.BeaconArgs = multicastBeaconArgs
 	if err := sys.Start(); err != nil {
 		return err
 	}
@@ -114,5 +120,5 @@ func run(dir, binDir, size string) error {
 	if pulls != 1 {
 		return fmt.Errorf("the origin was asked %d times for %s, want once", pulls, path)
 	}
-	return nil
+	return runMulticast(sys, size)
 }

@@ -98,6 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.AMTQueryInterval, "amt-query-interval", castd.DefaultAMTQueryInterval, "query interval gateways refresh their joins at")
 	fs.BoolVar(&opts.AMTGatewayAddr, "amt-gateway-addr", false, "tell gateways the address the relay sees (G flag; some gateways, e.g. VLC, do not expect it)")
 	fs.IntVar(&opts.AMTMaxGateways, "amt-max-gateways", castd.DefaultAMTMaxGateways, "tunnels the relay accepts before it sets the L flag")
+	finishMulticast := multicastFlags(fs, &opts)
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)
 	fs.Usage = cli.Usage(fs, "CASTD", intro)
@@ -134,6 +135,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
+	if err := finishMulticast(); err != nil {
+		fmt.Fprintln(stderr, "castd:", err)
+		return 2
+	}
 	opts.CacheSize = int64(cacheSize)
 	// The flags keep their documented "0: off"; in Options zero is the
 	// default and negative is off.
@@ -169,4 +174,8 @@ var fieldFlags = map[string]string{
 	"CoverageZoneInterval": "coverage-zone-interval", "AMTQueryInterval": "amt-query-interval",
 	"AMTMaxGateways": "amt-max-gateways", "WriteStall": "write-stall-timeout", "BodyTimeout": "body-timeout",
 	"RegistrationBurst": "registration-burst", "RegistrationRate": "registration-rate",
+	"MulticastThreshold": "multicast-threshold", "MulticastWindow": "multicast-window", "MulticastPaths": "multicast-path",
+	"MulticastRanges": "multicast-range", "MulticastRate": "multicast-rate", "MulticastRateTotal": "multicast-rate-total",
+	"MulticastIface": "multicast-iface", "MulticastSources": "multicast-source", "DTLSListen": "dtls-listen",
+	"DTLSPublic": "dtls-public", "RepairRate": "repair-rate",
 }

@@ -120,6 +120,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		opts.AMTReemitTTL = uint8(n)
 		return err
 	})
+	fs.StringVar(&opts.MulticastReceive, "multicast-receive", beacon.DefaultMulticastReceive, "receive objects castd sends by multicast: auto (native, else through the AMT gateway), native, amt or off (always unicast)")
+	fs.StringVar(&opts.MulticastIface, "multicast-iface", "", "WAN interface for native multicast joins (default: the one the kernel routes the group to, the default route's)")
 	fs.BoolVar(&opts.StatusPage, "status-page", true, "serve the owner's read-only status page at / on --listen (its JSON at /v1/status)")
 	fs.Func("allow-host", "host name the status page and the local API answer to besides IP addresses, localhost and --lan-url's host (repeatable, or ','-separated)", func(v string) error {
 		for _, s := range strings.Split(v, ",") {
@@ -186,7 +188,7 @@ var fieldFlags = map[string]string{
 	"HealthInterval": "health-interval", "MaxConns": "max-conns", "WriteStall": "write-stall-timeout",
 	"BodyTimeout": "body-timeout", "LANURL": "lan-url", "AllowHosts": "allow-host", "AMTRelay": "amt-relay",
 	"AMTJoins": "amt-join", "SolanaRPC": "solana-rpc", "OnchainRegister": "onchain-register",
-	"RequireOnchain": "require-onchain", "CastSig": "cast-sig",
+	"RequireOnchain": "require-onchain", "CastSig": "cast-sig", "MulticastReceive": "multicast-receive",
 }
 
 // keyFlags parses the --key / --state-dir pair the key subcommands share.

@@ -1,0 +1,140 @@
+package mcrecv
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/blockcast/beacon/shared/alc"
+	"github.com/blockcast/beacon/shared/fec"
+	"github.com/blockcast/beacon/shared/identity"
+	"github.com/blockcast/beacon/shared/manifest"
+	"github.com/blockcast/beacon/shared/mcproto"
+	"github.com/blockcast/beacon/shared/objrecv"
+)
+
+// receivePath is the beacon's receive path for one block of k = 200
+// symbols of 1344 bytes (the defaults), as a channel's reader runs it:
+// dispatch (ALC header, object lookup), NACK bookkeeping, the Assembler's
+// checks (one SHA-256 per symbol) and the in-order write to the pipe.
+type receivePath struct {
+	r    *Receiver
+	m    *manifest.Manifest
+	pkts [][]byte
+	cast identity.PublicKey
+}
+
+func newReceivePath(t testing.TB, lost int) *receivePath {
+	t.Helper()
+	k, e := manifest.DefaultMaxBlockLen, alc.MaxSymbolSize
+	obj := testObject(k * e)
+	cast := key(t, 1)
+	ch, _ := manifest.ChannelOf("127.0.0.2", "232.1.2.3", 5001)
+	now := time.Now().Truncate(time.Second)
+	mp := max(lost, 1)
+	m, lists, err := manifest.Build(bytes.NewReader(obj), int64(len(obj)), manifest.Params{
+		URL: "/b", Sequence: 1, Issued: now, Expires: now.Add(time.Hour), TSI: 1, TOI: 2, Channel: ch, MaxParity: mp,
+	}, cast, codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := fec.Partition(m.ContentLength, e, k)
+	src, _ := part.Source(obj, 0)
+	par, err := codec.Parity(src, k, k+mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms := append(src, par...)
+	rp := &receivePath{m: m, cast: cast.Public()}
+	for _, h := range lists[0].Parts() {
+		p, _ := h.Packet(m)
+		b, _ := p.AppendTo(nil)
+		rp.pkts = append(rp.pkts, b)
+	}
+	for esi := lost; esi < k+lost; esi++ {
+		p := alc.Packet{TSI: 1, TOI: 2, SBN: 0, SBL: uint16(k), ESI: uint16(esi), Payload: syms[esi]}
+		b, _ := p.AppendTo(nil)
+		rp.pkts = append(rp.pkts, b)
+	}
+	rp.r, err = New(Options{Mode: Off, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp.r.codec = codec
+	return rp
+}
+
+// object returns a fresh object in reception and its channel subscription.
+func (rp *receivePath) object(t testing.TB) (*subscription, *pipe) {
+	pw := newPipe(1 << 30)
+	pw.buf = make([]byte, 0, rp.m.ContentLength) // as if a reader drained it: no growth
+	a, err := objrecv.New(rp.m, rp.cast, pw, objrecv.Config{Codec: codec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := newObject(rp.r, rp.m.URL, &mcproto.Offer{}, rp.m, a, pw)
+	return &subscription{c: rp.r.chans, key: subKey{ch: rp.m.Channel}, objs: map[mcproto.Object]*object{o.id: o}}, pw
+}
+
+func (rp *receivePath) run(t testing.TB, s *subscription, pw *pipe) {
+	for _, p := range rp.pkts {
+		s.dispatch(p)
+	}
+	o := s.objs[mcproto.Object{TSI: 1, TOI: 2}]
+	if !o.a.Done() {
+		t.Fatalf("block not done: %+v", o.a.Stats())
+	}
+	pw.buf, pw.off = pw.buf[:0], 0
+}
+
+func benchReceive(b *testing.B, lost int) {
+	rp := newReceivePath(b, lost)
+	b.SetBytes(int64(rp.m.ContentLength))
+	b.ReportAllocs()
+	var d time.Duration
+	for range b.N {
+		s, pw := rp.object(b) // setup, with its ed25519 verify, not timed
+		start := time.Now()
+		rp.run(b, s, pw)
+		d += time.Since(start)
+	}
+	perPkt := float64(d.Nanoseconds()) / float64(b.N) / float64(len(rp.pkts))
+	b.ReportMetric(perPkt, "ns/pkt")
+	b.ReportMetric(1e9/perPkt, "pkt/s")
+}
+
+// Measured: see the package's figures in the report (amd64 and qemu-mipsel).
+func BenchmarkReceiveNoLoss(b *testing.B)   { benchReceive(b, 0) }
+func BenchmarkReceiveParity20(b *testing.B) { benchReceive(b, 20) }
+
+// TestCountReceive runs one block through the receive path
+// $MCRECV_COUNT_N times, to count guest instructions under qemu user
+// emulation: run it with N = 0 and N = 1 and subtract the "Trace" lines;
+// setup cancels out.
+//
+//	GOARCH=mipsle GOMIPS=softfloat go test -c -o mcrecv.mipsle ./firmware/mcrecv
+//	MCRECV_COUNT_N=1 qemu-mipsel-static -singlestep -d exec,nochain \
+//	  ./mcrecv.mipsle -test.run CountReceive 2>&1 | grep -c Trace
+func TestCountReceive(t *testing.T) {
+	n, err := strconv.Atoi(os.Getenv("MCRECV_COUNT_N"))
+	if err != nil {
+		t.Skip("set MCRECV_COUNT_N (and MCRECV_COUNT_LOST) to count instructions under qemu")
+	}
+	lost, _ := strconv.Atoi(os.Getenv("MCRECV_COUNT_LOST"))
+	rp := newReceivePath(t, lost)
+	subs := make([]*subscription, n)
+	pipes := make([]*pipe, n)
+	for i := range n {
+		subs[i], pipes[i] = rp.object(t)
+	}
+	if _, err := codec.NewDecoder(manifest.DefaultMaxBlockLen, max(lost, 1), alc.MaxSymbolSize); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		rp.run(t, subs[i], pipes[i])
+	}
+}
