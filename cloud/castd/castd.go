@@ -308,8 +308,8 @@ type Server struct {
 	expiry      atomic.Pointer[expiry]
 
 	onchain *onchainState // nil without --solana-rpc (onchain.go)
-	mc      *multicast   // nil unless Options.Multicast (multicast.go)
-	history *byteHistory // per-minute bytes by path (history.go)
+	mc      *multicast    // nil unless Options.Multicast (multicast.go)
+	history *byteHistory  // per-minute bytes by path (history.go)
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
