@@ -11,6 +11,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/shared/lossconn"
 	"github.com/blockcast/beacon/shared/manifest"
 )
 
@@ -87,6 +88,9 @@ func (n *nativeSink) Send(ch manifest.Channel, pkt []byte) error {
 	}
 	if c == nil {
 		return fmt.Errorf("castd: no native socket for %v", ch.Group)
+	}
+	if lossconn.DropTx() { // test hook, off unless BLOCKCAST_TEST_LOSS is set
+		return nil
 	}
 	_, err := c.WriteToUDPAddrPort(pkt, netip.AddrPortFrom(ch.Group, ch.Port))
 	return err
