@@ -23,15 +23,15 @@ import (
 
 // The lab's addresses; they exist only inside its namespaces.
 //
-//	         origin (127.0.0.1 in castd's namespace)
-//	           │
-//	         castd  10.203.0.1 on lo: HTTP :8080, MQTT :1883, AMT :2268, DTLS :4433
-//	        ╱     ╲
-//	 seg0 10.201.0.1 ╲ amtJ 10.202.J.1/30 ── ambJ (10.202.J.2): a beacon reached only by unicast
-//	       │
-//	  seg: bridge br0 (no IGMP snooping: a broadcast segment)
-//	   ├── nbI 10.201.1.I+1/16: beacons that receive native SSM
-//	   └── atk 10.201.2.1/16: the attacker
+//	        origin (127.0.0.1 in castd's namespace)
+//	          │
+//	        castd  10.203.0.1 on lo: HTTP :8080, MQTT :1883, AMT :2268, DTLS :4433
+//	       ╱     ╲
+//	seg0 10.201.0.1 ╲ amtJ 10.202.J.1/30 ── ambJ (10.202.J.2): a beacon reached only by unicast
+//	      │
+//	 seg: bridge br0 (no IGMP snooping: a broadcast segment)
+//	  ├── nbI 10.201.1.I+1/16: beacons that receive native SSM
+//	  └── atk 10.201.2.1/16: the attacker
 //
 // Every beacon's default route leads to castd, which is also its "public"
 // address: castd routes an end user at the beacon's address to it.
