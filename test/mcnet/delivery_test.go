@@ -108,8 +108,8 @@ func (l *lab) run(path string, size int64, late map[string]bool) (segBytes uint6
 
 // TestDelivery: castd sends one object once natively on a segment of
 // beacons and through its AMT relay to beacons reached by unicast; all
-// ask at about the same time. 5 native + 2 AMT beacons and 4 MiB here;
-// -mcnet.full runs the 20 + 5 and 20 MiB.
+// ask at about the same time: 20 native + 5 AMT beacons and 20 MiB
+// (-mcnet.quick: 5 + 2 and 4 MiB).
 func TestDelivery(t *testing.T) {
 	require(t)
 	native, viaAMT, size := sizes()

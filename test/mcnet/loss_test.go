@@ -49,35 +49,38 @@ func TestLossPerReceiver(t *testing.T) {
 	}
 }
 
-// TestLossCorrelated: castd's native socket drops 20% of what it sends on
-// the segment, so every native beacon loses the same packets (one parity
-// packet cannot repair different losses here, but more parity on the
-// channel can); one beacon loses 5% more on its own.
+// TestLossCorrelated: castd's native socket drops 1%, 5% or 20% of what
+// it sends on the segment, so every native beacon loses the same packets
+// (one parity packet cannot repair different losses here, but more parity
+// on the channel can); one beacon loses 5% more on its own.
 func TestLossCorrelated(t *testing.T) {
 	require(t)
 	const size = 4 << 20
-	l := newLab(t, 4, 1, false)
-	l.startCastd("tx=0.2,seed=21")
-	for _, n := range l.nodes {
-		env := ""
-		if n.name == "nb0" {
-			env = "rx=0.05,seed=22"
-		}
-		l.startBeacon(n, env)
-	}
-	l.waitReady(l.nodes)
-	l.run(fmt.Sprintf("/obj/%d/correlated.bin", size), size, nil)
-	cm := l.castdMetrics()
-	if s := sample(cm, "castd_multicast_sessions_total"); s != 1 {
-		t.Errorf("castd ran %v sessions, want 1", s)
-	}
-	for _, n := range l.nodes {
-		if n.viaAMT {
-			continue
-		}
-		page := l.beaconMetrics(n)
-		if sample(page, "beacon_multicast_parity_used_bytes_total")+sample(page, `beacon_multicast_bytes_total{path="repair"}`)+sample(page, `beacon_multicast_bytes_total{path="fallback"}`) == 0 {
-			t.Errorf("%s: castd dropped a fifth of the channel, yet it used no parity, repair or fallback", n.name)
-		}
+	for i, tx := range []string{"0.01", "0.05", "0.2"} {
+		t.Run("tx="+tx, func(t *testing.T) {
+			l := newLab(t, 3, 1, false)
+			l.startCastd(fmt.Sprintf("tx=%s,seed=%d", tx, 21+i))
+			for _, n := range l.nodes {
+				env := ""
+				if n.name == "nb0" {
+					env = fmt.Sprintf("rx=0.05,seed=%d", 31+i)
+				}
+				l.startBeacon(n, env)
+			}
+			l.waitReady(l.nodes)
+			l.run(fmt.Sprintf("/obj/%d/correlated.bin", size), size, nil)
+			if s := sample(l.castdMetrics(), "castd_multicast_sessions_total"); s != 1 {
+				t.Errorf("castd ran %v sessions, want 1", s)
+			}
+			for _, n := range l.nodes {
+				if n.viaAMT {
+					continue
+				}
+				page := l.beaconMetrics(n)
+				if sample(page, "beacon_multicast_parity_used_bytes_total")+sample(page, `beacon_multicast_bytes_total{path="repair"}`)+sample(page, `beacon_multicast_bytes_total{path="fallback"}`) == 0 {
+					t.Errorf("%s: castd dropped %s of the channel, yet it used no parity, repair or fallback", n.name, tx)
+				}
+			}
+		})
 	}
 }
