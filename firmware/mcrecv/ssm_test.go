@@ -91,7 +91,7 @@ func ssmChild(t *testing.T) {
 	sendFrom("10.9.0.2", "other source")
 	sendFrom("10.9.0.1", "channel source")
 	buf := make([]byte, 100)
-	c.(*net.UDPConn).SetReadDeadline(time.Now().Add(2 * time.Second))
+	c.(interface{ SetReadDeadline(time.Time) error }).SetReadDeadline(time.Now().Add(2 * time.Second))
 	n, from, err := c.ReadFromUDPAddrPort(buf)
 	if err != nil {
 		t.Fatal(err)
