@@ -155,11 +155,21 @@ func forged(m *manifest.Manifest, rng *rand.Rand) []byte {
 func TestAttacks(t *testing.T) {
 	require(t)
 	const size = 4 << 20
-	l := newLab(t, 3, 1, true)
+	l := newLab(t, 5, 1, true)
 	const repairRate = 1 << 20 // bytes a second: 8Mbit
 	l.startCastd("", "--multicast-rate", "24Mbit", "--repair-rate", "8Mbit")
+	// On the path of nb3, a proxy alters one byte of each offer's signed
+	// manifest; on nb4's, it swaps in an old manifest of another object.
+	var old atomic.Pointer[[]byte]
+	l.nodes[3].refuse, l.nodes[4].refuse = true, true
+	tampered := l.onPath(l.nodes[3], func(m []byte) []byte { m[len(m)-70] ^= 0x01; return m })
+	replayed := l.onPath(l.nodes[4], func(m []byte) []byte { return *old.Load() })
 	for _, n := range l.nodes {
-		l.startBeacon(n, "")
+		if n.refuse {
+			l.startBeacon(n, "", "--cast-url", "http://"+proxyAddr)
+		} else {
+			l.startBeacon(n, "")
+		}
 	}
 	a := newAttacker(l)
 	l.waitReady(l.nodes)
@@ -170,6 +180,7 @@ func TestAttacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	old.Store(&oldPkt)
 
 	path := fmt.Sprintf("/obj/%d/attacked.bin", size)
 	stop := make(chan struct{})
@@ -265,6 +276,9 @@ func TestAttacks(t *testing.T) {
 		t.Errorf("the attack was too weak to mean anything")
 	}
 
+	if tampered.Load() < 1 || replayed.Load() < 1 {
+		t.Errorf("the on-path proxies altered %d and %d offers, want at least 1 each", tampered.Load(), replayed.Load())
+	}
 	cm := l.castdMetrics()
 	if v := sample(cm, `castd_multicast_dtls_refused_total{reason="unregistered"}`); v < 1 {
 		t.Errorf("castd counted %v unregistered DTLS clients, want at least 1", v)

@@ -90,10 +90,17 @@ func (l *lab) run(path string, size int64, late map[string]bool) (segBytes uint6
 			n.name, n.viaAMT, took[i].Round(time.Millisecond), b("multicast"), b("early"), b("repair"), b("fallback"),
 			sample(page, "beacon_multicast_parity_used_bytes_total"), sample(page, "beacon_multicast_nacks_total"),
 			rejected(page))
-		if taken := sample(page, `beacon_multicast_offers_total{result="taken"}`); taken != 1 {
+		taken := sample(page, `beacon_multicast_offers_total{result="taken"}`)
+		if n.refuse {
+			refused := sum(page, "beacon_multicast_offers_total", "")
+			t.Logf("%s: offers %s", n.name, grepLines(page, "beacon_multicast_offers_total{"))
+			if taken != 0 || refused < 1 {
+				t.Errorf("%s: took %v altered offers and refused %v, want it to refuse them", n.name, taken, refused)
+			}
+		} else if taken != 1 {
 			t.Errorf("%s: took %v offers, want 1", n.name, taken)
 		}
-		if got := b("multicast") + b("early") + b("repair") + b("fallback"); got < float64(size) {
+		if got := b("multicast") + b("early") + b("repair") + b("fallback"); !n.refuse && got < float64(size) {
 			t.Errorf("%s: %v bytes by all paths, want at least %d", n.name, got, size)
 		}
 		res, err := l.fetch(n, path, time.Minute)

@@ -55,6 +55,9 @@ type node struct {
 	ip     string
 	viaAMT bool
 	proc   *harness.Proc
+	// refuse, when set, says the node must refuse castd's offer (an
+	// attacker changed it) and get the object by unicast instead.
+	refuse bool
 }
 
 // lab is one test's namespaces and processes.
