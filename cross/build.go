@@ -63,6 +63,43 @@ const BeaconTags = "nethttpomithttp2"
 // the file (~100 KB in all).
 const MIPSPageRound = 0x1000
 
+// NoInline are the packages built without inlining (-gcflags=P=-l) in every
+// beacon build: code a router runs per connection, per handshake or per
+// request, never per packet or per byte. Inlining there buys little speed and
+// costs flash twice, in the copied bodies and in the inline trees the runtime
+// keeps for tracebacks (go:func.* and .gopclntab): measured on the mipsle
+// beacon with the multicast packages linked, 10,277,057 bytes stripped with
+// inlining everywhere, 9,666,753 with this list (-610,304). The data path keeps
+// inlining: runtime, sync, net, syscall, io, bufio, bytes, time, strconv,
+// encoding/binary, compress, the ciphers and hashes (AES-GCM, ChaCha20-
+// Poly1305, SHA-256, Ed25519), pion/dtls, reedsolomon and all of ours.
+// A pattern here also stops other packages inlining its functions, so a
+// package whose small helpers a hot loop calls (encoding/binary) must not be
+// added. Keep in step with the Makefile's BEACON_NOINLINE and the OpenWrt
+// feed Makefile (TestFeedBuildFlags).
+var NoInline = []string{
+	"crypto/tls", "crypto/x509/...", "vendor/golang.org/x/crypto/cryptobyte/...",
+	"crypto/ecdsa", "crypto/rsa", "crypto/ecdh", "crypto/elliptic", "crypto/hpke", "crypto/mlkem",
+	"crypto/internal/fips140/nistec", "crypto/internal/fips140/ecdsa",
+	"crypto/internal/fips140/rsa", "crypto/internal/fips140/mlkem", "crypto/internal/fips140/ecdh",
+	"math/big", "encoding/json", "encoding/asn1", "encoding/gob", "encoding/pem",
+	"reflect", "fmt", "internal/fmtsort", "sort", "log/...", "flag",
+	"net/http/...", "net/url", "net/textproto", "mime/...",
+	"vendor/golang.org/x/text/...", "vendor/golang.org/x/net/...",
+	"golang.org/x/net/proxy", "golang.org/x/net/internal/socks",
+	"go.etcd.io/bbolt/...", "github.com/eclipse/...", "github.com/gorilla/...",
+}
+
+// GCFlags are the compiler flags of every beacon build: one -gcflags per
+// NoInline pattern (the go command applies each to the packages it matches).
+func GCFlags() []string {
+	out := make([]string, 0, len(NoInline))
+	for _, p := range NoInline {
+		out = append(out, "-gcflags="+p+"=-l")
+	}
+	return out
+}
+
 // ldflags are t's linker flags: LDFlags, and MIPSPageRound on mips.
 func ldflags(t Target, version string) string {
 	f := LDFlags(version)
@@ -74,6 +111,17 @@ func ldflags(t Target, version string) string {
 
 // Build cross-compiles the beacon for t: CGO off, -trimpath, stripped.
 func Build(ctx context.Context, opts BuildOptions, t Target) (Artifact, error) {
+	out, err := filepath.Abs(filepath.Join(opts.OutDir, t.Name, "beacon"))
+	if err != nil {
+		return Artifact{}, err
+	}
+	return build(ctx, opts, t, out, true, nil)
+}
+
+// build runs `go build` of BeaconPkg for t into out with the release flags;
+// strip false keeps the symbol table (for Shares); extra go before the
+// package (e.g. -overlay).
+func build(ctx context.Context, opts BuildOptions, t Target, out string, strip bool, extra []string) (Artifact, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.Default()
@@ -82,12 +130,15 @@ func Build(ctx context.Context, opts BuildOptions, t Target) (Artifact, error) {
 	if goCmd == "" {
 		goCmd = "go"
 	}
-	out, err := filepath.Abs(filepath.Join(opts.OutDir, t.Name, "beacon"))
-	if err != nil {
-		return Artifact{}, err
+	ld := ldflags(t, opts.Version)
+	if !strip {
+		ld = strings.Replace(ld, "-s -w ", "", 1)
 	}
-	cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-buildvcs=false", "-tags", BeaconTags,
-		"-ldflags", ldflags(t, opts.Version), "-o", out, BeaconPkg)
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-tags", BeaconTags}
+	args = append(args, GCFlags()...)
+	args = append(args, "-ldflags", ld, "-o", out)
+	args = append(args, extra...)
+	cmd := exec.CommandContext(ctx, goCmd, append(args, BeaconPkg)...)
 	cmd.Dir = opts.Root
 	// GOFLAGS from the caller could add -race or cgo-only tags; a release
 	// build must not inherit them.
@@ -95,7 +146,7 @@ func Build(ctx context.Context, opts BuildOptions, t Target) (Artifact, error) {
 	cmd.Env = append(cmd.Env, t.Env()...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	log.Info("building", "target", t.Name, "goarch", t.GOARCH, "goarm", t.GOARM, "gomips", t.GOMIPS)
+	log.Info("building", "target", t.Name, "goarch", t.GOARCH, "goarm", t.GOARM, "gomips", t.GOMIPS, "out", out)
 	if err := cmd.Run(); err != nil {
 		return Artifact{}, fmt.Errorf("cross: build %s: %w\n%s", t.Name, err, stderr.String())
 	}

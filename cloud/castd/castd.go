@@ -25,10 +25,12 @@ import (
 	"github.com/blockcast/beacon/cloud/clientip"
 	"github.com/blockcast/beacon/cloud/monitor"
 	"github.com/blockcast/beacon/cloud/probe"
+	"github.com/blockcast/beacon/cloud/receipts"
 	"github.com/blockcast/beacon/cloud/registry"
 	"github.com/blockcast/beacon/cloud/router"
 	"github.com/blockcast/beacon/cloud/web"
 	"github.com/blockcast/beacon/shared/connguard"
+	"github.com/blockcast/beacon/shared/ctrlmsg"
 	"github.com/blockcast/beacon/shared/httpcache"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/metrics"
@@ -140,14 +142,6 @@ type Options struct {
 	RegistrationBurst int
 	RegistrationTTL   time.Duration
 
-	// On-chain anchoring (onchain.go). SolanaRPC is a JSON-RPC endpoint:
-	// registrations that reference a Memo transaction are checked on it,
-	// and the CAST key is recorded there at start. RequireOnchain refuses
-	// registrations without one. OnchainPoll is how often a sent
-	// transaction's status is asked for (zero: 1 s).
-	SolanaRPC      string
-	RequireOnchain bool
-	OnchainPoll    time.Duration
 	// Multicast object transport (multicast.go): answer a multicast-capable
 	// beacon's miss of a popular object with an offer, and send the object
 	// once on an SSM channel. Off unless Multicast is set.
@@ -163,6 +157,21 @@ type Options struct {
 	DTLSListen         string        // UDP address of the DTLS channel (DefaultDTLSListen)
 	DTLSPublic         string        // host:port beacons reach it at ("" = DTLSListen, which must then name a host)
 	RepairRate         float64       // bytes a second of early media and repairs per node (DefaultRepairRate; negative: no cap)
+	// On-chain anchoring (onchain.go). SolanaRPC is a JSON-RPC endpoint:
+	// registrations that reference a Memo transaction are checked on it,
+	// and the CAST key is recorded there at start. RequireOnchain refuses
+	// registrations without one. OnchainPoll is how often a sent
+	// transaction's status is asked for (zero: 1 s).
+	SolanaRPC      string
+	RequireOnchain bool
+	OnchainPoll    time.Duration
+	// Owners and capacity contracts (owners.go). OwnerSessionTTL is how
+	// long an owner's wallet sign-in lasts (DefaultOwnerSessionTTL);
+	// HistoryInterval is how often the monitor is sampled into the
+	// availability history contracts are measured against
+	// (DefaultHistoryInterval).
+	OwnerSessionTTL time.Duration
+	HistoryInterval time.Duration
 
 	Version string
 	Logger  *slog.Logger
@@ -249,10 +258,10 @@ func (o *Options) check() error {
 	if o.AMTMaxGateways < 0 {
 		return fieldError("AMTMaxGateways", errors.New("must be positive"))
 	}
-	if err := o.checkOnchain(); err != nil {
+	if err := o.checkMulticast(); err != nil {
 		return err
 	}
-	if err := o.checkMulticast(); err != nil {
+	if err := o.checkOnchain(); err != nil {
 		return err
 	}
 	return o.checkRegistration()
@@ -307,9 +316,12 @@ type Server struct {
 	regLimitLog summaryLog
 	expiry      atomic.Pointer[expiry]
 
-	onchain *onchainState // nil without --solana-rpc (onchain.go)
-	mc      *multicast    // nil unless Options.Multicast (multicast.go)
-	history *byteHistory  // per-minute bytes by path (history.go)
+	mc            *multicast           // nil unless Options.Multicast (multicast.go)
+	history       *byteHistory         // per-minute bytes by path (history.go)
+	onchain       *onchainState        // nil without --solana-rpc (onchain.go)
+	receipts      *receipts.Book       // delivery receipts (receipts.go)
+	receiptReplay *ctrlmsg.ReplayCache // their envelopes' nonces
+	owners        owners               // owners' sign-in, capacity contracts, history (owners.go)
 }
 
 // New opens castd's state under opts.StateDir (creating the CAST key on
@@ -378,6 +390,10 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("castd: %w", err)
 	}
+	if err := s.openReceipts(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.verifier = signedreq.NewVerifier(signedreq.Options{Window: opts.SignWindow})
 	if s.mc, err = s.newMulticast(); err != nil {
 		s.Close()
@@ -386,6 +402,10 @@ func New(opts Options) (*Server, error) {
 	s.history = newByteHistory(time.Now())
 	s.metrics = s.newMetrics()
 	s.dashboard = web.New(web.Options{List: s.nodeViews, CastID: key.ID(), Version: opts.Version, Logger: log})
+	if err := s.initOwners(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if opts.AdminToken == "" {
 		log.Warn("no --admin-token: the operator API is off, and the dashboard and GET /v1/nodes show only fleet totals; the node list needs --admin-token")
 	} else if len(opts.AdminToken) < minAdminToken {
@@ -418,6 +438,10 @@ func (s *Server) Close() error {
 		errs = append(errs, s.reg.Close())
 	}
 	errs = append(errs, s.closeOnchain())
+	if s.receipts != nil {
+		errs = append(errs, s.receipts.Close())
+	}
+	errs = append(errs, s.closeOwners())
 	return errors.Join(errs...)
 }
 
@@ -479,7 +503,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
-		s.recordHistory(ctx)
+		s.recordByteHistory(ctx)
 	}()
 	bg.Add(1)
 	go func() {
@@ -487,6 +511,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.watchCoverageZone(ctx)
 	}()
 	s.startCastRecord(ctx, &bg)
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		s.sampleHistory(ctx)
+	}()
 	s.log.Info("castd serving", "addr", ln.Addr().String(), "version", s.opts.Version)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(connguard.Listener(ln, s.opts.WriteStall, 0)) }()
@@ -589,6 +618,7 @@ func (s *Server) newMetrics() *metrics.Registry {
 	})
 	s.registerGuardMetrics(m)
 	s.multicastMetrics(m)
+	s.receiptMetrics(m)
 	s.relayNodeMetrics(m)
 	m.Func("castd_requests_refused_total", "API and router requests refused with a 4xx.", metrics.Counter, func() float64 { return float64(s.refused.Load()) })
 	return m

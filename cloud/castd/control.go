@@ -104,9 +104,14 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 			s.router.SetLoad(id, load)
 			c.refresh(id)
 			s.noteOnline(id, st)
+			s.receipts.NoteState(id, st == monitor.StateOnline)
 			s.log.Debug("node state", "id", id, "state", st, "load", load)
 		},
 		OnResult: func(id string, r monitor.Result) {
+			if r.OK && (r.Op == ctrlmsg.OpReceiptAck || r.Op == ctrlmsg.OpReceiptRecords) {
+				s.log.Debug("command result", "node", id, "cmd", r.ID, "op", r.Op, "detail", clipText(r.Detail, maxReason))
+				return // one per receipt: routine
+			}
 			s.log.Info("command result", "node", id, "cmd", r.ID, "op", r.Op, "ok", r.OK, "err", clipText(r.Error, maxReason), "detail", clipText(r.Detail, maxReason))
 		},
 	})
@@ -122,6 +127,9 @@ func (s *Server) startControl(ctx context.Context) (rerr error) {
 		return fmt.Errorf("castd: %w", err)
 	}
 	s.control = c
+	if err := c.startReceipts(ctx); err != nil {
+		return err
+	}
 	// Until a node is heard from on the control plane it is not routed to.
 	s.reg.ForEach(func(n registry.Node) error {
 		c.refresh(n.ID)
@@ -216,6 +224,9 @@ func (s *Server) nodeViews() []web.Node {
 				}
 			}
 			v.Routable = s.control.routable(n.ID)
+		}
+		if rv := s.receiptView(n.ID); rv != nil {
+			v.Receipts = rv
 		}
 		if n.Role == protocol.RoleBeacon {
 			if id, ok := s.router.RelayNodeFor(n.PublicIP); ok {

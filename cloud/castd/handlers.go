@@ -40,6 +40,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(protocol.PathRelayNodes, s.handleRelayNodes)
 	mux.HandleFunc(protocol.PathRelayNodes+"/", s.handleRelayNodes)
 	mux.HandleFunc(protocol.PathMulticastHistory, s.handleMulticastHistory)
+	mux.HandleFunc(protocol.PathReceipts+"/", s.handleReceiptProof)
+	s.ownerRoutes(mux)
 	mux.HandleFunc(protocol.PathAPIPrefix, func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
@@ -246,7 +248,11 @@ func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {
 	if client.Unmap() != self.Unmap() && !s.requireToken(w, r, "--route-token (or the operator's token) to ask for another client's route", s.opts.RouteToken, s.opts.AdminToken) {
 		return
 	}
-	writeJSON(w, s.router.Decide(client.Unmap(), key))
+	d := s.router.Decide(client.Unmap(), key)
+	if d.NodeID != "" {
+		s.receipts.NoteRedirect(d.NodeID) // the upstream CDN redirects on this answer
+	}
+	writeJSON(w, d)
 }
 
 // handleContent is the request router for end users: every path that is not
@@ -278,6 +284,7 @@ func (s *Server) handleContent(w http.ResponseWriter, r *http.Request) {
 	h.Set(protocol.HeaderRoute, d.Decision)
 	if d.NodeID != "" {
 		h.Set(protocol.HeaderNode, d.NodeID)
+		s.receipts.NoteRedirect(d.NodeID)
 	}
 	s.log.Debug("routed", "client", client, "path", key, "decision", d.Decision, "node", d.NodeID)
 	w.WriteHeader(http.StatusFound)
@@ -306,6 +313,7 @@ func (s *Server) handleObject(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
+	s.receipts.NoteObject(pub.String(), key) // by unicast or by offer, the node gets the object
 	if s.mc != nil && s.mc.offer(w, r, s.cache, pub.String(), key) {
 		return
 	}

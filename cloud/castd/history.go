@@ -85,8 +85,8 @@ func (s *Server) pathTotals() pathTotals {
 	return t
 }
 
-// recordHistory takes the totals at every step until ctx ends.
-func (s *Server) recordHistory(ctx context.Context) {
+// recordByteHistory takes the totals at every step until ctx ends.
+func (s *Server) recordByteHistory(ctx context.Context) {
 	t := time.NewTicker(s.history.step)
 	defer t.Stop()
 	for {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -59,11 +58,12 @@ type multicast struct {
 	offers      atomic.Uint64
 	offerBytes  atomic.Uint64 // object bytes handed to beacons by offer (what unicast would have cost)
 	fallbacks   [6]atomic.Uint64
+	unfit       unfitKeys // objects the origin would not let castd store: not offered for a while
 	buildMu     sync.Mutex
 	building    map[string]int // keys whose session is being built → requests waiting on it (at most maxSessionStarts keys)
 	fallbackLog summaryLog
-	native      *nativeSink    // nil without --multicast-iface
-	bodies      sync.WaitGroup // goroutines releasing sessions' pinned bodies
+	native      *mcsend.UDPSink // nil without --multicast-iface
+	bodies      sync.WaitGroup  // goroutines releasing sessions' pinned bodies
 }
 
 // sessionBody is the pinned object a session reads; used tells whether
@@ -133,45 +133,44 @@ func (s *Server) newMulticast() (*multicast, error) {
 		return nil, fieldError("MulticastRanges", err)
 	}
 	sources := o.MulticastSources
+	var native *mcsend.UDPSink
 	if o.MulticastIface != "" {
-		if sources, err = ifaceSources(o.MulticastIface); err != nil {
+		// The channels' source is the address the sink sends from.
+		if native, err = mcsend.NativeSink(o.MulticastIface, 0); err != nil {
 			return nil, fieldError("MulticastIface", err)
+		}
+		sources = native.Sources()
+	}
+	closeNative := func() {
+		if native != nil {
+			native.Close()
 		}
 	}
 	pool, err := channels.New(channels.Options{Ranges: ranges, Sources: sources})
 	if err != nil {
+		closeNative()
 		return nil, fmt.Errorf("castd: multicast channels: %w", err)
 	}
 	shaper, err := channels.NewShaper(noCap(o.MulticastRate), noCap(o.MulticastRateTotal), 0, time.Now())
 	if err != nil {
+		closeNative()
 		return nil, fmt.Errorf("castd: multicast rate: %w", err)
 	}
 	m := &multicast{log: s.log.With("component", "multicast"), pop: pop, pool: pool, amtAddr: s.amtRelayPublic,
 		building: map[string]int{}}
-	var native mcsend.Sink
-	if o.MulticastIface != "" {
-		ns, err := newNativeSink(o.MulticastIface, sources)
-		if err != nil {
-			return nil, fieldError("MulticastIface", err)
-		}
-		native, m.native = ns, ns
-	}
 	var amtSink mcsend.Sink
 	if o.AMTListen != "" {
-		amtSink = newAMTSink(s.injectAMT)
+		amtSink = mcsend.AMTSink(s.injectAMT)
 	}
 	if native == nil && amtSink == nil {
 		return nil, fieldError("MulticastIface", errors.New("is required without the AMT relay (AMTListen): multicast needs somewhere to send"))
 	}
-	m.sender, err = mcsend.New(mcsend.Options{
-		Key:    s.key,
-		Alloc:  pool,
-		Shaper: shaper,
-		Native: native,
-		AMT:    amtSink,
-		Log:    m.log,
-	})
-	if err != nil {
+	opts := mcsend.Options{Key: s.key, Alloc: pool, Shaper: shaper, AMT: amtSink, Log: m.log}
+	if native != nil {
+		opts.Native, m.native = native, native // a nil *UDPSink in the interface would not be "none"
+	}
+	if m.sender, err = mcsend.New(opts); err != nil {
+		closeNative()
 		return nil, fmt.Errorf("castd: multicast sender: %w", err)
 	}
 	return m, nil
@@ -179,43 +178,6 @@ func (s *Server) newMulticast() (*multicast, error) {
 
 // noCap maps Options' "negative: no cap" to the channels package's 0.
 func noCap(rate float64) float64 { return max(rate, 0) }
-
-// ifaceSources returns an interface's first IPv4 and first global IPv6
-// address: the SSM sources of what castd sends natively there.
-func ifaceSources(name string) ([]netip.Addr, error) {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil {
-		return nil, err
-	}
-	addrs, err := ifi.Addrs()
-	if err != nil {
-		return nil, err
-	}
-	var v4, v6 netip.Addr
-	for _, a := range addrs {
-		p, err := netip.ParsePrefix(a.String())
-		if err != nil {
-			continue
-		}
-		ip := p.Addr()
-		switch {
-		case ip.Is4() && !v4.IsValid():
-			v4 = ip
-		case ip.Is6() && !v6.IsValid() && !ip.IsLinkLocalUnicast():
-			v6 = ip
-		}
-	}
-	var out []netip.Addr
-	for _, a := range []netip.Addr{v4, v6} {
-		if a.IsValid() {
-			out = append(out, a)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("interface %s has no usable address to send from", name)
-	}
-	return out, nil
-}
 
 // injectAMT hands an inner multicast datagram to castd's own AMT relay.
 func (s *Server) injectAMT(inner []byte) error {
@@ -248,10 +210,20 @@ func (s *Server) amtRelayPublic() string {
 }
 
 // wantsOffer reports whether a node's object request may be answered with
-// an offer: a GET of the whole object from a beacon that said it takes one.
+// an offer: an unconditional GET of the whole object (a miss) from a beacon
+// that said it takes one. A conditional GET is a revalidation of a copy the
+// beacon holds: its answer is a 304 or the new body, never the whole object
+// again by multicast, and it is not a miss to count.
 func wantsOffer(r *http.Request) bool {
-	return r.Method == http.MethodGet && r.Header.Get(protocol.HeaderMulticast) == "1" &&
-		r.Header.Get("Range") == "" && r.Header.Get("If-Range") == ""
+	if r.Method != http.MethodGet || r.Header.Get(protocol.HeaderMulticast) != "1" {
+		return false
+	}
+	for _, h := range []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		if _, ok := r.Header[h]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // offer answers a registered node's request for key with a multicast offer
@@ -269,6 +241,9 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 		}
 	}
 	if _, running := m.sender.Lookup(key); !running {
+		if m.unfit.has(key, now) {
+			return false
+		}
 		if !m.startBuild(key) {
 			m.fallback(fallbackBusy, key, errors.New("too many sessions being built"))
 			return false
@@ -278,8 +253,13 @@ func (m *multicast) offer(w http.ResponseWriter, r *http.Request, cache *httpcac
 	obj, expires, err := cache.Open(r.Context(), key)
 	if err != nil {
 		reason := fallbackOrigin
-		if r.Context().Err() != nil {
+		switch {
+		case r.Context().Err() != nil:
 			reason = fallbackCanceled
+		case errors.Is(err, httpcache.ErrNotStorable):
+			// Open's fetch was not kept, so the unicast answer asks the
+			// origin again: once, not on every miss of the key.
+			m.unfit.add(key, now)
 		}
 		m.fallback(reason, key, err)
 		return false
@@ -399,8 +379,11 @@ func (s *Server) startMulticast(ctx context.Context) (<-chan struct{}, error) {
 			m.native.Close()
 		}
 	}()
+	if s.amtRelay != nil && s.amtRelayPublic() == "" {
+		s.log.Warn("multicast offers name no AMT relay: the relay listens on a wildcard address; set --amt-advertise so that tunnelled beacons join castd's own relay")
+	}
 	s.log.Info("multicast on", "dtls", srv.Addr().String(), "dtls_public", public, "native_iface", s.opts.MulticastIface,
-		"amt_relay", s.opts.AMTListen != "", "threshold", s.opts.MulticastThreshold, "window", s.opts.MulticastWindow,
+		"amt_relay", s.amtRelayPublic(), "threshold", s.opts.MulticastThreshold, "window", s.opts.MulticastWindow,
 		"paths", len(s.opts.MulticastPaths))
 	return done, nil
 }
@@ -419,4 +402,41 @@ func (m *multicast) forgetNode(id string) {
 		}
 	}
 	m.sender.Forget(id)
+}
+
+// unfitFor is how long an object the origin would not let castd store is
+// served by unicast without trying multicast again.
+const unfitFor = time.Minute
+
+// maxUnfit bounds the keys remembered; when full the list starts afresh
+// (a key forgotten early only costs one more origin request).
+const maxUnfit = 4096
+
+// unfitKeys remembers objects whose origin answer castd may not store
+// (no-store, private, not 200, no freshness): each multicast try of one
+// costs an extra origin request, since the answer that was not kept must
+// be fetched again for the unicast reply.
+type unfitKeys struct {
+	mu   sync.Mutex
+	keys map[string]time.Time // key → until
+}
+
+func (u *unfitKeys) add(key string, now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.keys == nil || len(u.keys) >= maxUnfit {
+		u.keys = map[string]time.Time{}
+	}
+	u.keys[key] = now.Add(unfitFor)
+}
+
+func (u *unfitKeys) has(key string, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	until, ok := u.keys[key]
+	if ok && !now.Before(until) {
+		delete(u.keys, key)
+		return false
+	}
+	return ok
 }

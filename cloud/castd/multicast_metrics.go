@@ -52,6 +52,10 @@ func (s *Server) multicastMetrics(m *metrics.Registry) {
 		return out
 	})
 	m.Func("castd_multicast_offers_total", "Beacon misses answered with a multicast offer.", metrics.Counter, func() float64 { return float64(mc.offers.Load()) })
+	m.Func("castd_multicast_saved_bytes", "Bytes multicast spared the uplink: object bytes taken by offer less all the sessions sent (data, parity, early media, repairs).", metrics.Gauge, func() float64 {
+		t := s.pathTotals()
+		return float64(t.offered - t.multicast - t.parity - t.repair)
+	})
 	m.Func("castd_multicast_offered_bytes_total", "Object bytes handed to beacons by offer (what unicast would have sent).", metrics.Counter, func() float64 { return float64(mc.offerBytes.Load()) })
 	m.Collect("castd_multicast_fallbacks_total", "Misses meant for multicast answered by unicast, by reason.", metrics.Counter, func() []metrics.Sample {
 		out := make([]metrics.Sample, len(fallbackReasons))
@@ -69,7 +73,13 @@ func (s *Server) multicastMetrics(m *metrics.Registry) {
 			return []metrics.Sample{{Value: get(srv.Stats())}}
 		})
 	}
-	dtls("sessions", "DTLS sessions open now.", metrics.Gauge, func(st dtlschan.Stats) float64 { return float64(srv(mc).Sessions()) })
+	m.Collect("castd_multicast_dtls_sessions", "DTLS sessions open now.", metrics.Gauge, func() []metrics.Sample {
+		srv := mc.dtls.Load()
+		if srv == nil {
+			return nil
+		}
+		return []metrics.Sample{{Value: float64(srv.Sessions())}}
+	})
 	dtls("handshakes_total", "DTLS handshakes completed and accepted.", metrics.Counter, func(st dtlschan.Stats) float64 { return float64(st.Sessions) })
 	m.Collect("castd_multicast_dtls_refused_total", "DTLS handshakes and datagrams refused, by reason.", metrics.Counter, func() []metrics.Sample {
 		srv := mc.dtls.Load()
@@ -89,5 +99,3 @@ func (s *Server) multicastMetrics(m *metrics.Registry) {
 		}
 	})
 }
-
-func srv(mc *multicast) *dtlschan.Server { return mc.dtls.Load() }

@@ -42,7 +42,10 @@ type mcEnv struct {
 	done   chan error
 }
 
-func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv {
+func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv { return newMCEnvIn(t, mod, nil) }
+
+// newMCEnvIn is newMCEnv with New run through do (in a network namespace).
+func newMCEnvIn(t *testing.T, mod func(*Options), do func(func() error) error) *mcEnv {
 	t.Helper()
 	e := &mcEnv{body: bytes.Repeat([]byte("0123456789abcdef"), 20000)} // 320 KB: two blocks
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -71,8 +74,11 @@ func newMCEnv(t *testing.T, mod func(*Options)) *mcEnv {
 	if mod != nil {
 		mod(&opts)
 	}
-	s, err := New(opts)
-	if err != nil {
+	if do == nil {
+		do = func(f func() error) error { return f() }
+	}
+	var s *Server
+	if err := do(func() (err error) { s, err = New(opts); return err }); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -379,8 +385,14 @@ func TestMulticastDTLSRefusals(t *testing.T) {
 		sess.Close()
 		t.Fatal("an unregistered key got a DTLS session")
 	}
-	if m := scrape(t, e.base); m[`castd_multicast_dtls_refused_total{reason="unregistered"}`] != 1 {
-		t.Errorf("unregistered refusals %v", m[`castd_multicast_dtls_refused_total{reason="unregistered"}`])
+	// The client may see the refusal a moment before castd counts it.
+	var refused float64
+	harness.WaitFor(5*time.Second, func() bool {
+		refused = scrape(t, e.base)[`castd_multicast_dtls_refused_total{reason="unregistered"}`]
+		return refused == 1
+	})
+	if refused != 1 {
+		t.Errorf("unregistered refusals %v", refused)
 	}
 	kp := e.beacon(t)
 	sess, err := dtlschan.Dial(ctx, addr, kp, cast)
@@ -632,5 +644,47 @@ func TestMulticastNackFlood(t *testing.T) {
 	o, _ = mcproto.DecodeOffer(bytes.NewReader(body))
 	if got, _ := takeOffer(t, e, honest, o); !bytes.Equal(got, e.body) {
 		t.Fatal("the honest beacon's object differs")
+	}
+}
+
+// TestMulticastRevalidationNotOffered: a beacon revalidating its stale copy
+// (a conditional GET, which carries the multicast header too) gets the
+// 304 it asked for, not an offer that would send the whole object again,
+// and its revalidation does not count as a miss toward the threshold.
+func TestMulticastRevalidationNotOffered(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/live/*"}; o.MulticastThreshold = 2 })
+	kp := e.beacon(t)
+	for _, key := range []string{"/live/a.ts", "/vod/b.ts"} {
+		e.get(t, kp, key) // in castd's cache (no header: unicast)
+		for _, cond := range [][]string{{"If-None-Match", `"v1"`}, {"If-Modified-Since", time.Now().UTC().Format(http.TimeFormat)}} {
+			for range 2 {
+				resp, body := e.get(t, e.beacon(t), key, protocol.HeaderMulticast, "1", cond[0], cond[1])
+				if resp.StatusCode != http.StatusNotModified || len(body) != 0 {
+					t.Fatalf("%s %s: %d %s, want 304", key, cond[0], resp.StatusCode, resp.Header.Get("Content-Type"))
+				}
+			}
+		}
+	}
+	if m := scrape(t, e.base); m["castd_multicast_sessions_total"] != 0 {
+		t.Fatalf("revalidations started %v sessions", m["castd_multicast_sessions_total"])
+	}
+}
+
+// TestMulticastUnstorableOncePerWindow: an object the origin forbids
+// storing costs castd a second origin request when it tries multicast (the
+// answer it was not allowed to keep must be fetched again for unicast).
+// That may happen once per unfitFor, not on every miss, or a --multicast-path
+// over no-store content would double the origin's load.
+func TestMulticastUnstorableOncePerWindow(t *testing.T) {
+	e := newMCEnv(t, func(o *Options) { o.MulticastPaths = []string{"/*"} })
+	kp := e.beacon(t)
+	const n = 5
+	for range n {
+		if resp, body := e.get(t, kp, "/nostore/x", multicastHdr...); string(body) != "private /nostore/x" {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	if got := e.pulls.Load(); got != n+1 {
+		t.Errorf("origin asked %d times for %d misses, want %d", got, n, n+1)
 	}
 }

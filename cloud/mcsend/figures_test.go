@@ -35,7 +35,9 @@ func BenchmarkFigures(b *testing.B) {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "\nmulticast object transport, %d-byte object, 50 Mbit/s channel, repair budget 2 Mbit/s a node\n", size)
-	fmt.Fprintf(&out, "%5s %6s %12s %10s %9s %9s %8s %s\n", "N", "loss", "segment", "+auth", "unicast", "complete", "unicast", "wall")
+	fmt.Fprintf(&out, "segment = bytes castd put on the multicast segment, unicast = early media + repairs, each / object size;\n")
+	fmt.Fprintf(&out, "complete = last receiver done / one unicast download at the channel rate; last unicast column = N (unicast to all)\n")
+	fmt.Fprintf(&out, "%5s %6s %12s %10s %9s %9s %8s %s\n", "N", "loss", "data+parity", "+auth", "unicast", "complete", "unicast", "wall")
 	for range b.N {
 		for _, n := range []int{10, 50, 200} {
 			for _, loss := range []float64{0, 0.01, 0.05} {

@@ -116,13 +116,16 @@ type Options struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
-// Sink puts one ALC packet on a channel.
+// Sink puts one ALC packet on a channel. Send must not keep pkt (the
+// sender reuses it) and may be called from several sessions at once.
 type Sink interface {
 	Send(ch manifest.Channel, pkt []byte) error
 }
 
 // Peer is one node's unicast channel as the repair service sees it;
-// *dtlschan.Session is one.
+// *dtlschan.Session is one. A Peer that also has Done() <-chan struct{}
+// (a session) gets a queue and a writer of its own, paced to RepairRate;
+// any other Peer (a simulation) is written at once from the caller.
 type Peer interface {
 	NodeID() string
 	Write(p []byte) (int, error)

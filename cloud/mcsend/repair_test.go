@@ -3,6 +3,9 @@ package mcsend
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,3 +157,102 @@ func TestSessionEndsAndReleases(t *testing.T) {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// What one NACK or many nodes can make the service hold is capped: ranges
+// honoured per message, blocks pending per node, nodes per session; the
+// rest is refused and counted, exactly.
+func TestNackStateBounded(t *testing.T) {
+	snd, err := New(Options{Key: testKey(t, 1), Alloc: testPool(t), Native: &countSink{}, Idle: time.Hour,
+		NackWindow: time.Hour, MaxRanges: 8, MaxPending: 3, MaxNodes: 5, NackRate: 1e6, NackBurst: 1e6, SymbolLen: 64, MaxBlockLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snd.Close()
+	obj := testObject(64*10*12, 1) // 12 blocks
+	ss, err := snd.Offer(context.Background(), Object{Key: "b", URL: "/b", R: bytesReader(obj), Size: int64(len(obj))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first pass", func() bool { return ss.Stats().Passes >= 1 })
+	o := mcproto.Object{TSI: ss.Manifest().TSI, TOI: ss.Manifest().TOI}
+	p := &nullPeer{id: "flooder"}
+	n := mcproto.Nack{Object: o}
+	for sbn := range 12 { // 12 blocks, 2 ranges each: 24 ranges
+		n.Ranges = append(n.Ranges, mcproto.Range{SBN: uint32(sbn), First: 0, Count: 5, Need: 10},
+			mcproto.Range{SBN: uint32(sbn), First: 5, Count: 5, Need: 10})
+	}
+	b, err := n.AppendTo(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd.Handle(p, b)
+	st := snd.Stats()
+	if st.Refused[RefuseRanges] != 24-8 {
+		t.Errorf("ranges refused %d, want %d (24 sent, 8 honoured)", st.Refused[RefuseRanges], 24-8)
+	}
+	if st.Refused[RefusePending] != 2 { // 8 ranges = 4 blocks, cap 3: block 3's two ranges
+		t.Errorf("pending refused %d, want 2", st.Refused[RefusePending])
+	}
+	ss.mu.Lock()
+	if len(ss.pending) != 3 || ss.members["flooder"].pending != 3 {
+		t.Errorf("%d blocks pending, node has %d; cap 3", len(ss.pending), ss.members["flooder"].pending)
+	}
+	ss.mu.Unlock()
+	// Nodes: at most MaxNodes hold state; the others are refused.
+	for i := range 10 {
+		j := mcproto.Join{Object: o}
+		snd.Handle(&nullPeer{id: fmt.Sprint("node", i)}, j.AppendTo(nil))
+	}
+	ss.mu.Lock()
+	members := len(ss.members)
+	ss.mu.Unlock()
+	if st := snd.Stats(); members > 5 || st.Nodes > 5 || st.Refused[RefuseNodes] != 6 {
+		t.Errorf("%d members, %d nodes, %d refused; want at most 5 and 6 refused", members, st.Nodes, st.Refused[RefuseNodes])
+	}
+}
+
+// A session that only serves repairs between passes, sending nothing on
+// the channel, still renews its lease: it must not lapse while the
+// session may put parity on the channel again.
+func TestQuietSessionKeepsLease(t *testing.T) {
+	r, _ := channels.ParseRanges("232.1.0.0/16")
+	pool, err := channels.New(channels.Options{Ranges: r, Sources: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clk := t0
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clk }
+	var lapsed time.Duration
+	snd, err := New(Options{Key: testKey(t, 1), Alloc: pool, Native: &countSink{}, Idle: 10 * time.Second,
+		Now: now, Sleep: func(ctx context.Context, d time.Duration) error {
+			mu.Lock()
+			defer mu.Unlock()
+			clk = clk.Add(d)
+			if _, live := pool.Lookup("q", clk); !live && lapsed == 0 {
+				lapsed = clk.Sub(t0)
+			}
+			return ctx.Err()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snd.Close()
+	obj := testObject(50_000, 1)
+	ss, err := snd.Offer(context.Background(), Object{Key: "q", URL: "/q", R: bytesReader(obj), Size: int64(len(obj))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The session lingers Idle (10 s) for offered beacons, five lease
+	// lifetimes, sending nothing.
+	<-ss.Done()
+	if err := ss.Err(); err != nil {
+		t.Fatalf("session ended with %v, want a clean end after renewing", err)
+	}
+	if got := now().Sub(t0); got < 10*time.Second {
+		t.Errorf("ended after %v", got)
+	}
+	if lapsed != 0 {
+		t.Errorf("the lease lapsed %v into the session", lapsed)
+	}
+}

@@ -312,7 +312,10 @@ func TestServiceNackFlood(t *testing.T) {
 	})
 	elapsed := time.Since(start)
 	st := svc.snd.Stats()
-	t.Logf("after %v: %d NACKs taken, refused %v, repair %d bytes, %d ALC packets received", elapsed, st.Nacks, st.Refused, st.Bytes[KindRepair], b.alc)
+	b.mu.Lock()
+	got := b.alc
+	b.mu.Unlock()
+	t.Logf("after %v: %d NACKs taken, refused %v, repair %d bytes, %d ALC packets received", elapsed, st.Nacks, st.Refused, st.Bytes[KindRepair], got)
 	if st.Refused[RefuseRate] == 0 {
 		t.Error("no NACK was refused by the node's message rate")
 	}

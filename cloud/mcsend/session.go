@@ -230,6 +230,9 @@ func (ss *Session) run(ctx context.Context) error {
 				return err
 			}
 			now := o.Now()
+			if err := ss.keep(now); err != nil {
+				return err // a quiet channel keeps its lease too
+			}
 			if ss.gaps(now) {
 				break
 			}
@@ -365,13 +368,10 @@ func (ss *Session) put(ctx context.Context, k Kind, pkt []byte) error {
 	return nil
 }
 
-// send paces and sends one packet on the channel, within the lease and
-// the manifest's validity.
-func (ss *Session) send(ctx context.Context, k Kind, pkt []byte) error {
-	if ctx.Err() != nil {
-		return ErrClosed
-	}
-	now := ss.s.o.Now()
+// keep renews the lease at half its life, and ends the session when the
+// lease is lost or the manifest has expired: nothing may go on the
+// channel then.
+func (ss *Session) keep(now time.Time) error {
 	if !now.Before(ss.m.Expires) {
 		return ErrExpired
 	}
@@ -381,6 +381,19 @@ func (ss *Session) send(ctx context.Context, k Kind, pkt []byte) error {
 			return fmt.Errorf("mcsend: renew lease: %w", err)
 		}
 		ss.lease, ss.renewAt = l, now.Add(l.Expires.Sub(now)/2)
+	}
+	return nil
+}
+
+// send paces and sends one packet on the channel, within the lease and
+// the manifest's validity.
+func (ss *Session) send(ctx context.Context, k Kind, pkt []byte) error {
+	if ctx.Err() != nil {
+		return ErrClosed
+	}
+	now := ss.s.o.Now()
+	if err := ss.keep(now); err != nil {
+		return err
 	}
 	if ss.pacer != nil {
 		if d := ss.pacer.Reserve(now, len(pkt)); d > 0 {

@@ -51,6 +51,9 @@ type Node struct {
 	Parent string `json:"parent,omitempty"`
 	// Routable says whether the request router currently sends users here.
 	Routable bool `json:"routable"`
+	// Receipts summarises the node's delivery receipts and the flags
+	// castd raised on them (package cloud/receipts), once it sent one.
+	Receipts any `json:"receipts,omitempty"`
 }
 
 // Options configure the dashboard.

@@ -87,6 +87,9 @@ type Options struct {
 	// so for a node its registry does not know, which registering again
 	// mends.
 	OnRefused func(err error)
+	// OnConnect, if set, is called (from Run; it must not block) after
+	// each connection is up: the receipts loop sends what waits on disk.
+	OnConnect func()
 }
 
 // AgentStatus is what `beacon status` shows.
@@ -463,6 +466,9 @@ func (a *Agent) serve(ctx context.Context, c paho.Client, lost chan error) {
 	}()
 
 	a.flush(c, lost)
+	if a.opts.OnConnect != nil {
+		a.opts.OnConnect()
+	}
 	select {
 	case err := <-lost:
 		a.setErr(fmt.Errorf("connection lost: %w", err))
@@ -573,6 +579,32 @@ func (a *Agent) publish(c paho.Client, q queued, fromQueue bool) error {
 	}
 	if q.health != nil {
 		a.healthSent.Add(1)
+	}
+	return nil
+}
+
+// ErrNotConnected is Publish's error while the broker is away.
+var ErrNotConnected = errors.New("agent: not connected")
+
+// Publish seals body as a message of kind on the node's receipt topic and
+// sends it now, waiting for the broker's acknowledgement. Unlike health
+// reports nothing is queued here: the caller keeps what must not be lost
+// (on disk) and sends it again.
+func (a *Agent) Publish(kind ctrlmsg.Kind, body any) error {
+	a.mu.Lock()
+	c, lost := a.cur, a.curLost
+	a.mu.Unlock()
+	if c == nil {
+		return ErrNotConnected
+	}
+	topic := ctrlmsg.Topic(a.id, ctrlmsg.LeafReceipt)
+	payload, err := ctrlmsg.Seal(a.opts.Key, topic, kind, body, a.opts.Now())
+	if err != nil {
+		return err
+	}
+	if err := wait(context.Background(), c.Publish(topic, 1, false, payload), 10*time.Second); err != nil {
+		signalClosed(err, lost)
+		return fmt.Errorf("agent: publish %s: %w", kind, err)
 	}
 	return nil
 }

@@ -2,7 +2,7 @@ package amtgw
 
 import (
 	"net/netip"
-	"slices"
+	"sort"
 	"time"
 )
 
@@ -201,11 +201,14 @@ func (g *Gateway) State() State {
 			s.Channels = append(s.Channels, ChannelState{Source: ch.Source, Group: ch.Group, Status: StatusWaiting, Reemit: req.reemit, Relay: req.relay})
 		}
 	}
-	slices.SortFunc(s.Channels, func(a, b ChannelState) int {
+	// sort.Slice, not slices.SortFunc: each struct type slices sorts
+	// instantiates its own ~12 KB of sorting code on flash.
+	sort.Slice(s.Channels, func(i, j int) bool {
+		a, b := s.Channels[i], s.Channels[j]
 		if c := a.Group.Compare(b.Group); c != 0 {
-			return c
+			return c < 0
 		}
-		return a.Source.Compare(b.Source)
+		return a.Source.Less(b.Source)
 	})
 	for _, q := range g.subs {
 		s.Consumers = append(s.Consumers, QueueState{Dropped: q.drops.Load(), Oversize: q.oversize.Load()})
@@ -218,6 +221,6 @@ func (g *Gateway) State() State {
 			s.HeldDown = append(s.HeldDown, HeldDownRelay{Addr: a, Until: until})
 		}
 	}
-	slices.SortFunc(s.HeldDown, func(a, b HeldDownRelay) int { return a.Addr.Compare(b.Addr) })
+	sort.Slice(s.HeldDown, func(i, j int) bool { return s.HeldDown[i].Addr.Compare(s.HeldDown[j].Addr) < 0 })
 	return s
 }

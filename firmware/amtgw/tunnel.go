@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/blockcast/beacon/shared/amt"
@@ -502,11 +503,12 @@ func (t *tunnel) channelsOf(cyc *cycle) []Channel {
 }
 
 func sortChannels(chs []Channel) {
-	slices.SortFunc(chs, func(a, b Channel) int {
-		if c := a.Group.Compare(b.Group); c != 0 {
-			return c
+	// sort.Slice, not slices.SortFunc: see Gateway.State.
+	sort.Slice(chs, func(i, j int) bool {
+		if c := chs[i].Group.Compare(chs[j].Group); c != 0 {
+			return c < 0
 		}
-		return a.Source.Compare(b.Source)
+		return chs[i].Source.Less(chs[j].Source)
 	})
 }
 

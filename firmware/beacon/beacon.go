@@ -26,6 +26,7 @@ import (
 	"github.com/blockcast/beacon/firmware/amtgw"
 	"github.com/blockcast/beacon/firmware/castclient"
 	"github.com/blockcast/beacon/firmware/mcrecv"
+	"github.com/blockcast/beacon/firmware/receipts"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/connguard"
 	"github.com/blockcast/beacon/shared/ctrlmsg"
@@ -71,6 +72,9 @@ type Options struct {
 	StatusPage bool     // serve the read-only status page (GET / and /v1/status) on Listen
 	AllowHosts []string // Host names the status page and the local API answer to besides IP literals, localhost and --lan-url's host
 
+	// Objects castd sends by multicast (firmware/mcrecv).
+	MulticastReceive string // auto (default), native, amt or off
+	MulticastIface   string // WAN interface for native joins ("": the default route's)
 	// On-chain anchoring (onchain.go). SolanaRPC is the JSON-RPC endpoint;
 	// OnchainRegister records the registration there when it has no record
 	// (the node key pays); RequireOnchain refuses a CAST key not recorded
@@ -80,9 +84,11 @@ type Options struct {
 	RequireOnchain  bool
 	CastSig         string
 	OnchainPoll     time.Duration // status polling of a sent transaction (default 1 s)
-	// Objects castd sends by multicast (firmware/mcrecv).
-	MulticastReceive string // auto (default), native, amt or off
-	MulticastIface   string // WAN interface for native joins ("": the default route's)
+	// Delivery receipts (see package receipts): one signed receipt per
+	// ReceiptInterval (DefaultReceiptInterval); unacknowledged ones are
+	// sent again every ReceiptResend (DefaultReceiptResend).
+	ReceiptInterval time.Duration
+	ReceiptResend   time.Duration
 }
 
 // Defaults of Options: ensureDefaults gives them to zero fields, and the
@@ -97,6 +103,9 @@ const (
 	// DefaultMaxConns: a router has a few thousand file descriptors and
 	// little RAM, and a home's devices need far fewer.
 	DefaultMaxConns = 256
+
+	DefaultReceiptInterval = receipts.DefaultInterval
+	DefaultReceiptResend   = receipts.DefaultResendEvery
 )
 
 // The beacon command's defaults for what Options leave off when empty: the
@@ -159,6 +168,7 @@ func (o *Options) check() error {
 	}{
 		{"CacheSize", o.CacheSize < 0}, {"CheckInterval", o.CheckInterval < 0}, {"HealthInterval", o.HealthInterval < 0},
 		{"MaxConns", o.MaxConns < 0}, {"WriteStall", o.WriteStall < 0}, {"BodyTimeout", o.BodyTimeout < 0},
+		{"ReceiptInterval", o.ReceiptInterval < 0}, {"ReceiptResend", o.ReceiptResend < 0},
 	} {
 		if f.neg {
 			return fieldError(f.name, errors.New("must not be negative"))
@@ -183,11 +193,11 @@ func (o *Options) check() error {
 			return fieldError("AMTJoins", fmt.Errorf("%q: reemit needs LANInterface", s))
 		}
 	}
-	if err := o.checkOnchain(); err != nil {
-		return err
-	}
 	if _, err := mcrecv.ParseMode(o.multicastMode()); err != nil {
 		return fieldError("MulticastReceive", err)
+	}
+	if err := o.checkOnchain(); err != nil {
+		return err
 	}
 	return checkAllowHosts(o.AllowHosts)
 }
@@ -227,6 +237,7 @@ type Beacon struct {
 	mc    *mcrecv.Receiver // nil: multicast reception off
 	// castKey caches the configured or pinned CAST key (pinnedCastKey).
 	castKey atomic.Pointer[identity.PublicKey]
+	book    *receipts.Book // delivery receipts (receipts.go)
 
 	started    time.Time
 	reregister chan struct{}
@@ -310,6 +321,11 @@ func New(opts Options) (*Beacon, error) {
 		b.store.Close()
 		return nil, fmt.Errorf("beacon: %w", err)
 	}
+	if err := b.openReceipts(); err != nil {
+		b.cache.Close()
+		b.store.Close()
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -331,7 +347,7 @@ func (b *Beacon) ID() string { return b.key.ID() }
 
 // Close flushes and closes the cache.
 func (b *Beacon) Close() error {
-	return errors.Join(b.cache.Close(), b.store.Close())
+	return errors.Join(b.cache.Close(), b.store.Close(), b.book.Close())
 }
 
 // Run serves until ctx ends.
@@ -368,7 +384,7 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 		return err
 	}
 	b.log.Info("beacon serving", "id", b.key.ID(), "addr", ln.Addr().String(), "castd", b.opts.CastURL, "version", b.opts.Version)
-	servers := []*http.Server{b.newServer(b.publicHandler())}
+	servers := []*http.Server{b.newServer(b.book.Wrap(b.publicHandler()))}
 	// Each listener has its own cap, so that end users holding every
 	// public slot cannot starve the local status and API.
 	lns := []net.Listener{connguard.Listener(ln, b.opts.WriteStall, b.opts.MaxConns)}
@@ -388,7 +404,8 @@ func (b *Beacon) Serve(ctx context.Context, ln, admin net.Listener) error {
 	b.addr = ln.Addr()
 	b.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() { defer wg.Done(); b.book.Run(ctx) }()
 	go func() { defer wg.Done(); b.registerLoop(ctx, ln.Addr()) }()
 	go func() {
 		defer wg.Done()
@@ -446,16 +463,17 @@ type Status struct {
 	Cache      httpcache.Stats `json:"cache"`
 	Control    *ControlStatus  `json:"control,omitempty"`
 
-	Started      time.Time  `json:"started"`
-	UptimeS      int64      `json:"uptime_s"`
-	RegisteredAt time.Time  `json:"registered_at,omitzero"` // last successful registration
-	CastdView    *CastdView `json:"castd_view,omitempty"`   // castd's answer to the last check
-	CheckEvery   string     `json:"check_every"`            // how often castd is asked
-	CacheMax     int64      `json:"cache_max_bytes"`        // --cache-size
-	HitRatio     float64    `json:"hit_ratio"`              // hits / (hits + misses)
-	AMT          AMTStatus  `json:"amt"`
-	Problems     []Problem  `json:"problems,omitempty"` // recent warnings and errors, newest first
-	Wallet       string     `json:"wallet"`             // the wallet file's path (never its contents)
+	Started      time.Time      `json:"started"`
+	UptimeS      int64          `json:"uptime_s"`
+	RegisteredAt time.Time      `json:"registered_at,omitzero"` // last successful registration
+	CastdView    *CastdView     `json:"castd_view,omitempty"`   // castd's answer to the last check
+	CheckEvery   string         `json:"check_every"`            // how often castd is asked
+	CacheMax     int64          `json:"cache_max_bytes"`        // --cache-size
+	HitRatio     float64        `json:"hit_ratio"`              // hits / (hits + misses)
+	AMT          AMTStatus      `json:"amt"`
+	Problems     []Problem      `json:"problems,omitempty"` // recent warnings and errors, newest first
+	Wallet       string         `json:"wallet"`             // the wallet file's path (never its contents)
+	Receipts     receipts.Stats `json:"receipts"`           // delivery receipts: sealed, sent, waiting for castd
 }
 
 // ControlStatus is the MQTT agent's side of Status.
@@ -467,6 +485,7 @@ type ControlStatus struct {
 // Status reports the beacon's state.
 func (b *Beacon) Status() Status {
 	amt := b.amtStatus()
+	rst := b.book.Stats()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := Status{
@@ -475,6 +494,7 @@ func (b *Beacon) Status() Status {
 		LastError: b.lastErr, Cache: b.cache.Stats(), Control: b.controlStatus(),
 		Started: b.started, UptimeS: int64(time.Since(b.started).Seconds()), RegisteredAt: b.regAt,
 		CheckEvery: b.opts.CheckInterval.String(), CacheMax: b.opts.CacheSize, AMT: amt, Wallet: b.opts.KeyFile,
+		Receipts: rst,
 	}
 	if b.view != nil {
 		v := *b.view
@@ -543,6 +563,7 @@ func (st Status) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "hit ratio   %.1f%% (%d hits, %d misses)\n", 100*ratio, c.Hits, c.Misses)
 	fmt.Fprintf(w, "served      %s to users, %s from upstream\n", cli.FormatBytes(c.BytesServed), cli.FormatBytes(c.UpstreamBytes))
 	fmt.Fprintf(w, "AMT         %d tunnels, %d channels\n", len(st.AMT.Tunnels), len(st.AMT.Channels))
+	fmt.Fprintf(w, "receipts    %d sealed (%d requests), %d waiting for castd\n", st.Receipts.Sealed, st.Receipts.Requests, st.Receipts.Pending)
 	fmt.Fprintf(w, "wallet      %s (back it up)\n", st.Wallet)
 }
 
@@ -576,6 +597,9 @@ func (b *Beacon) adminHandler() http.Handler {
 		func(ln net.Listener) float64 { return float64(connguard.InUse(ln)) })
 	listenerStat("beacon_http_write_stalls_total", "Responses cut off because the client accepted no byte for --write-stall-timeout.", metrics.Counter,
 		func(ln net.Listener) float64 { return float64(connguard.Stalls(ln)) })
+	m.Func("beacon_receipts_pending", "Signed delivery receipts on disk that castd has not acknowledged.", metrics.Gauge, func() float64 {
+		return float64(b.book.Stats().Pending)
+	})
 	mux.Handle(protocol.PathMetrics, m)
 	mux.HandleFunc(protocol.PathAMT, b.handleAMT)
 	mux.HandleFunc(protocol.PathAMT+"/", b.handleAMT)

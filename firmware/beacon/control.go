@@ -83,6 +83,7 @@ func (b *Beacon) ensureAgent(ctx context.Context, brokerURL string, castKey iden
 		Health:    b.health,
 		Handle:    b.handleCommand,
 		Logger:    b.log.With("component", "agent"),
+		OnConnect: b.book.Kick,
 		OnRefused: func(error) {
 			// castd's broker knows only registered nodes.
 			go b.forceRegister(ctx)
@@ -233,6 +234,8 @@ func (b *Beacon) handleCommand(ctx context.Context, c ctrlmsg.Command) ctrlmsg.R
 		default:
 		}
 		res.OK, res.Detail = true, "registering again"
+	case ctrlmsg.OpReceiptAck, ctrlmsg.OpReceiptRecords:
+		return b.book.HandleCommand(c) // frequent: logged by the book, not here
 	case ctrlmsg.OpAMTJoin, ctrlmsg.OpAMTLeave:
 		detail, err := b.runAMTCommand(c.Op, c.Arg)
 		if err != nil {

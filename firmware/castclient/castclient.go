@@ -228,7 +228,7 @@ func (c *Client) Fetch(ctx context.Context, key string, cond http.Header) (*http
 }
 
 // HeaderMulticast asks castd for a multicast offer (protocol.HeaderMulticast).
-const HeaderMulticast = "Blockcast-Multicast"
+const HeaderMulticast = protocol.HeaderMulticast
 
 // IsOffer reports whether resp is castd's multicast offer.
 func IsOffer(resp *http.Response) bool {

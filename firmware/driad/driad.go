@@ -15,7 +15,6 @@
 package driad
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -273,9 +273,9 @@ func (r *Resolver) LookupHost(ctx context.Context, host string) ([]netip.Addr, e
 	if err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(addrs, func(a, b netip.Addr) int {
-		return cmp.Compare(family(a), family(b))
-	})
+	// sort.SliceStable, not slices.SortStableFunc: each element type
+	// slices sorts instantiates its own sorting code on flash.
+	sort.SliceStable(addrs, func(i, j int) bool { return family(addrs[i]) < family(addrs[j]) })
 	out := addrs[:0]
 	for _, a := range addrs {
 		if usable(a) {
@@ -293,7 +293,7 @@ func (r *Resolver) LookupHost(ctx context.Context, host string) ([]netip.Addr, e
 // over the relays an operator lists with the same precedence).
 func Order(relays []Relay) {
 	rand.Shuffle(len(relays), func(i, j int) { relays[i], relays[j] = relays[j], relays[i] })
-	slices.SortStableFunc(relays, func(a, b Relay) int { return cmp.Compare(a.Precedence, b.Precedence) })
+	sort.SliceStable(relays, func(i, j int) bool { return relays[i].Precedence < relays[j].Precedence })
 }
 
 func family(a netip.Addr) int {

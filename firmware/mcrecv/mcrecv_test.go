@@ -781,3 +781,26 @@ func TestUnicastRedial(t *testing.T) {
 		t.Errorf("%d joins, bytes %v, outcomes %v", f.castd.joins.Load(), st.Bytes, st.Objects)
 	}
 }
+
+// TestReaderNeverReads: the body is never read and the context ends: the
+// reception ends too, its slot comes back, and nothing blocks.
+func TestReaderNeverReads(t *testing.T) {
+	f := newFixture(t, 6*blkLen*symLen, 1000, Native, func(o *Options) { o.MaxBuffered = symLen; o.MaxObjects = 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	resp, err := f.r.Take(ctx, f.s.m.URL, f.s.offer(f.castd.addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(300 * time.Millisecond) // early blocks fill the pipe, then the writer blocks
+	cancel()
+	if st := waitIdle(t, f.r); st.Objects["failed"] != 1 {
+		t.Errorf("outcomes %v", st.Objects)
+	}
+	select {
+	case f.r.slots <- struct{}{}:
+		<-f.r.slots
+	default:
+		t.Error("the object's slot was not given back")
+	}
+}

@@ -101,6 +101,9 @@ func (o *object) label() string {
 func (o *object) run(ctx context.Context) {
 	r := o.r
 	log := r.log.With("key", o.key, "tsi", o.m.TSI, "toi", o.m.TOI)
+	// A write blocked on a reader that stopped reading must not outlive ctx.
+	stop := context.AfterFunc(ctx, func() { o.pw.CloseWrite(ctx.Err()) })
+	defer stop()
 	outcome, err := o.receive(ctx)
 	if err == nil && !o.a.Done() {
 		err = errors.New("incomplete")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/blockcast/beacon/shared/amt"
 	"github.com/blockcast/beacon/shared/protocol"
+	"github.com/blockcast/beacon/shared/receipt"
 )
 
 // The grammar of each op's Arg lives here, beside the ops, so that castd
@@ -35,6 +36,14 @@ func CheckArg(op, arg string) error {
 	case OpAMTJoin, OpAMTLeave:
 		_, err = ParseChannelSpec(arg)
 	case OpReregister:
+	case OpReceiptAck:
+		if _, err = receipt.ParseAck(arg); err != nil {
+			err = fmt.Errorf("%w: %w", ErrBadArg, err)
+		}
+	case OpReceiptRecords:
+		if _, _, err = receipt.ParseAudit(arg); err != nil {
+			err = fmt.Errorf("%w: %w", ErrBadArg, err)
+		}
 	default:
 		return fmt.Errorf("%w %q", ErrUnknownOp, op)
 	}

@@ -136,11 +136,17 @@ const (
 	// optionally followed by " relay=ADDR[:PORT]" and " reemit" (join only).
 	OpAMTJoin  = "amt-join"
 	OpAMTLeave = "amt-leave"
+	// OpReceiptAck tells the beacon castd has stored receipts (Arg:
+	// receipt.FormatAck); OpReceiptRecords asks for records of one receipt
+	// with their Merkle proofs (Arg: receipt.FormatAudit), answered with a
+	// KindRecords message on the receipt topic.
+	OpReceiptAck     = "receipt-ack"
+	OpReceiptRecords = "receipt-records"
 )
 
 // ops lists every Op constant; KnownOp and Ops read it, so that a new op
 // is added in one place.
-var ops = [...]string{OpPurge, OpPrefetch, OpReregister, OpAMTJoin, OpAMTLeave}
+var ops = [...]string{OpPurge, OpPrefetch, OpReregister, OpAMTJoin, OpAMTLeave, OpReceiptAck, OpReceiptRecords}
 
 // KnownOp reports whether op is one of the Op constants.
 func KnownOp(op string) bool {

@@ -556,7 +556,7 @@ func TestBodyValidation(t *testing.T) {
 	if !KnownOp(OpPurge) || !KnownOp(OpPrefetch) || !KnownOp(OpReregister) || KnownOp("rm -rf") {
 		t.Fatal("KnownOp")
 	}
-	want := []string{OpPurge, OpPrefetch, OpReregister, OpAMTJoin, OpAMTLeave}
+	want := []string{OpPurge, OpPrefetch, OpReregister, OpAMTJoin, OpAMTLeave, OpReceiptAck, OpReceiptRecords}
 	if got := Ops(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("Ops() = %v, want %v", got, want)
 	}

@@ -34,6 +34,10 @@ const (
 	KindHealth Kind = "health"
 	KindCmd    Kind = "cmd"
 	KindResult Kind = "result"
+	// KindReceipt (a receipt.Signed) and KindRecords (a receipt.Records,
+	// the answer to an audit) travel on the receipt topic.
+	KindReceipt Kind = "receipt"
+	KindRecords Kind = "records"
 )
 
 // leaf returns the topic leaf a kind travels on.
@@ -47,6 +51,8 @@ func (k Kind) leaf() (Leaf, bool) {
 		return LeafCmd, true
 	case KindResult:
 		return LeafResult, true
+	case KindReceipt, KindRecords:
+		return LeafReceipt, true
 	}
 	return "", false
 }

@@ -15,7 +15,7 @@
 //	blockcast/v1/node/<id>/health   node → castd, every interval
 //	blockcast/v1/node/<id>/cmd      castd → node, signed by the CAST key
 //	blockcast/v1/node/<id>/result   node → castd, the outcome of a command
-//	blockcast/v1/node/<id>/receipt  node → castd, reserved for delivery receipts
+//	blockcast/v1/node/<id>/receipt  node → castd, signed delivery receipts and audit replies (package receipt)
 //
 // Payload (the envelope):
 //
@@ -51,7 +51,7 @@ const (
 	LeafHealth  Leaf = "health"  // periodic health report
 	LeafCmd     Leaf = "cmd"     // commands from castd, signed by the CAST key
 	LeafResult  Leaf = "result"  // command results from the node
-	LeafReceipt Leaf = "receipt" // reserved: signed delivery receipts
+	LeafReceipt Leaf = "receipt" // signed delivery receipts and audit replies
 )
 
 // ErrBadTopic is wrapped by ParseTopic's errors.

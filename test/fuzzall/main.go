@@ -36,7 +36,7 @@ type result struct {
 
 func main() {
 	fuzztime := flag.String("fuzztime", "10s", "how long each target runs (go test -fuzztime)")
-	match := flag.String("run", "", "only targets whose package/name contains this")
+	match := flag.String("run", "", "only targets whose package/name matches this regular expression (a plain name matches where it appears)")
 	logDir := flag.String("logs", "", "directory for each target's output (default: a temporary one)")
 	jobs := flag.Int("jobs", 1, "targets fuzzed at once; each gets GOMAXPROCS/jobs workers (at least 1)")
 	flag.Parse()
@@ -54,6 +54,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fuzzall:", err)
 		os.Exit(2)
 	}
+	re, err := regexp.Compile(*match)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fuzzall: --run:", err)
+		os.Exit(2)
+	}
 	pkgs, err := goList(ctx)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fuzzall:", err)
@@ -69,7 +74,7 @@ func main() {
 			continue
 		}
 		for _, t := range targets {
-			if *match == "" || strings.Contains(pkg+"/"+t, *match) {
+			if re.MatchString(pkg + "/" + t) {
 				todo = append(todo, job{pkg, t})
 			}
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/blockcast/beacon/cloud/castd"
 	"github.com/blockcast/beacon/cloud/clientip"
 	"github.com/blockcast/beacon/cloud/relayadmin"
+	"github.com/blockcast/beacon/cloud/report"
 	"github.com/blockcast/beacon/shared/cli"
 )
 
@@ -40,6 +41,10 @@ Relays are routed to only for the prefixes the operator approves
 (castd relays list|approve|revoke, see castd relays --help) or assigns in
 the --coverage-zone file.
 
+Node owners sign in on the dashboard with their wallet, see their own
+nodes and offer capacity contracts; castd report (see castd report
+--help) gives per node, per owner and per contract figures as CSV.
+
 Content URLs: GET http://CASTD/<path> answers 302 to where the user should
 fetch <path>. Upstream CDNs that redirect themselves ask
 GET /v1/route?path=/<path>&client=<ip> for the same decision as JSON.
@@ -52,6 +57,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "relays" {
 		return relayadmin.Run(args[1:], stdout, stderr, nil)
+	}
+	if len(args) > 0 && args[0] == "report" {
+		return report.Run(args[1:], stdout, stderr, nil)
 	}
 	fs := flag.NewFlagSet("castd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -99,6 +107,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&opts.AMTGatewayAddr, "amt-gateway-addr", false, "tell gateways the address the relay sees (G flag; some gateways, e.g. VLC, do not expect it)")
 	fs.IntVar(&opts.AMTMaxGateways, "amt-max-gateways", castd.DefaultAMTMaxGateways, "tunnels the relay accepts before it sets the L flag")
 	finishMulticast := multicastFlags(fs, &opts)
+	fs.DurationVar(&opts.OwnerSessionTTL, "owner-session-ttl", castd.DefaultOwnerSessionTTL, "how long an owner's wallet sign-in (dashboard, /v1/owner/...) lasts")
+	fs.DurationVar(&opts.HistoryInterval, "history-interval", castd.DefaultHistoryInterval, "how often node availability is sampled for capacity contracts (castd report)")
 	fs.BoolVar(&showVersion, "version", false, "print the version and exit")
 	logOpts.AddFlags(fs)
 	fs.Usage = cli.Usage(fs, "CASTD", intro)

@@ -2,7 +2,8 @@
 // checks the flash budget. The Makefile's cross and size targets run it.
 //
 //	cross build --out .build/cross --version v1.2.3 [--only mipsle,arm64]
-//	cross size  --out .build/cross --packages .build/pkg
+//	cross size  --out .build/cross --packages .build/pkg [--multicast]
+//	cross shares [--target mipsle] [--top 40] [--base FILE] [--keep FILE]
 //	cross targets
 package main
 
@@ -32,7 +33,12 @@ func main() {
 
 const usage = `usage:
   cross build --out DIR --version V [--only NAME,...]   build, write DIR/manifest.json
-  cross size --out DIR --packages DIR                   sizes; fails over the flash budget
+  cross size --out DIR --packages DIR [--multicast]     sizes; fails over the flash budget
+                                                        (--multicast: also the beacon with
+                                                        the multicast receive path linked)
+  cross shares [--target T] [--top N] [--base FILE] [--keep FILE]
+                                                        each package's bytes in the beacon
+                                                        with multicast, unstripped build
   cross targets                                         print the target list
 `
 
@@ -48,6 +54,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	version := fs.String("version", "dev", "version stamped into the binaries")
 	only := fs.String("only", "", "comma-separated target names (default: all)")
 	pkgDir := fs.String("packages", ".build/pkg", "directory the packages were written to")
+	multicast := fs.Bool("multicast", false, "size: also build and check the "+cross.FlashBudget.Target+" beacon with the multicast receive path ("+cross.ProbeName+")")
+	target := fs.String("target", cross.FlashBudget.Target, "shares: target to build")
+	top := fs.Int("top", 40, "shares: packages to list (0: all)")
+	base := fs.String("base", "", "shares: an unstripped binary to compare with (a before column)")
+	keep := fs.String("keep", "", "shares: keep the unstripped build at this path (for a later --base)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -106,7 +117,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		if err := cross.SizeReport(stdout, m, pkgs, cross.FlashBudget); err != nil {
+		err = cross.SizeReport(stdout, m, pkgs, cross.FlashBudget)
+		if *multicast {
+			err = errors.Join(err, sizeMulticast(ctx, stdout, log, *out, m, pkgs))
+		}
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			if errors.Is(err, cross.ErrOverBudget) {
 				return 3
@@ -114,8 +129,103 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "shares":
+		if err := shares(ctx, stdout, log, *target, *top, *base, *keep); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+}
+
+// sizeMulticast builds the budget target's beacon with the multicast
+// receive path linked (cross.BuildProbe) into out/<target>-multicast and
+// checks it against the flash budget. Its package size is estimated from
+// its gzip size and the ratio of the largest real package to the gzip size
+// of the binary inside it (apk runs a few percent above a plain gzip).
+func sizeMulticast(ctx context.Context, stdout io.Writer, log *slog.Logger, out string, m *cross.Manifest, pkgs []cross.PackageFile) error {
+	t, err := cross.Lookup(cross.FlashBudget.Target)
+	if err != nil {
+		return err
+	}
+	root, err := cross.ModuleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(out, t.Name+"-multicast", "beacon")
+	a, err := cross.BuildProbe(ctx, cross.BuildOptions{Root: root, OutDir: out, Version: m.Version, Log: log}, t, bin, true)
+	if err != nil {
+		return err
+	}
+	gz, err := cross.GzipSize(a.Binary)
+	if err != nil {
+		return err
+	}
+	if plain, ok := m.Find(t.Name); ok {
+		var largest int64
+		for _, p := range pkgs {
+			if p.Target == t.Name && p.Size > largest {
+				largest = p.Size
+			}
+		}
+		if plainGz, err := cross.GzipSize(plain.Binary); err == nil && largest > plainGz {
+			gz = gz * largest / plainGz
+		}
+	}
+	return cross.ProbeReport(stdout, a, gz, cross.FlashBudget)
+}
+
+// shares builds target's beacon with the multicast receive path, unstripped,
+// and prints each package's bytes (largest first), next to base's when
+// given.
+func shares(ctx context.Context, stdout io.Writer, log *slog.Logger, target string, top int, base, keep string) error {
+	t, err := cross.Lookup(target)
+	if err != nil {
+		return err
+	}
+	root, err := cross.ModuleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	bin := keep
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "beacon-shares")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		bin = filepath.Join(dir, "beacon")
+	}
+	a, err := cross.BuildProbe(ctx, cross.BuildOptions{Root: root, OutDir: filepath.Dir(bin), Version: "dev", Log: log}, t, bin, false)
+	if err != nil {
+		return err
+	}
+	now, total, err := sharesOf(a.Binary)
+	if err != nil {
+		return err
+	}
+	var before []cross.Share
+	if base != "" {
+		if before, _, err = sharesOf(base); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "%s beacon with multicast, unstripped: %d bytes in loaded sections\n", t.Name, total)
+	return cross.WriteShares(stdout, now, total, before, top)
+}
+
+func sharesOf(path string) ([]cross.Share, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	s, total, err := cross.Shares(f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, total, nil
 }

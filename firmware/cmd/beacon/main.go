@@ -100,6 +100,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.MQTTURL, "mqtt-url", "", "control-plane MQTT broker (default: the one castd names at registration)")
 	fs.StringVar(&opts.CastKey, "cast-key", "", "CAST key (base58) that must sign castd's commands (default: learned at first registration, then pinned)")
 	fs.DurationVar(&opts.HealthInterval, "health-interval", beacon.DefaultHealthInterval, "how often a health report is sent to castd")
+	fs.DurationVar(&opts.ReceiptInterval, "receipt-interval", beacon.DefaultReceiptInterval, "how often a signed delivery receipt of what was served is made for castd")
+	fs.DurationVar(&opts.ReceiptResend, "receipt-resend", beacon.DefaultReceiptResend, "how often receipts castd has not acknowledged are sent again (also after each reconnect)")
 	fs.StringVar(&opts.AMTRelay, "amt-relay", "", "AMT relay HOST[:PORT] or ADDR[:PORT] for channels whose join names none; a name is resolved at join time and again when the relay stops answering (default: DRIAD)")
 	fs.IntVar(&opts.MaxConns, "max-conns", beacon.DefaultMaxConns, "end users' connections open at once; more wait in the backlog")
 	fs.DurationVar(&opts.WriteStall, "write-stall-timeout", beacon.DefaultWriteStall, "drop a client that accepts no response byte for this long")
@@ -187,8 +189,9 @@ var fieldFlags = map[string]string{
 	"CastURL": "cast-url", "StateDir": "state-dir", "CacheSize": "cache-size", "CheckInterval": "check-interval",
 	"HealthInterval": "health-interval", "MaxConns": "max-conns", "WriteStall": "write-stall-timeout",
 	"BodyTimeout": "body-timeout", "LANURL": "lan-url", "AllowHosts": "allow-host", "AMTRelay": "amt-relay",
-	"AMTJoins": "amt-join", "SolanaRPC": "solana-rpc", "OnchainRegister": "onchain-register",
-	"RequireOnchain": "require-onchain", "CastSig": "cast-sig", "MulticastReceive": "multicast-receive",
+	"AMTJoins": "amt-join", "MulticastReceive": "multicast-receive", "SolanaRPC": "solana-rpc", "OnchainRegister": "onchain-register",
+	"RequireOnchain": "require-onchain", "CastSig": "cast-sig",
+	"ReceiptInterval": "receipt-interval", "ReceiptResend": "receipt-resend",
 }
 
 // keyFlags parses the --key / --state-dir pair the key subcommands share.

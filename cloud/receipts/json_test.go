@@ -1,0 +1,14 @@
+package receipts
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func mustJSON(t testing.TB, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
