@@ -11,6 +11,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/shared/lossconn"
 	"github.com/blockcast/beacon/shared/manifest"
 )
 
@@ -138,6 +139,9 @@ func (u *UDPSink) Send(ch manifest.Channel, pkt []byte) error {
 	}
 	if !ch.Group.IsMulticast() {
 		return fmt.Errorf("mcsend: group %v is not multicast", ch.Group)
+	}
+	if lossconn.DropTx() { // test hook, off unless BLOCKCAST_TEST_LOSS is set
+		return nil
 	}
 	_, err := c.WriteToUDPAddrPort(pkt, netip.AddrPortFrom(ch.Group, ch.Port))
 	return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/blockcast/beacon/shared/alc"
 	"github.com/blockcast/beacon/shared/amt"
+	"github.com/blockcast/beacon/shared/lossconn"
 	"github.com/blockcast/beacon/shared/manifest"
 	"github.com/blockcast/beacon/shared/mcproto"
 	"golang.org/x/net/ipv4"
@@ -53,7 +54,7 @@ func listenSSM(ch manifest.Channel, iface string) (nativeConn, error) {
 		return nil, err
 	}
 	_ = c.SetReadBuffer(1 << 20)
-	return c, nil // closing the socket leaves the channel
+	return lossconn.Wrap(c), nil // closing the socket leaves the channel; lossconn: a test hook, off unless BLOCKCAST_TEST_LOSS is set
 }
 
 // channels holds the channel subscriptions, shared by the objects on one

@@ -91,7 +91,7 @@ func ssmChild(t *testing.T) {
 	sendFrom("10.9.0.2", "other source")
 	sendFrom("10.9.0.1", "channel source")
 	buf := make([]byte, 100)
-	c.(*net.UDPConn).SetReadDeadline(time.Now().Add(2 * time.Second))
+	c.(interface{ SetReadDeadline(time.Time) error }).SetReadDeadline(time.Now().Add(2 * time.Second))
 	n, from, err := c.ReadFromUDPAddrPort(buf)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func ssmChild(t *testing.T) {
 	if string(buf[:n]) != "channel source" || from.Addr() != netip.MustParseAddr("10.9.0.1") {
 		t.Fatalf("got %q from %v", buf[:n], from)
 	}
-	c.(*net.UDPConn).SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	c.(interface{ SetReadDeadline(time.Time) error }).SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, from, err := c.ReadFromUDPAddrPort(buf); err == nil {
 		t.Fatalf("also got %q from %v", buf[:n], from)
 	}

@@ -272,8 +272,14 @@ type Result struct {
 // Fetch GETs url as an end user's client does, following redirects (at most
 // 5) and recording each hop. extra headers go on every request.
 func Fetch(ctx context.Context, url string, extra http.Header) (*Result, error) {
+	return FetchVia(ctx, nil, url, extra)
+}
+
+// FetchVia is Fetch with connections made by dial (nil: the default), e.g.
+// a network namespace's DialContext.
+func FetchVia(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), url string, extra http.Header) (*Result, error) {
 	client := &http.Client{
-		Transport: &http.Transport{DisableCompression: true, Proxy: nil},
+		Transport: &http.Transport{DisableCompression: true, Proxy: nil, DialContext: dial},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},

@@ -37,10 +37,16 @@ func StartOrigin() (*Origin, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ServeOrigin(ln), nil
+}
+
+// ServeOrigin serves on ln, e.g. a listener made inside a network
+// namespace.
+func ServeOrigin(ln net.Listener) *Origin {
 	o := &Origin{URL: "http://" + ln.Addr().String(), ln: ln, hits: map[string]int{}, cond: map[string]int{}}
 	o.srv = &http.Server{Handler: o, ReadHeaderTimeout: 10 * time.Second}
 	go o.srv.Serve(ln)
-	return o, nil
+	return o
 }
 
 // Close stops the origin.
