@@ -14,6 +14,7 @@ import (
 
 	"github.com/blockcast/beacon/cloud/castd"
 	"github.com/blockcast/beacon/cloud/clientip"
+	"github.com/blockcast/beacon/cloud/contractcmd"
 	"github.com/blockcast/beacon/cloud/receiptcmd"
 	"github.com/blockcast/beacon/cloud/relayadmin"
 	"github.com/blockcast/beacon/cloud/report"
@@ -65,6 +66,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "receipts" {
 		return receiptcmd.Run(args[1:], stdout, stderr, nil)
+	}
+	if len(args) > 0 && args[0] == "contracts" {
+		return contractcmd.Run(args[1:], stdout, stderr, nil)
 	}
 	if len(args) > 0 && args[0] == "report" {
 		return report.Run(args[1:], stdout, stderr, nil)
