@@ -109,4 +109,3 @@ func FuzzDecodeView(f *testing.F) {
 		_ = v.Contract.Verify()
 	})
 }
-
