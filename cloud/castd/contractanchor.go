@@ -18,6 +18,7 @@ type ContractAnchor struct {
 	Slot      uint64 `json:"slot,omitempty"`
 	Confirmed bool   `json:"confirmed"`
 	Pending   bool   `json:"pending,omitempty"` // sent, not seen confirmed yet
+	Off       bool   `json:"off,omitempty"`     // castd runs without --solana-rpc: it does not anchor
 }
 
 // startContractAnchor anchors accepted contracts on SolanaRPC (with it)
@@ -53,7 +54,7 @@ func (s *Server) contractAnchor(id string) *ContractAnchor {
 	if err != nil {
 		return nil
 	}
-	v := &ContractAnchor{Memo: memo, CastKey: s.key.ID()}
+	v := &ContractAnchor{Memo: memo, CastKey: s.key.ID(), Off: s.onchain == nil}
 	st, ok, err := s.owners.contracts.AnchorState(id)
 	if err != nil {
 		s.log.Warn("reading a contract's anchor", "id", id, "err", err)
