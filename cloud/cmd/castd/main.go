@@ -50,6 +50,9 @@ prints one receipt's proof (see castd receipts --help).
 Node owners sign in on the dashboard with their wallet, see their own
 nodes and offer capacity contracts; castd report (see castd report
 --help) gives per node, per owner and per contract figures as CSV.
+With --solana-rpc castd anchors each accepted contract on chain (memo
+blockcast:contract:v1:ID, paid by the CAST key); castd contracts verify
+checks it (see castd contracts --help).
 
 Content URLs: GET http://CASTD/<path> answers 302 to where the user should
 fetch <path>. Upstream CDNs that redirect themselves ask
