@@ -26,7 +26,7 @@ import (
 
 // ErrInFlight: a transaction sent for the day may still land; the day is
 // tried again once it has landed or its blockhash has expired.
-var ErrInFlight = errors.New("anchor: an earlier transaction for the day may still land")
+var ErrInFlight = cloudon.ErrInFlight
 
 // Options configure an Anchorer.
 type Options struct {
@@ -172,44 +172,22 @@ func (a *Anchorer) done(d time.Time, st *receipts.AnchorState, sig string, slot 
 	return nil
 }
 
-// resolve looks for the day's pending transactions on chain: one landed
-// makes the day done (true); while any may still land, ErrInFlight; when
-// all have expired without landing, they are forgotten and the day is
-// published again (false).
+// resolve looks for the day's pending transactions on chain
+// (cloudon.Resolve): one landed makes the day done (true); while any may
+// still land, ErrInFlight; when all have expired without landing, they are
+// forgotten and the day is published again (false).
 func (a *Anchorer) resolve(ctx context.Context, d time.Time, st *receipts.AnchorState) (bool, error) {
-	sigs := make([]solana.Signature, 0, len(st.Pending))
-	for _, p := range st.Pending {
-		s, err := solana.SignatureFromBase58(p.Signature)
-		if err != nil {
-			return false, fmt.Errorf("stored pending signature %q: %w", p.Signature, err)
-		}
-		sigs = append(sigs, s)
+	pending := make([]cloudon.Pending, len(st.Pending))
+	for i, p := range st.Pending {
+		pending[i] = cloudon.Pending{Signature: p.Signature, LastValid: p.LastValid}
 	}
-	res, err := a.o.RPC.GetSignatureStatuses(ctx, true, sigs...)
-	if err != nil {
-		return false, fmt.Errorf("%w: getSignatureStatuses: %w", cloudon.ErrUnavailable, err)
-	}
-	if len(res.Value) != len(sigs) {
-		return false, fmt.Errorf("%w: getSignatureStatuses answered %d of %d", cloudon.ErrUnavailable, len(res.Value), len(sigs))
-	}
-	var lastValid uint64
-	for i, s := range res.Value {
-		lastValid = max(lastValid, st.Pending[i].LastValid)
-		if s == nil || s.Err != nil {
-			continue
-		}
-		if s.ConfirmationStatus == rpc.ConfirmationStatusConfirmed || s.ConfirmationStatus == rpc.ConfirmationStatusFinalized {
-			a.log.Info("daily anchor found on chain (sent before a restart)", "day", st.Day, "tx", st.Pending[i].Signature)
-			return true, a.done(d, st, st.Pending[i].Signature, s.Slot)
-		}
-		return false, fmt.Errorf("%w: %s is %s", ErrInFlight, st.Pending[i].Signature, s.ConfirmationStatus)
-	}
-	h, err := a.o.RPC.GetBlockHeight(ctx, rpc.CommitmentConfirmed)
-	if err != nil {
-		return false, fmt.Errorf("%w: getBlockHeight: %w", cloudon.ErrUnavailable, err)
-	}
-	if h <= lastValid {
-		return false, fmt.Errorf("%w: not seen yet, valid until block height %d (now %d)", ErrInFlight, lastValid, h)
+	l, ok, err := cloudon.Resolve(ctx, a.o.RPC, pending)
+	switch {
+	case err != nil:
+		return false, err
+	case ok:
+		a.log.Info("daily anchor found on chain (sent before a restart)", "day", st.Day, "tx", l.Signature)
+		return true, a.done(d, st, l.Signature, l.Slot)
 	}
 	a.log.Info("earlier anchor transactions expired without landing; publishing the day again", "day", st.Day, "expired", len(st.Pending))
 	st.Pending = nil

@@ -518,6 +518,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	s.startCastRecord(ctx, &bg)
 	s.startAnchor(ctx, &bg)
+	s.startContractAnchor(ctx, &bg)
 	bg.Add(1)
 	go func() {
 		defer bg.Done()

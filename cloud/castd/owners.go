@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockcast/beacon/cloud/contracts"
@@ -47,6 +48,7 @@ type owners struct {
 	history    *history.History
 	challenges *ratelimit.PerAddr
 	interval   time.Duration
+	anchorer   atomic.Pointer[contracts.Anchorer] // with --solana-rpc (contractanchor.go)
 }
 
 // initOwners opens the contract store and the history; New calls it.
@@ -296,6 +298,7 @@ func (s *Server) handleOwnerNodes(w http.ResponseWriter, r *http.Request) {
 type ContractView struct {
 	Contract   contracts.Contract   `json:"contract"`
 	Evaluation contracts.Evaluation `json:"evaluation"`
+	Anchor     *ContractAnchor      `json:"anchor,omitempty"`
 }
 
 func (s *Server) handleContracts(w http.ResponseWriter, r *http.Request) {
@@ -319,7 +322,7 @@ func (s *Server) handleContracts(w http.ResponseWriter, r *http.Request) {
 				s.fail(w, r, http.StatusInternalServerError, err.Error())
 				return
 			}
-			views = append(views, ContractView{Contract: c, Evaluation: ev})
+			views = append(views, ContractView{Contract: c, Evaluation: ev, Anchor: s.contractAnchor(c.ID)})
 		}
 		writeJSON(w, views)
 	default:
@@ -340,7 +343,7 @@ func (s *Server) handleContracts(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, http.StatusInternalServerError, err.Error())
 			return
 		}
-		writeJSON(w, ContractView{Contract: c, Evaluation: ev})
+		writeJSON(w, ContractView{Contract: c, Evaluation: ev, Anchor: s.contractAnchor(c.ID)})
 	}
 }
 
@@ -376,6 +379,7 @@ func (s *Server) offerContract(w http.ResponseWriter, r *http.Request, sc scope)
 	}
 	s.log.Info("capacity contract accepted", "id", stored.ID, "owner", owner.String(), "node", stored.Offer.Node.String(),
 		"start", stored.Offer.Start, "end", stored.Offer.End)
+	s.kickContractAnchor()
 	w.Header().Set("Location", protocol.PathContracts+"/"+stored.ID)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

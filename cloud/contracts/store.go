@@ -36,6 +36,9 @@ func Open(path string, log *slog.Logger) (*Store, error) {
 	}
 	s := &Store{db: db, log: log, byID: map[string]Contract{}, byNode: map[string][]string{}}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketAnchors); err != nil {
+			return err
+		}
 		b, err := tx.CreateBucketIfNotExists(bucketContracts)
 		if err != nil {
 			return err

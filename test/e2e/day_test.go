@@ -142,6 +142,46 @@ func TestWholeDay(t *testing.T) {
 		t.Fatalf("contract: %d %s", st, body)
 	}
 
+	// The contract is anchored on chain by the CAST key (once, across the
+	// restart), and anyone checks it with `castd contracts verify`; a
+	// tampered copy is refused.
+	var anchored struct {
+		Anchor struct {
+			Memo      string `json:"memo"`
+			Signature string `json:"signature"`
+			Confirmed bool   `json:"confirmed"`
+		} `json:"anchor"`
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		st, body = apiCall(t, http.MethodGet, sys.CastdURL()+protocol.PathContracts+"/"+contract.ID, tok, nil)
+		if st == http.StatusOK && json.Unmarshal(body, &anchored) == nil && anchored.Anchor.Confirmed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("contract not anchored: %d %s\n%s", st, body, sys.Castd.Tail(3000))
+		}
+	}
+	if anchored.Anchor.Memo != onchain.ContractPrefix+contract.ID {
+		t.Fatalf("anchor memo %q", anchored.Anchor.Memo)
+	}
+	verify := func(args ...string) (string, int) {
+		out, errs, code := castdCmd(t, append([]string{"contracts", "verify", "--solana-rpc", chain.URL, "--cast-key", cast.ID()}, args...)...)
+		return out + errs, code
+	}
+	if out, code := verify("--url", sys.CastdURL(), "--token", tok, contract.ID); code != 0 || !strings.Contains(out, anchored.Anchor.Signature) {
+		t.Fatalf("contracts verify: exit %d: %s", code, out)
+	}
+	var saved map[string]json.RawMessage
+	json.Unmarshal(body, &saved)
+	saved["contract"] = bytes.Replace(saved["contract"], []byte(`"availability_hours": 1`), []byte(`"availability_hours": 2`), 1)
+	saved["contract"] = bytes.Replace(saved["contract"], []byte(`"availability_hours":1`), []byte(`"availability_hours":2`), 1)
+	tamperedFile := filepath.Join(t.TempDir(), "tampered.json")
+	raw, _ = json.Marshal(saved)
+	os.WriteFile(tamperedFile, raw, 0o600)
+	if out, code := verify("--file", tamperedFile); code != 1 || !strings.Contains(out, "REFUSED") || !strings.Contains(out, "does not verify") {
+		t.Fatalf("tampered contract: exit %d: %s", code, out)
+	}
+
 	// Evening: the day closes and its root is anchored; the first
 	// receipt's proof is given by castd and checked by the beacon.
 	prove := func(seq uint64) (string, string, int) {

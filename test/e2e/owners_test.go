@@ -145,6 +145,12 @@ func TestDashboardOwnerSignIn(t *testing.T) {
 	if h := page.EvalString(`document.querySelector('#contracts thead').textContent`); !strings.Contains(h, "Source") {
 		t.Errorf("the contracts table has no Source column: %q", h)
 	}
+	// castd runs without --solana-rpc here: the row says it does not
+	// anchor, and shows the memo the owner may record with its wallet.
+	chainCell := fmt.Sprintf(`(document.querySelector('#contracts tr[data-id=%q] td[data-label="On chain"]')||{}).textContent||""`, c.ID)
+	if cell := page.EvalString(chainCell); cell != "off"+"blockcast:contract:v1:"+c.ID {
+		t.Errorf("contract row's On chain cell: %q", cell)
+	}
 	if err := page.Screenshot(filepath.Join(out, "dashboard-owner.png")); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/blockcast/beacon/cloud/castd"
 	"github.com/blockcast/beacon/cloud/clientip"
+	"github.com/blockcast/beacon/cloud/contractcmd"
 	"github.com/blockcast/beacon/cloud/receiptcmd"
 	"github.com/blockcast/beacon/cloud/relayadmin"
 	"github.com/blockcast/beacon/cloud/report"
@@ -49,6 +50,9 @@ prints one receipt's proof (see castd receipts --help).
 Node owners sign in on the dashboard with their wallet, see their own
 nodes and offer capacity contracts; castd report (see castd report
 --help) gives per node, per owner and per contract figures as CSV.
+With --solana-rpc castd anchors each accepted contract on chain (memo
+blockcast:contract:v1:ID, paid by the CAST key); castd contracts verify
+checks it (see castd contracts --help).
 
 Content URLs: GET http://CASTD/<path> answers 302 to where the user should
 fetch <path>. Upstream CDNs that redirect themselves ask
@@ -65,6 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "receipts" {
 		return receiptcmd.Run(args[1:], stdout, stderr, nil)
+	}
+	if len(args) > 0 && args[0] == "contracts" {
+		return contractcmd.Run(args[1:], stdout, stderr, nil)
 	}
 	if len(args) > 0 && args[0] == "report" {
 		return report.Run(args[1:], stdout, stderr, nil)
