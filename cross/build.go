@@ -88,7 +88,8 @@ var NoInline = []string{
 	"vendor/golang.org/x/text/...", "vendor/golang.org/x/net/...",
 	"golang.org/x/net/proxy", "golang.org/x/net/internal/socks",
 	"go.etcd.io/bbolt/...", "github.com/eclipse/...", "github.com/gorilla/...",
-	// Ours that run per command, registration, report or receipt.
+	// Ours that run per request, command, registration, report or
+	// receipt (the request path's bytes move in objstore and the kernel).
 	"github.com/blockcast/beacon/shared/ctrlmsg",
 	"github.com/blockcast/beacon/shared/offchain",
 	"github.com/blockcast/beacon/shared/cli",
@@ -106,6 +107,9 @@ var NoInline = []string{
 	"github.com/blockcast/beacon/shared/protocol",
 	"github.com/blockcast/beacon/shared/connguard",
 	"github.com/blockcast/beacon/shared/identity",
+	"github.com/blockcast/beacon/firmware/beacon",
+	"github.com/blockcast/beacon/shared/mcproto",
+	"github.com/blockcast/beacon/shared/httpcache",
 }
 
 // GCFlags are the compiler flags of every beacon build: one -gcflags per

@@ -2,8 +2,10 @@
 // probability, so that tests can make real castd and beacon processes lose
 // packets on their multicast sockets without touching the network.
 //
-// It does nothing unless the environment variable BLOCKCAST_TEST_LOSS is
-// set, which only tests do, e.g.
+// It does nothing unless the program was built with the build tag
+// "testhooks" (test/harness builds castd and beacon so; release builds do
+// not, and carry no parser for it) and the environment variable
+// BLOCKCAST_TEST_LOSS is set, which only tests do, e.g.
 //
 //	BLOCKCAST_TEST_LOSS="rx=0.05,seed=7"   // drop 5% of datagrams read
 //	BLOCKCAST_TEST_LOSS="tx=0.2,seed=3"    // drop 20% of datagrams sent
@@ -17,11 +19,9 @@ package lossconn
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,29 +89,7 @@ func Parse(s string) (Config, error) {
 	return c, nil
 }
 
-var (
-	envOnce sync.Once
-	envCfg  Config
-	sockets atomic.Uint64 // sockets wrapped so far: each gets seed+n
-)
-
-// env parses EnvVar once per process.
-func env() Config {
-	envOnce.Do(func() {
-		s, ok := os.LookupEnv(EnvVar)
-		if !ok {
-			return
-		}
-		c, err := Parse(s)
-		if err != nil {
-			slog.Error("test loss hook ignored", "env", EnvVar, "err", err)
-			return
-		}
-		slog.Warn("TEST HOOK: dropping multicast datagrams", "env", EnvVar, "loss", c.String())
-		envCfg = c
-	})
-	return envCfg
-}
+var sockets atomic.Uint64 // sockets wrapped so far: each gets seed+n
 
 // Dropper decides, datagram by datagram, whether to drop. A nil Dropper
 // drops nothing.

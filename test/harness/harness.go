@@ -57,7 +57,8 @@ func Build(dir string) (Binaries, error) {
 		return Binaries{}, err
 	}
 	b := Binaries{Castd: filepath.Join(dir, "castd"), Beacon: filepath.Join(dir, "beacon")}
-	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+string(os.PathSeparator),
+	// testhooks: the test hooks (shared/lossconn) that release builds leave out.
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "testhooks", "-o", dir+string(os.PathSeparator),
 		"-ldflags", "-X main.version=test", "./cloud/cmd/castd", "./firmware/cmd/beacon")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
