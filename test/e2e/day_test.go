@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -248,8 +249,16 @@ func TestWholeDay(t *testing.T) {
 	}
 	forgeries := map[string]func(p *onchain.DayProof){
 		"another receipt": func(p *onchain.DayProof) { p.Receipt = other.Receipt },
+		// A valid path to a root no anchor names: the receipt's leaf next
+		// to a made-up sibling (a one-leaf day's root is the leaf itself,
+		// which the day's anchor does name).
 		"a root not anchored": func(p *onchain.DayProof) {
-			p.Root, p.Index, p.N, p.Proof = p.Leaf, 0, 1, nil
+			leaves := []receipt.Hash{receipt.Hash(p.Leaf), receipt.Hash(sha256.Sum256([]byte("made up")))}
+			path, _ := receipt.Proof(leaves, 0)
+			p.Root, p.Index, p.N, p.Proof = receipt.HexHash(receipt.Root(leaves)), 0, 2, nil
+			for _, h := range path {
+				p.Proof = append(p.Proof, receipt.HexHash(h))
+			}
 		},
 		"an anchor by another key": func(p *onchain.DayProof) {
 			p.Anchor = &onchain.Anchor{Signature: malSig.String(), Memo: p.Memo(), CastKey: mallory.ID()}
