@@ -46,12 +46,9 @@ func SymbolDigest(toi, sbn uint32, esi uint16, data []byte) Digest {
 	binary.BigEndian.PutUint32(hdr[5:], sbn)
 	binary.BigEndian.PutUint16(hdr[9:], esi)
 	binary.BigEndian.PutUint32(hdr[11:], uint32(len(data)))
-	h := sha256.New()
-	h.Write(hdr[:])
-	h.Write(data)
-	var sum [sha256.Size]byte
+	sum := sum256(hdr[:], data)
 	var d Digest
-	copy(d[:], h.Sum(sum[:0]))
+	copy(d[:], sum[:])
 	return d
 }
 
