@@ -2,14 +2,21 @@
 
 package manifest
 
-import "crypto/sha256"
+import (
+	"crypto/sha256"
+	"hash"
+)
 
-// sum256 is SHA-256 of a then b (see sum256_soft.go for 32-bit MIPS).
-func sum256(a, b []byte) [32]byte {
-	h := sha256.New()
-	h.Write(a)
-	h.Write(b)
+// hasher is SHA-256: crypto/sha256, which has assembly here (see
+// sum256_soft.go for 32-bit MIPS).
+type hasher struct{ h hash.Hash }
+
+func newHasher() *hasher { return &hasher{sha256.New()} }
+
+func (h *hasher) Write(p []byte) { h.h.Write(p) }
+
+func (h *hasher) Sum() [32]byte {
 	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
+	h.h.Sum(sum[:0])
 	return sum
 }
