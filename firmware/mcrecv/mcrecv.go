@@ -253,7 +253,8 @@ func (r *Receiver) Take(ctx context.Context, key string, resp *http.Response) (*
 	// anything else looks at the manifest; the replay guard remembers
 	// what it accepts, so it sees only signed manifests.
 	pw := newPipe(r.opts.MaxBuffered)
-	a, err := objrecv.New(m, cast, pw, objrecv.Config{Codec: r.codec, Stall: r.opts.Stall, Now: r.opts.Now})
+	clock := newCoarseClock(r.opts.Now())
+	a, err := objrecv.New(m, cast, pw, objrecv.Config{Codec: r.codec, Stall: r.opts.Stall, Now: clock.Now})
 	if errors.Is(err, manifest.ErrSignature) {
 		r.log.Error("multicast manifest is not signed by the pinned CAST key: refusing the offer, fetching by unicast",
 			"key", key, "manifest", m.String(), "cast_key", cast.String(), "err", err)
@@ -283,6 +284,7 @@ func (r *Receiver) Take(ctx context.Context, key string, resp *http.Response) (*
 	}
 	inc(&r.c.offers, "taken")
 	o := newObject(r, key, offer, m, a, pw)
+	o.clock = clock
 	r.mu.Lock()
 	r.active[o] = struct{}{}
 	r.mu.Unlock()

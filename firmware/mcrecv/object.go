@@ -38,6 +38,7 @@ type object struct {
 	a     *objrecv.Assembler
 	pw    *pipe
 	part  fec.Blocks
+	clock *coarseClock // the Assembler's; nil: it reads the real clock
 
 	done   chan struct{} // closed by the first feed that completes the object
 	once   sync.Once
@@ -202,6 +203,9 @@ func (o *object) receive(ctx context.Context) (string, error) {
 			return "multicast", nil
 		}
 		now := r.opts.Now()
+		if o.clock != nil {
+			o.clock.set(now)
+		}
 		if n := o.pkts.Load(); n != seen || o.joinSent.Swap(false) {
 			seen, lastPkt = n, now
 		}

@@ -113,7 +113,6 @@ func (c *Codec) Parity(src [][]byte, from, to int) ([][]byte, error) {
 // errors, and one wrong symbol silently corrupts the whole block.
 type Decoder struct {
 	k, n, e int
-	enc     reedsolomon.Encoder
 	shards  [][]byte
 	have    int
 	done    bool
@@ -125,11 +124,12 @@ func (c *Codec) NewDecoder(k, maxParity, e int) (*Decoder, error) {
 	if e < 1 {
 		return nil, fmt.Errorf("%w: symbol length %d", ErrParams, e)
 	}
-	enc, err := c.Encoder(k, maxParity)
-	if err != nil {
-		return nil, err
+	// The decoder solves with the code's coefficients directly (solve.go):
+	// no encoder to build.
+	if k < 1 || maxParity < 0 || k+maxParity > MaxSymbols {
+		return nil, fmt.Errorf("%w: (k, m) = (%d, %d), want k >= 1, m >= 0, k+m <= %d", ErrParams, k, maxParity, MaxSymbols)
 	}
-	return &Decoder{k: k, n: k + maxParity, e: e, enc: enc, shards: make([][]byte, k+maxParity)}, nil
+	return &Decoder{k: k, n: k + maxParity, e: e, shards: make([][]byte, k+maxParity)}, nil
 }
 
 // Add stores a copy of symbol esi. It reports whether the symbol was
@@ -167,7 +167,7 @@ func (d *Decoder) Decode() ([][]byte, error) {
 		return nil, fmt.Errorf("%w: have %d of %d", ErrNotEnough, d.have, d.k)
 	}
 	if !d.done {
-		if err := d.enc.ReconstructData(d.shards); err != nil {
+		if err := solve(d.shards, d.k, d.e); err != nil {
 			return nil, fmt.Errorf("fec: reconstruct (%d, %d): %w", d.k, d.n-d.k, err)
 		}
 		d.done = true

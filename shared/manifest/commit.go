@@ -1,7 +1,6 @@
 package manifest
 
 import (
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
@@ -46,12 +45,12 @@ func SymbolDigest(toi, sbn uint32, esi uint16, data []byte) Digest {
 	binary.BigEndian.PutUint32(hdr[5:], sbn)
 	binary.BigEndian.PutUint16(hdr[9:], esi)
 	binary.BigEndian.PutUint32(hdr[11:], uint32(len(data)))
-	h := sha256.New()
+	h := newHasher()
 	h.Write(hdr[:])
 	h.Write(data)
-	var sum [sha256.Size]byte
+	sum := h.Sum()
 	var d Digest
-	copy(d[:], h.Sum(sum[:0]))
+	copy(d[:], sum[:])
 	return d
 }
 
@@ -63,14 +62,14 @@ func leafHash(toi, sbn uint32, chunk, first uint16, digests []Digest) Node {
 	binary.BigEndian.PutUint16(hdr[9:], chunk)
 	binary.BigEndian.PutUint16(hdr[11:], first)
 	binary.BigEndian.PutUint16(hdr[13:], uint16(len(digests)))
-	h := sha256.New()
+	h := newHasher()
 	h.Write(hdr[:])
 	for _, d := range digests {
 		h.Write(d[:])
 	}
-	var sum [sha256.Size]byte
+	sum := h.Sum()
 	var n Node
-	copy(n[:], h.Sum(sum[:0]))
+	copy(n[:], sum[:])
 	return n
 }
 
@@ -79,7 +78,9 @@ func nodeHash(l, r Node) Node {
 	buf[0] = tagNode
 	copy(buf[1:], l[:])
 	copy(buf[1+len(l):], r[:])
-	sum := sha256.Sum256(buf[:])
+	h := newHasher()
+	h.Write(buf[:])
+	sum := h.Sum()
 	var n Node
 	copy(n[:], sum[:])
 	return n
