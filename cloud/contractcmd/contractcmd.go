@@ -106,28 +106,8 @@ func Run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		fmt.Fprintf(stderr, "castd contracts: %s (see castd contracts --help)\n", msg)
 		return ExitUsage
 	}
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return ExitOK
-			}
-			return ExitUsage
-		}
-		return usage("want a command: verify")
-	}
-	verb := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitUsage
-	}
-	if err := cli.ApplyEnv(fs, "CASTD", getenv); err != nil {
-		fmt.Fprintln(stderr, "castd contracts:", err)
-		return ExitUsage
-	}
-	if verb != "verify" {
-		return usage(fmt.Sprintf("unknown command %q", verb))
+	if _, code, ok := cli.ParseVerb(fs, args, "castd contracts", "CASTD", getenv, stderr, "verify"); !ok {
+		return code
 	}
 	cast, err := identity.ParsePublicKey(castKey)
 	if err != nil {

@@ -7,7 +7,6 @@ package receiptcmd
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -69,28 +68,8 @@ func Run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		fmt.Fprintf(stderr, "castd receipts: %s (see castd receipts --help)\n", msg)
 		return ExitUsage
 	}
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return ExitOK
-			}
-			return ExitUsage
-		}
-		return usage("want a command: prove")
-	}
-	verb := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK
-		}
-		return ExitUsage
-	}
-	if err := cli.ApplyEnv(fs, "CASTD", getenv); err != nil {
-		fmt.Fprintln(stderr, "castd receipts:", err)
-		return ExitUsage
-	}
-	if verb != "prove" {
-		return usage(fmt.Sprintf("unknown command %q", verb))
+	if _, code, ok := cli.ParseVerb(fs, args, "castd receipts", "CASTD", getenv, stderr, "prove"); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return usage(fmt.Sprintf("unexpected arguments %q", fs.Args()))

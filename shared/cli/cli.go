@@ -5,12 +5,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -180,4 +182,43 @@ func FormatBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// ParseVerb parses the arguments of a command group that takes one verb
+// and then flags (`castd receipts prove --node …`): the verb must be one of
+// verbs; then fs parses the rest and ApplyEnv fills what the environment
+// gives. On failure it has said why on stderr (prefixed with name) and
+// returns ok false with the exit code: 0 after --help, 2 otherwise.
+func ParseVerb(fs *flag.FlagSet, args []string, name, envPrefix string, getenv func(string) string, stderr io.Writer, verbs ...string) (verb string, code int, ok bool) {
+	usage := func(msg string) (string, int, bool) {
+		fmt.Fprintf(stderr, "%s: %s (see %s --help)\n", name, msg, name)
+		return "", 2, false
+	}
+	parse := func(a []string) (int, bool) {
+		if err := fs.Parse(a); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0, false
+			}
+			return 2, false
+		}
+		return 0, true
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if code, ok := parse(args); !ok {
+			return "", code, false
+		}
+		return usage("want a command: " + strings.Join(verbs, ", "))
+	}
+	verb = args[0]
+	if code, ok := parse(args[1:]); !ok {
+		return "", code, false
+	}
+	if err := ApplyEnv(fs, envPrefix, getenv); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return "", 2, false
+	}
+	if !slices.Contains(verbs, verb) {
+		return usage(fmt.Sprintf("unknown command %q", verb))
+	}
+	return verb, 0, true
 }
