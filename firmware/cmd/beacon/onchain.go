@@ -231,17 +231,9 @@ func verifyCast(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "beacon verify-cast: give --cast-sig SIG or --cast-url URL")
 		return 2
 	}
-	if *castKey == "" {
-		raw, err := os.ReadFile(filepath.Join(*stateDir, "cast-key.txt"))
-		if err != nil {
-			fmt.Fprintf(stderr, "beacon verify-cast: no pinned CAST key (give --cast-key): %v\n", err)
-			return 1
-		}
-		*castKey = strings.TrimSpace(string(raw))
-	}
-	k, err := identity.ParsePublicKey(*castKey)
+	k, err := castKeyArg(*castKey, *stateDir)
 	if err != nil {
-		fmt.Fprintf(stderr, "beacon verify-cast: CAST key: %v\n", err)
+		fmt.Fprintf(stderr, "beacon verify-cast: %v\n", err)
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -258,4 +250,21 @@ func verifyCast(args []string, stdout, stderr io.Writer) int {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// castKeyArg is the CAST key a command checks against: --cast-key, else
+// the key the beacon pinned in its state directory.
+func castKeyArg(flagValue, stateDir string) (identity.PublicKey, error) {
+	if flagValue == "" {
+		raw, err := os.ReadFile(filepath.Join(stateDir, "cast-key.txt"))
+		if err != nil {
+			return identity.PublicKey{}, fmt.Errorf("no pinned CAST key (give --cast-key): %w", err)
+		}
+		flagValue = strings.TrimSpace(string(raw))
+	}
+	k, err := identity.ParsePublicKey(flagValue)
+	if err != nil {
+		return identity.PublicKey{}, fmt.Errorf("CAST key: %w", err)
+	}
+	return k, nil
 }

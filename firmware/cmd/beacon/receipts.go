@@ -7,12 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/blockcast/beacon/shared/cli"
-	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/onchain"
 	"github.com/blockcast/beacon/shared/solrpc"
 )
@@ -64,17 +61,9 @@ func receiptsCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "beacon receipts check: --solana-rpc: %v\n", err)
 		return 2
 	}
-	if *castKey == "" {
-		raw, err := os.ReadFile(filepath.Join(*stateDir, "cast-key.txt"))
-		if err != nil {
-			fmt.Fprintf(stderr, "beacon receipts check: no pinned CAST key (give --cast-key): %v\n", err)
-			return 2
-		}
-		*castKey = strings.TrimSpace(string(raw))
-	}
-	k, err := identity.ParsePublicKey(*castKey)
+	k, err := castKeyArg(*castKey, *stateDir)
 	if err != nil {
-		fmt.Fprintf(stderr, "beacon receipts check: CAST key: %v\n", err)
+		fmt.Fprintf(stderr, "beacon receipts check: %v\n", err)
 		return 2
 	}
 	var raw []byte
