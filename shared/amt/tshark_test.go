@@ -85,10 +85,12 @@ func TestTshark(t *testing.T) {
 	probePort := strconv.Itoa(probe.LocalAddr().(*net.UDPAddr).Port)
 
 	pcap := filepath.Join(t.TempDir(), "amt.pcapng")
-	filter := fmt.Sprintf("udp port %s or udp port %d", probePort, dst4.Port())
+	// Exact destinations: other programs on this machine may use the same
+	// port numbers on other loopback addresses.
+	filter := fmt.Sprintf("udp port %s or (dst host %s and udp dst port %d)", probePort, dst4.Addr(), dst4.Port())
 	decodeAs := []string{"-d", fmt.Sprintf("udp.port==%d,amt", dst4.Port())}
 	if dst6.IsValid() {
-		filter += fmt.Sprintf(" or udp port %d", dst6.Port())
+		filter += fmt.Sprintf(" or (dst host %s and udp dst port %d)", dst6.Addr(), dst6.Port())
 		decodeAs = append(decodeAs, "-d", fmt.Sprintf("udp.port==%d,amt", dst6.Port()))
 	}
 	capture(ctx, t, tshark, pcap, filter, probe, len(all), func() {
