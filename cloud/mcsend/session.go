@@ -428,6 +428,16 @@ func (ss *Session) join(p Peer, early int, now time.Time) {
 		ss.mu.Unlock()
 		return
 	}
+	// Early media covers the blocks this pass has sent or is sending
+	// (the first one when a Join starts the next pass), which a beacon
+	// whose join has not taken effect misses; the blocks after them
+	// reach it on the channel. Sending more cost castd's uplink ~2% of the
+	// object per beacon for bytes that also came by multicast (test/mcnet).
+	if ss.inPass {
+		e = min(e, ss.cursor+1)
+	} else {
+		e = min(e, 1)
+	}
 	if !m.early && e > 0 {
 		m.early, send = true, true
 		if m.gapFrom < e && m.gapFrom < m.gapTo {
