@@ -58,6 +58,7 @@ bench: deps build
 	$(GO) run ./test/bench --bin $(BIN)
 	$(GO) run ./test/anchorbench
 	$(GO) run ./test/membench
+	$(GO) run ./test/mipscount
 	$(GO) run ./test/membench --arch arm64
 	$(GO) run ./test/membench --arch armv6
 	$(GO) test -run '^$$' -bench BeaconRSS -benchtime 1x ./test/amtnet
