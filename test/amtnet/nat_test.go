@@ -109,12 +109,17 @@ func TestNATRebind(t *testing.T) {
 	pkts := dissect(t, tools["tshark"], tap.pcap, nil, []string{
 		"amt.type", "amt.request_nonce", "amt.response_mac", "amt.membership_query.g",
 		"amt.gateway.port_number", "amt.gateway.ip_address", "ip.src", "ip.dst",
-		"_ws.malformed", "_ws.expert.severity", "_ws.expert.message"})
+		"_ws.malformed", "_ws.expert.severity", "_ws.expert.message", "icmp.type"})
 	macs := map[string]netip.AddrPort{} // nonce/MAC of each Query → the gateway address it named
 	var teardown, dataOldAfter, dataNewAfter, updatesNew int
 	for _, p := range pkts {
-		for _, pr := range p.problems() {
-			t.Errorf("frame %s: %s", p.frame(), pr)
+		// Data still sent to the old mapping draws ICMP port-unreachable
+		// errors that quote it cut short; tshark may call the quoted,
+		// truncated datagram malformed. Those frames are not ours to judge.
+		if p.first("icmp.type") == "" {
+			for _, pr := range p.problems() {
+				t.Errorf("frame %s: %s", p.frame(), pr)
+			}
 		}
 		src, dst := p.outer()
 		key := p.first("amt.request_nonce") + "/" + p.first("amt.response_mac")
