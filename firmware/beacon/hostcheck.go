@@ -57,6 +57,10 @@ func (g *hostGuard) allowed(hostport string) bool {
 		host = h
 	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 		host = host[1 : len(host)-1]
+	} else if strings.Contains(host, ":") {
+		// An IPv6 literal in a Host header is bracketed (RFC 3986
+		// 3.2.2); "::%]" would otherwise pass as "::" with zone "]".
+		return false
 	}
 	if host == "" {
 		return false
