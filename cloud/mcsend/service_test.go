@@ -87,7 +87,7 @@ func startService(t *testing.T, lc dtlschan.ListenConfig, registered []*identity
 		}
 		snd.Close()
 	})
-	obj := testObject(600_000, 3) // 3 blocks of 1344-byte symbols
+	obj := testObject(600_000, 3) // 447 symbols of 1344 bytes: 5 blocks
 	ss, err := snd.Offer(ctx, Object{Key: "/x", URL: "/x", R: bytes.NewReader(obj), Size: int64(len(obj))})
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func TestServiceEarlyMediaAndRepair(t *testing.T) {
 	// It joined after the first pass: a second pass sends what it missed
 	// (to the channel, which this beacon does not receive).
 	waitFor(t, "the second pass", func() bool { return svc.ss.Stats().Passes >= 2 })
-	if got, blk := svc.snd.Stats().Bytes[KindEarly], uint64(len(svc.obj)/3); got < blk || got > 2*blk {
+	if got, blk := svc.snd.Stats().Bytes[KindEarly], uint64(svc.ss.part.BlockLen(0)*svc.ss.part.E); got < blk || got > 2*blk {
 		t.Errorf("early bytes %d, want one block's worth (%d)", got, blk)
 	}
 	// The third block by NACK: one node lacks it, so it comes by unicast.
@@ -292,7 +292,8 @@ func TestServiceNackFlood(t *testing.T) {
 			case 1:
 				n.Ranges = append(n.Ranges, mcproto.Range{SBN: 0, First: 100, Count: 60000, Need: 60000}) // past the block
 			default:
-				n.Ranges = append(n.Ranges, mcproto.Range{SBN: uint32(r % 3), First: 0, Count: 149, Need: 149}) // whole blocks
+				k := uint16(svc.ss.part.BlockLen(uint32(r % 3)))
+				n.Ranges = append(n.Ranges, mcproto.Range{SBN: uint32(r % 3), First: 0, Count: k, Need: k}) // whole blocks
 			}
 		}
 		msg, err := n.AppendTo(nil)

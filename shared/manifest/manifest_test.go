@@ -39,6 +39,9 @@ func testParams(t testing.TB) Params {
 		URL: "/video/seg-00042.m4s?v=3", ContentType: "video/iso.segment", ETag: `"abc123"`,
 		LastModified: t0.Add(-time.Hour), Sequence: 7, Issued: t0, Expires: t0.Add(time.Hour),
 		TSI: 0x01020304, TOI: 42, Channel: ch,
+		// Blocks of 200 with 56 parity symbols: the shapes these tests
+		// (and their golden files) were written for.
+		MaxBlockLen: 200,
 	}
 }
 
@@ -491,7 +494,9 @@ func TestOverhead(t *testing.T) {
 		var m *Manifest
 		if c.build {
 			var lists []*HashList
-			m, lists = build(t, object(int(c.size), 9), testParams(t), key)
+			p := testParams(t)
+			p.MaxBlockLen = 0 // the defaults
+			m, lists = build(t, object(int(c.size), 9), p, key)
 			mp, _ := m.Packet()
 			wire := int64(mp.Len())
 			for _, hl := range lists {
