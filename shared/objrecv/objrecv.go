@@ -24,8 +24,8 @@
 // slot and out-of-order or replayed packets can never starve it; a packet
 // for a block farther than all held ones is dropped and counted
 // (RejectNoRoom) and shows up again in Missing. With the defaults
-// (8 blocks of 200 symbols of 1344 bytes, 256 held symbols) that is about
-// 2.2 MB of symbols plus 0.35 MB held.
+// (8 blocks of 100 symbols of 1344 bytes, 256 held symbols) that is about
+// 1.1 MB of symbols plus 0.35 MB held.
 //
 // Loss: Missing lists, per incomplete block, the hash-list chunks and the
 // source ESIs not held, as compact ranges for a NACK; Stalled reports a
