@@ -56,6 +56,7 @@ const (
 	DefaultManifestEvery = 100
 	DefaultNackWindow    = 20 * time.Millisecond
 	DefaultMaxEarly      = 2
+	DefaultJoinGrace     = 50 * time.Millisecond
 	DefaultNackRate      = 50 // NACK messages a second per node
 	DefaultNackBurst     = 100
 	DefaultMaxRanges     = 64 // ranges honoured per NACK message
@@ -95,11 +96,15 @@ type Options struct {
 	ManifestEvery int           // packets between manifest repeats; 0: DefaultManifestEvery
 	NackWindow    time.Duration // NACK aggregation window; 0: DefaultNackWindow
 	MaxEarly      int           // most early blocks one Join gets; 0: DefaultMaxEarly
-	NackRate      float64       // control messages a second per node; 0: DefaultNackRate
-	NackBurst     int           // 0: DefaultNackBurst
-	MaxRanges     int           // ranges honoured per NACK; 0: DefaultMaxRanges
-	MaxPending    int           // blocks pending repair per node and session; 0: DefaultMaxPending
-	MaxNodes      int           // nodes with state at once; 0: DefaultMaxNodes
+	// JoinGrace is how long a new session waits before its first pass, so
+	// that the beacons it was offered to have joined the channel and need
+	// no early media; 0: DefaultJoinGrace; <0: none.
+	JoinGrace  time.Duration
+	NackRate   float64 // control messages a second per node; 0: DefaultNackRate
+	NackBurst  int     // 0: DefaultNackBurst
+	MaxRanges  int     // ranges honoured per NACK; 0: DefaultMaxRanges
+	MaxPending int     // blocks pending repair per node and session; 0: DefaultMaxPending
+	MaxNodes   int     // nodes with state at once; 0: DefaultMaxNodes
 	// RepairRate paces each node's unicast (early media, repairs), bytes
 	// a second: castd's --repair-rate, dtlschan's SendRate, so that
 	// WriteLimited refuses only a node that asks for more than it may

@@ -87,6 +87,12 @@ func New(o Options) (*Sender, error) {
 	if o.Idle <= 0 {
 		o.Idle = DefaultIdle
 	}
+	switch {
+	case o.JoinGrace == 0:
+		o.JoinGrace = DefaultJoinGrace
+	case o.JoinGrace < 0:
+		o.JoinGrace = 0
+	}
 	if o.NackWindow <= 0 {
 		o.NackWindow = DefaultNackWindow
 	}

@@ -54,6 +54,7 @@ type Session struct {
 	members map[string]*member
 	pending map[uint32]*agg
 	inPass  bool
+	started bool      // the first pass has begun (JoinGrace is over)
 	cursor  uint32    // first block not yet wholly sent this pass
 	offered time.Time // last Offer that returned the session: joiners are on their way
 }
@@ -185,9 +186,16 @@ func (ss *Session) poke() {
 // run is the carousel; it returns when the session ends.
 func (ss *Session) run(ctx context.Context) error {
 	o := &ss.s.o
+	// The beacons this session was offered to join while it waits: they
+	// get the whole first pass by multicast, none of it as early media.
+	if o.JoinGrace > 0 {
+		if err := ss.sleep(ctx, o.JoinGrace); err != nil {
+			return err
+		}
+	}
 	for pass := 0; ; pass++ {
 		ss.mu.Lock()
-		ss.inPass, ss.cursor = true, 0
+		ss.inPass, ss.started, ss.cursor = true, true, 0
 		ss.mu.Unlock()
 		ss.sinceMan = 0
 		if err := ss.send(ctx, KindAuth, ss.mpkt); err != nil {
@@ -431,11 +439,15 @@ func (ss *Session) join(p Peer, early int, now time.Time) {
 	// Early media covers the blocks this pass has sent or is sending
 	// (the first one when a Join starts the next pass), which a beacon
 	// whose join has not taken effect misses; the blocks after them
-	// reach it on the channel. Sending more cost castd's uplink ~2% of the
+	// reach it on the channel, and before the first pass (JoinGrace) all
+	// of them do. Sending more cost castd's uplink ~2% of the
 	// object per beacon for bytes that also came by multicast (test/mcnet).
-	if ss.inPass {
+	switch {
+	case !ss.started:
+		e = 0 // the first pass has not begun: all of it comes by multicast
+	case ss.inPass:
 		e = min(e, ss.cursor+1)
-	} else {
+	default:
 		e = min(e, 1)
 	}
 	if !m.early && e > 0 {
