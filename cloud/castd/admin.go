@@ -82,3 +82,14 @@ func (s *Server) requireToken(w http.ResponseWriter, r *http.Request, what strin
 	s.fail(w, r, http.StatusUnauthorized, "this needs "+what+": Authorization: Bearer <token>")
 	return false
 }
+
+// onlyRead answers 405 (Allow: GET, HEAD, and msg) to any other method and
+// reports whether the request may go on.
+func (s *Server) onlyRead(w http.ResponseWriter, r *http.Request, msg string) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	s.fail(w, r, http.StatusMethodNotAllowed, msg)
+	return false
+}

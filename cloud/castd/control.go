@@ -254,9 +254,7 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 		s.handleNodeDelete(w, r, strings.TrimPrefix(rest, "/"))
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		s.fail(w, r, http.StatusMethodNotAllowed, "nodes are read with GET")
+	if !s.onlyRead(w, r, "nodes are read with GET") {
 		return
 	}
 	if rest == "" || rest == "/" {

@@ -258,9 +258,7 @@ func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {
 // handleContent is the request router for end users: every path that is not
 // an API path is a content URL, answered with a 302 by client address.
 func (s *Server) handleContent(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		s.fail(w, r, http.StatusMethodNotAllowed, "content URLs take GET or HEAD")
+	if !s.onlyRead(w, r, "content URLs take GET or HEAD") {
 		return
 	}
 	if r.URL.Path == "/" {
@@ -292,9 +290,7 @@ func (s *Server) handleContent(w http.ResponseWriter, r *http.Request) {
 
 // handleObject serves a registered node's signed fetch through the mid-tier cache.
 func (s *Server) handleObject(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		s.fail(w, r, http.StatusMethodNotAllowed, "objects take a signed GET or HEAD")
+	if !s.onlyRead(w, r, "objects take a signed GET or HEAD") {
 		return
 	}
 	pub, ok := s.verify(w, r, nil)

@@ -261,9 +261,7 @@ type OwnerNodes struct {
 }
 
 func (s *Server) handleOwnerNodes(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		s.fail(w, r, http.StatusMethodNotAllowed, "nodes are read with GET")
+	if !s.onlyRead(w, r, "nodes are read with GET") {
 		return
 	}
 	sc, ok := s.requireScope(w, r)
@@ -400,9 +398,7 @@ func contractStatus(err error) int {
 }
 
 func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		s.fail(w, r, http.StatusMethodNotAllowed, "the report is read with GET")
+	if !s.onlyRead(w, r, "the report is read with GET") {
 		return
 	}
 	sc, ok := s.requireScope(w, r)

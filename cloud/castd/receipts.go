@@ -146,9 +146,7 @@ func (s *Server) receiptMetrics(m *metrics.Registry) {
 // receipt and its proof against its day's root, for the operator (and the
 // anchor's `prove`).
 func (s *Server) handleReceiptProof(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		s.fail(w, r, http.StatusMethodNotAllowed, "receipts are read with GET")
+	if !s.onlyRead(w, r, "receipts are read with GET") {
 		return
 	}
 	if !s.requireAdmin(w, r) {
