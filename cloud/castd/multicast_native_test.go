@@ -2,9 +2,7 @@ package castd
 
 import (
 	"bytes"
-	"errors"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -24,31 +22,7 @@ import (
 // reach a beacon that joined (S,G) there, from S, each one passing the
 // offered manifest's check.
 func TestMulticastNativeIface(t *testing.T) {
-	if err := netns.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	lab, err := netns.NewLab("mcc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
-	cns, err := lab.Add("castd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bns, err := lab.Add("beacon")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lab.Link(cns, "seg0", bns, "seg1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := errors.Join(cns.Addr("seg0", "10.77.0.1/24"), bns.Addr("seg1", "10.77.0.2/24")); err != nil {
-		t.Fatal(err)
-	}
+	cns, bns := netns.Segment(t, "mcc")
 	// New opens the native sink's sockets; made in castd's namespace they
 	// stay there. The rest of castd listens on loopback outside.
 	e := newMCEnvIn(t, func(o *Options) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -26,31 +25,7 @@ import (
 // beacon joins (S,G) there by IGMPv3 source-specific join and gets the
 // whole object, every datagram from S.
 func TestNativeSinkOnSegment(t *testing.T) {
-	if err := netns.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	lab, err := netns.NewLab("mcs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
-	cns, err := lab.Add("castd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bns, err := lab.Add("beacon")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lab.Link(cns, "seg0", bns, "seg1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := errors.Join(cns.Addr("seg0", "10.77.0.1/24"), bns.Addr("seg1", "10.77.0.2/24")); err != nil {
-		t.Fatal(err)
-	}
+	cns, bns := netns.Segment(t, "mcs")
 	var sink *UDPSink
 	if err := cns.Do(func() error { var err error; sink, err = NativeSink("seg0", 1); return err }); err != nil {
 		t.Fatal(err)
