@@ -99,6 +99,11 @@ func TestThroughCache(t *testing.T) {
 				if resp.Header.Get("Content-Type") != "video/mp4" && !tampered {
 					t.Errorf("Content-Type %q", resp.Header.Get("Content-Type"))
 				}
+				// The beacon's delivery receipts count a multicast fill
+				// by this header (firmware/receipts Wrap).
+				if d := resp.Header.Get(protocol.HeaderDelivery); i == 0 && (d == protocol.DeliveryMulticast) == tampered {
+					t.Errorf("request %d (tampered %v): %s %q", i, tampered, protocol.HeaderDelivery, d)
+				}
 				sameBytes(t, body, f.s.obj)
 				if i == 0 {
 					waitIdle(t, f.r)

@@ -31,6 +31,7 @@ import (
 	"github.com/blockcast/beacon/shared/manifest"
 	"github.com/blockcast/beacon/shared/mcproto"
 	"github.com/blockcast/beacon/shared/objrecv"
+	"github.com/blockcast/beacon/shared/protocol"
 )
 
 // Mode says how the beacon receives multicast (--multicast-receive).
@@ -314,6 +315,7 @@ func responseHeader(m *manifest.Manifest, now time.Time) http.Header {
 	h.Set("Expires", m.Expires.UTC().Format(http.TimeFormat))
 	age := max(int64(m.Expires.Sub(now)/time.Second), 0)
 	h.Set("Cache-Control", "max-age="+strconv.FormatInt(age, 10))
+	h.Set(protocol.HeaderDelivery, protocol.DeliveryMulticast) // for delivery receipts
 	return h
 }
 

@@ -75,7 +75,9 @@ func TestRecordSealAck(t *testing.T) {
 		case "/hit":
 			w.Header().Set(protocol.HeaderCache, "HIT")
 		case "/mc":
-			w.Header().Set(protocol.HeaderCache, HeaderMulticast)
+			// A fill from a multicast offer, as the cache answers it.
+			w.Header().Set(protocol.HeaderCache, "MISS")
+			w.Header().Set(protocol.HeaderDelivery, protocol.DeliveryMulticast)
 		default:
 			w.Header().Set(protocol.HeaderCache, "MISS")
 		}

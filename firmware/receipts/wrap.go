@@ -8,12 +8,9 @@ import (
 	"github.com/blockcast/beacon/shared/receipt"
 )
 
-// HeaderMulticast is the X-Cache value of a response whose object arrived
-// by multicast; the multicast receiver may set it (or call Record itself).
-const HeaderMulticast = "MULTICAST"
-
 // Wrap records every response h gives from the cache: those with an
-// X-Cache header (HIT: the cache; MISS: a unicast fill; MULTICAST). Other
+// X-Cache header (HIT: the cache; MISS: a fill, by multicast when the
+// response says so in protocol.HeaderDelivery, else by unicast). Other
 // answers (the status page, refusals before the cache) are not deliveries.
 func (b *Book) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -25,8 +22,9 @@ func (b *Book) Wrap(h http.Handler) http.Handler {
 			path = receipt.PathHit
 		case "MISS":
 			path = receipt.PathFill
-		case HeaderMulticast:
-			path = receipt.PathMulticast
+			if w.Header().Get(protocol.HeaderDelivery) == protocol.DeliveryMulticast {
+				path = receipt.PathMulticast
+			}
 		default:
 			return
 		}

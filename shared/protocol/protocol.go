@@ -67,6 +67,12 @@ const (
 	// offer on its signed GET of PathObjectPrefix+key; castd may then
 	// answer with an offer (mcproto.OfferType) instead of the body.
 	HeaderMulticast = "Blockcast-Multicast"
+	// HeaderDelivery says how a beacon got an object it fills: "multicast"
+	// when the response came from a multicast offer (firmware/mcrecv), so
+	// that its delivery receipts count the bytes under that path.
+	HeaderDelivery = "X-Blockcast-Delivery"
+	// DeliveryMulticast is HeaderDelivery's value for a multicast fill.
+	DeliveryMulticast = "multicast"
 )
 
 // ErrNotRegistered is castd's HeaderError on a signed request from a node
