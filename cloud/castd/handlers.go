@@ -42,6 +42,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(protocol.PathReceipts+"/", s.handleReceiptProof)
 	s.ownerRoutes(mux)
 	mux.HandleFunc(protocol.PathMulticastHistory, s.handleMulticastHistory)
+	mux.HandleFunc(protocol.PathDebugProfile, s.handleDebugProfile)
 	mux.HandleFunc(protocol.PathAPIPrefix, func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})

@@ -3,6 +3,7 @@ package metrics
 import (
 	"math"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -50,12 +51,13 @@ func TestInvalidNamePanics(t *testing.T) {
 }
 
 func TestProcessGauges(t *testing.T) {
+	runtime.GC() // so that the live heap has been measured once
 	r := NewRegistry()
 	r.RegisterProcess()
 	var b strings.Builder
 	r.WriteTo(&b)
 	page := b.String()
-	for _, name := range []string{"go_goroutines", "process_open_fds", "process_resident_memory_bytes"} {
+	for _, name := range []string{"go_goroutines", "go_gc_heap_live_bytes", "process_open_fds", "process_resident_memory_bytes"} {
 		var v float64
 		found := false
 		for _, line := range strings.Split(page, "\n") {

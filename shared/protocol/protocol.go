@@ -32,6 +32,9 @@ const (
 	// totals of the last hour by path: origin pulls, unicast to beacons,
 	// multicast data, parity, repair, and the copies multicast saved.
 	PathMulticastHistory = "/v1/multicast/history"
+	// PathDebugProfile + a runtime profile name (heap, goroutine, allocs)
+	// gives the operator (admin token) castd's profile in pprof's format.
+	PathDebugProfile = "/v1/debug/pprof/"
 )
 
 // Roles a node can register with.

@@ -606,12 +606,15 @@ func freeUDPPort() (int, error) {
 // (each since its process last started).
 func (a *amtSoak) where(sys *system, smp *sampler) string {
 	var parts []string
-	in, err1 := smp.scrape(sys.castdURL()+protocol.PathMetrics, "castd_amt_packets_in_total")
-	out, err2 := smp.scrape(sys.castdURL()+protocol.PathMetrics, "castd_amt_packets_out_total")
-	if err := errors.Join(err1, err2); err != nil {
+	const in, out = "castd_amt_packets_in_total", "castd_amt_packets_out_total"
+	v, err := smp.scrape(sys.castdURL()+protocol.PathMetrics, in, out)
+	if err == nil && len(v) != 2 {
+		err = fmt.Errorf("castd /metrics lacks %s or %s", in, out)
+	}
+	if err != nil {
 		parts = append(parts, "castd: "+err.Error())
 	} else {
-		parts = append(parts, fmt.Sprintf("castd relay in %.0f, out %.0f", in, out))
+		parts = append(parts, fmt.Sprintf("castd relay in %.0f, out %.0f", v[in], v[out]))
 	}
 	c := http.Client{Timeout: 5 * time.Second}
 	for _, n := range sys.nodes {

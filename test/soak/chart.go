@@ -24,7 +24,7 @@ type chartInput struct {
 
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"}
 
-// writeChart draws one panel per metric (RSS, open fds, goroutines), one
+// writeChart draws one panel per metric (RSS, open fds, goroutines, live heap), one
 // line per process, fault windows shaded and the warm-up mark dashed,
 // with the notes (error counts, verdict) below. Plain SVG 1.1: any
 // browser opens it.
@@ -46,6 +46,7 @@ func writeChart(w io.Writer, in chartInput) error {
 			func(s sample) float64 { return mib(s.RSSAnon) }, func(s sample) float64 { return mib(s.RSS) }},
 		{"open file descriptors", func(s sample) float64 { return float64(s.FDs) }, nil},
 		{"goroutines (go_goroutines from /metrics)", func(s sample) float64 { return float64(s.Goroutines) }, nil},
+		{"Go heap live at the last GC, MiB (go_gc_heap_live_bytes; RSS swings up to twice this)", func(s sample) float64 { return mib(s.HeapLive) }, nil},
 	}
 	byProc := map[string][]sample{}
 	var names []string

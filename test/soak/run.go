@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -264,7 +265,8 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); heapProfiles(runCtx, sys, start, o.Warmup, o.Out, log) }()
 	go func() { defer wg.Done(); ld.run(runCtx, o.Rate, o.Clients) }()
 	go func() { defer wg.Done(); commands(runCtx, sys, cat, led, o.CmdEvery, log) }()
 	go func() {
@@ -305,6 +307,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 	}
 	<-runCtx.Done()
 	wg.Wait()
+	saveHeap(sys, start, o.Out, "end", log)
 	smp.take()
 	amtStop()
 	var amtRes amtResult
@@ -506,4 +509,42 @@ func withoutSoak(ss []sample) []sample {
 		}
 	}
 	return out
+}
+
+// heapProfiles saves castd's live heap (pprof format) at the warm-up mark
+// and every 15 minutes after it, so that growth the chart shows can be
+// read as "what holds it" with go tool pprof -diff_base.
+func heapProfiles(ctx context.Context, sys *system, start time.Time, warmup time.Duration, out string, log *slog.Logger) {
+	for at := warmup; ; at += 15 * time.Minute {
+		sleepCtx(ctx, time.Until(start.Add(at)))
+		if ctx.Err() != nil {
+			return
+		}
+		saveHeap(sys, start, out, fmt.Sprintf("%03dm", int(at.Minutes())), log)
+	}
+}
+
+// saveHeap writes castd-heap-LABEL.pb.gz; a castd between restarts is
+// noted in the log and skipped.
+func saveHeap(sys *system, start time.Time, out, label string, log *slog.Logger) {
+	req, _ := http.NewRequest(http.MethodGet, sys.castdURL()+protocol.PathDebugProfile+"heap?gc=1", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err == nil {
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("castd heap profile: %s", resp.Status)
+		}
+	}
+	var b []byte
+	if err == nil {
+		b, err = io.ReadAll(resp.Body)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "castd-heap-"+label+".pb.gz"), b, 0o644)
+	}
+	if err != nil {
+		log.Warn("castd heap profile not saved", "label", label, "at", time.Since(start).Round(time.Second), "err", err)
+	}
 }

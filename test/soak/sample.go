@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +22,8 @@ type sample struct {
 	RSS        int64 // VmRSS
 	RSSAnon    int64 // RssAnon: heap, stacks (file pages such as bbolt's mmap left out)
 	FDs        int
-	Goroutines int // from the process's /metrics go_goroutines; -1 unknown
+	Goroutines int   // from the process's /metrics go_goroutines; -1 unknown
+	HeapLive   int64 // go_gc_heap_live_bytes: what the last GC found live; -1 unknown
 }
 
 // watched is a process the sampler reads.
@@ -42,7 +44,7 @@ type sampler struct {
 	client  http.Client
 }
 
-var csvHeader = []string{"t_seconds", "process", "pid", "rss_bytes", "rss_anon_bytes", "open_fds", "goroutines"}
+var csvHeader = []string{"t_seconds", "process", "pid", "rss_bytes", "rss_anon_bytes", "open_fds", "goroutines", "heap_live_bytes"}
 
 func newSampler(path string, start time.Time, procs []watched) (*sampler, error) {
 	f, err := os.Create(path)
@@ -71,17 +73,22 @@ func (s *sampler) take() {
 		if err != nil {
 			continue
 		}
-		g := -1
+		g, live := -1, int64(-1)
 		if w.metrics != "" {
-			if v, err := s.scrape(w.metrics, "go_goroutines"); err == nil {
-				g = int(v)
+			if v, err := s.scrape(w.metrics, "go_goroutines", "go_gc_heap_live_bytes"); err == nil {
+				if x, ok := v["go_goroutines"]; ok {
+					g = int(x)
+				}
+				if x, ok := v["go_gc_heap_live_bytes"]; ok {
+					live = int64(x)
+				}
 			}
 		}
-		smp := sample{T: t, Process: w.name, PID: pid, RSS: st["VmRSS"], RSSAnon: st["RssAnon"], FDs: fds, Goroutines: g}
+		smp := sample{T: t, Process: w.name, PID: pid, RSS: st["VmRSS"], RSSAnon: st["RssAnon"], FDs: fds, Goroutines: g, HeapLive: live}
 		s.mu.Lock()
 		s.samples = append(s.samples, smp)
 		s.csv.Write([]string{strconv.FormatFloat(t.Seconds(), 'f', 1, 64), w.name, strconv.Itoa(pid),
-			strconv.FormatInt(smp.RSS, 10), strconv.FormatInt(smp.RSSAnon, 10), strconv.Itoa(fds), strconv.Itoa(g)})
+			strconv.FormatInt(smp.RSS, 10), strconv.FormatInt(smp.RSSAnon, 10), strconv.Itoa(fds), strconv.Itoa(g), strconv.FormatInt(live, 10)})
 		s.csv.Flush()
 		s.mu.Unlock()
 	}
@@ -98,26 +105,30 @@ func (s *sampler) close() error {
 	return errors.Join(s.csv.Error(), s.file.Close())
 }
 
-// scrape reads one unlabelled sample from a Prometheus text page.
-func (s *sampler) scrape(url, name string) (float64, error) {
+// scrape reads unlabelled samples from a Prometheus text page; names the
+// page lacks are missing from the map.
+func (s *sampler) scrape(url string, names ...string) (map[string]float64, error) {
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s: %s", url, resp.Status)
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	out := map[string]float64{}
 	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == name {
-			return strconv.ParseFloat(f[1], 64)
+		if f := strings.Fields(sc.Text()); len(f) == 2 && slices.Contains(names, f[0]) {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				out[f[0]] = v
+			}
 		}
 	}
-	return 0, fmt.Errorf("%s: no %s", url, name)
+	return out, sc.Err()
 }
 
 // procStatus reads the kB fields of /proc/PID/status, in bytes.

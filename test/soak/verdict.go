@@ -143,8 +143,12 @@ func judge(in judgeInput) verdict {
 		}
 		b := levels(base)
 		t := levels(tail)
-		v.Figures = append(v.Figures, fmt.Sprintf("%-10s RSS %6.1f → %6.1f MiB, anon %6.1f → %6.1f MiB (%+.1f%%), fds %3d → %3d, goroutines %4d → %4d",
-			name, mib(b.rss), mib(t.rss), mib(b.anon), mib(t.anon), 100*(float64(t.anon)/float64(b.anon)-1), b.fds, t.fds, b.gor, t.gor))
+		line := fmt.Sprintf("%-10s RSS %6.1f → %6.1f MiB, anon %6.1f → %6.1f MiB (%+.1f%%), fds %3d → %3d, goroutines %4d → %4d",
+			name, mib(b.rss), mib(t.rss), mib(b.anon), mib(t.anon), 100*(float64(t.anon)/float64(b.anon)-1), b.fds, t.fds, b.gor, t.gor)
+		if b.live > 0 && t.live > 0 {
+			line += fmt.Sprintf(", heap live %.1f → %.1f MiB", mib(b.live), mib(t.live))
+		}
+		v.Figures = append(v.Figures, line)
 		if float64(t.anon) > float64(b.anon)*(1+in.Bounds.RSS) {
 			v.failf("%s: anonymous RSS grew from %.1f to %.1f MiB, more than %.0f%%", name, mib(b.anon), mib(t.anon), 100*in.Bounds.RSS)
 		}
@@ -167,6 +171,7 @@ func judge(in judgeInput) verdict {
 type level struct {
 	rss, anon int64
 	fds, gor  int
+	live      int64
 }
 
 // levels is the median of each figure over ss.
@@ -184,6 +189,7 @@ func levels(ss []sample) level {
 		anon: med(func(s sample) int64 { return s.RSSAnon }),
 		fds:  int(med(func(s sample) int64 { return int64(s.FDs) })),
 		gor:  int(med(func(s sample) int64 { return int64(s.Goroutines) })),
+		live: med(func(s sample) int64 { return s.HeapLive }),
 	}
 }
 
