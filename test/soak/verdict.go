@@ -131,8 +131,14 @@ func judge(in judgeInput) verdict {
 				base = append(base, s)
 			}
 		}
+		// The end's level: the settled samples of the last Baseline span
+		// of the run (at least three), so both levels are medians of
+		// about as many samples.
 		all := byProc[name]
-		for i := len(all) - 1; i >= 0 && len(tail) < 3; i-- {
+		for i := len(all) - 1; i >= 0; i-- {
+			if len(tail) >= 3 && all[len(all)-1].T-all[i].T > in.Bounds.Baseline {
+				break
+			}
 			if all[i].T > in.Warmup+in.Bounds.Baseline && settled(all[i]) {
 				tail = append(tail, all[i])
 			}
