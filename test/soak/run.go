@@ -73,7 +73,10 @@ func (o *Options) setDefaults() {
 	def(&o.Grace, 10*time.Second)
 	def(&o.CmdEvery, 3*time.Second)
 	def(&o.AMTGrace, 30*time.Second)
-	def(&o.Bounds.Baseline, 3*o.SampleEvery)
+	// A level is a median over a span, not one sample: a Go process's RSS
+	// swings by a tenth with the collector's phase. Two minutes of samples
+	// in an hour's run (12), three in a short one.
+	def(&o.Bounds.Baseline, max(3*o.SampleEvery, min(2*time.Minute, d/30)))
 	if o.Broker == "" {
 		o.Broker = "embedded"
 	}

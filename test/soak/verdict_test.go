@@ -34,6 +34,7 @@ func TestJudge(t *testing.T) {
 		ss     []sample
 		want   string // a reason's substring; "" for a pass
 		noGoro bool
+		span   time.Duration // Bounds.Baseline if not 20 s
 	}{
 		{name: "clean", ws: win, ss: steady(8*mb, 30, 40, 8*mb+mb/2, 33, 45)},
 		{name: "error inside window and grace", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 30, 40),
@@ -52,6 +53,11 @@ func TestJudge(t *testing.T) {
 			errs: []reqError{{At: at(100), Kind: kindAMT, Detail: "lost 500"}}, want: "amt error outside any fault window"},
 		{name: "not recovered", ws: []window{{Name: faultBeacon, Start: at(60), End: at(90), Err: "no route"}},
 			ss: steady(8*mb, 30, 40, 8*mb, 30, 40), want: "no route"},
+		{name: "collector peaks at the end are not growth", ws: win, span: 40 * time.Second, ss: func() []sample {
+			ss := steady(8*mb, 30, 40, 8*mb, 30, 40)
+			ss[len(ss)-1].RSSAnon, ss[len(ss)-2].RSSAnon = 10*mb, 10*mb
+			return ss
+		}()},
 		{name: "rss grows", ws: win, ss: steady(8*mb, 30, 40, 9*mb, 30, 40), want: "anonymous RSS grew"},
 		{name: "fds grow", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 41, 40), want: "open fds grew"},
 		{name: "goroutines grow", ws: win, ss: steady(8*mb, 30, 40, 8*mb, 30, 56), want: "goroutines grew"},
@@ -61,6 +67,10 @@ func TestJudge(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			b := b
+			if c.span > 0 {
+				b.Baseline = c.span
+			}
 			v := judge(judgeInput{Start: t0, Warmup: 30 * time.Second, Grace: 10 * time.Second, Errors: c.errs,
 				Windows: c.ws, Samples: c.ss, Bounds: b, NoGoroutines: map[string]bool{"castd": c.noGoro}})
 			reasons := strings.Join(v.Reasons, "\n")
