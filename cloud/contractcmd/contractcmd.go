@@ -16,9 +16,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/blockcast/beacon/cloud/adminapi"
 	"github.com/blockcast/beacon/cloud/contracts"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/identity"
@@ -134,7 +134,7 @@ func Run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		if token == "" {
 			return usage("--token is required to read a contract from castd")
 		}
-		if raw, err = fetch(ctx, strings.TrimSuffix(baseURL, "/")+protocol.PathContracts+"/"+url.PathEscape(fs.Arg(0)), token); err != nil {
+		if raw, err = (&adminapi.Client{URL: baseURL, Token: token}).Do(ctx, http.MethodGet, protocol.PathContracts+"/"+url.PathEscape(fs.Arg(0)), nil, MaxView); err != nil {
 			fmt.Fprintln(stderr, "castd contracts verify:", err)
 			return ExitFail
 		}
@@ -169,25 +169,4 @@ func readFile(path string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, MaxView+1))
-}
-
-func fetch(ctx context.Context, u, token string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, MaxView+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading castd's answer: %w", err)
-	}
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("castd answered %s: %s", res.Status, strings.TrimSpace(string(body[:min(len(body), 500)])))
-	}
-	return body, nil
 }

@@ -14,9 +14,9 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/blockcast/beacon/cloud/adminapi"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/identity"
 	"github.com/blockcast/beacon/shared/onchain"
@@ -89,7 +89,7 @@ func Run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	p, err := fetch(ctx, strings.TrimSuffix(baseURL, "/")+protocol.PathReceipts+"/"+node+"/"+strconv.FormatUint(seq, 10), token)
+	p, err := fetch(ctx, baseURL, protocol.PathReceipts+"/"+node+"/"+strconv.FormatUint(seq, 10), token)
 	if err != nil {
 		fmt.Fprintln(stderr, "castd receipts prove:", err)
 		return ExitFail
@@ -118,23 +118,10 @@ func Run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	return ExitOK
 }
 
-func fetch(ctx context.Context, u, token string) (*onchain.DayProof, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+func fetch(ctx context.Context, baseURL, path, token string) (*onchain.DayProof, error) {
+	b, err := (&adminapi.Client{URL: baseURL, Token: token}).Do(ctx, http.MethodGet, path, nil, onchain.MaxDayProof)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, onchain.MaxDayProof+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading castd's answer: %w", err)
-	}
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("castd answered %s: %s", res.Status, strings.TrimSpace(string(body[:min(len(body), 500)])))
-	}
-	return onchain.DecodeDayProof(body)
+	return onchain.DecodeDayProof(b)
 }

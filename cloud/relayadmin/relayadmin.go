@@ -4,7 +4,6 @@
 package relayadmin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/blockcast/beacon/cloud/adminapi"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/protocol"
 )
@@ -31,7 +31,7 @@ const (
 )
 
 // ErrRefused wraps an error answer from castd.
-var ErrRefused = errors.New("castd refused the request")
+var ErrRefused = adminapi.ErrRefused
 
 // Client calls the relay API of one castd.
 type Client struct {
@@ -59,41 +59,10 @@ func (c *Client) Revoke(ctx context.Context, id string, cidrs []string, by strin
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.URL, "/")+path, rd)
+	api := adminapi.Client{URL: c.URL, Token: c.Token, HTTP: c.HTTP}
+	b, err := api.Do(ctx, method, path, body, 64<<20)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach castd: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("reading castd's answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e protocol.Error
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%w: %s: %s", ErrRefused, resp.Status, e.Error)
-		}
-		return fmt.Errorf("%w: %s (is %s a castd?)", ErrRefused, resp.Status, c.URL)
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("castd's answer is not what this castd expects: %w", err)

@@ -2,7 +2,6 @@ package report
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,9 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/blockcast/beacon/cloud/adminapi"
 	"github.com/blockcast/beacon/shared/cli"
 	"github.com/blockcast/beacon/shared/protocol"
 )
@@ -72,27 +71,12 @@ func Run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	q := url.Values{"from": {from}, "to": {to}, "format": {format}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(baseURL, "/")+protocol.PathReport+"?"+q.Encode(), nil)
+	resp, err := (&adminapi.Client{URL: baseURL, Token: token}).Open(ctx, http.MethodGet, protocol.PathReport+"?"+q.Encode(), nil)
 	if err != nil {
-		return usage(err.Error())
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Fprintln(stderr, "castd report: cannot reach castd:", err)
+		fmt.Fprintln(stderr, "castd report:", err)
 		return 1
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e protocol.Error
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			fmt.Fprintf(stderr, "castd report: castd refused: %s: %s\n", resp.Status, e.Error)
-		} else {
-			fmt.Fprintf(stderr, "castd report: castd refused: %s (is %s a castd?)\n", resp.Status, baseURL)
-		}
-		return 1
-	}
 	if _, err := io.Copy(stdout, resp.Body); err != nil {
 		fmt.Fprintln(stderr, "castd report: reading castd's answer:", err)
 		return 1
