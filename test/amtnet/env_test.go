@@ -76,16 +76,8 @@ type lab struct {
 // anything is created: the processes stop, then the namespaces go.
 func newLab(tb testing.TB, opts labOpts) *lab {
 	tb.Helper()
-	nl, err := netns.NewLab("amtnet")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	nl := netns.NewTestLab(tb, "amtnet")
 	l := &lab{tb: tb, net: nl, dir: tb.TempDir()}
-	tb.Cleanup(func() {
-		if err := nl.Close(); err != nil {
-			tb.Errorf("removing namespaces: %v", err)
-		}
-	})
 	tb.Cleanup(l.stopAll)
 
 	must := func(err error) {
@@ -100,9 +92,7 @@ func newLab(tb testing.TB, opts labOpts) *lab {
 		must(err)
 		// Re-emitted datagrams keep their source, which is not on the
 		// LAN; SSM receivers must not drop them by reverse-path checks.
-		for _, k := range []string{"all", "default"} {
-			must(n.Sysctl("net.ipv4.conf."+k+".rp_filter", "0"))
-		}
+		must(n.NoRPFilter())
 		return n
 	}
 	l.src, l.amtRelay, l.gw, l.lan = add("src"), add("relay"), add("gw"), add("lan")

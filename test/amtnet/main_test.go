@@ -3,25 +3,17 @@ package amtnet
 import (
 	"os"
 	"os/exec"
-	"sync"
 	"testing"
 
 	"github.com/blockcast/beacon/test/harness"
 	"github.com/blockcast/beacon/test/harness/netns"
 )
 
-var (
-	buildOnce sync.Once
-	bins      harness.Binaries
-	binDir    string
-	buildErr  error
-)
+var build = harness.SharedBuild{Prefix: "amtnet-bin-"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	build.Remove()
 	os.Exit(code)
 }
 
@@ -29,13 +21,9 @@ func TestMain(m *testing.M) {
 // use, so a run in which every test skips builds nothing.
 func binaries(tb testing.TB) harness.Binaries {
 	tb.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "amtnet-bin-"); buildErr == nil {
-			bins, buildErr = harness.Build(binDir)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
+	bins, err := build.Get()
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return bins
 }

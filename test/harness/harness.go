@@ -338,3 +338,33 @@ func RSS(pid int) (int64, error) {
 	}
 	return 0, errors.New("no VmRSS")
 }
+
+// SharedBuild builds castd and the beacon once for a whole test binary, on
+// first use, so that a run in which every test skips builds nothing.
+// TestMain calls Remove after m.Run.
+type SharedBuild struct {
+	Prefix string // of the temporary directory
+
+	once sync.Once
+	dir  string
+	bins Binaries
+	err  error
+}
+
+// Get builds on the first call and returns the same binaries (or error)
+// after.
+func (s *SharedBuild) Get() (Binaries, error) {
+	s.once.Do(func() {
+		if s.dir, s.err = os.MkdirTemp("", s.Prefix); s.err == nil {
+			s.bins, s.err = Build(s.dir)
+		}
+	})
+	return s.bins, s.err
+}
+
+// Remove deletes what Get built.
+func (s *SharedBuild) Remove() {
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}

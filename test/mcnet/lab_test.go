@@ -78,16 +78,8 @@ type lab struct {
 // linked to castd alone. Cleanups are registered before anything is made.
 func newLab(tb testing.TB, native, viaAMT int, attacker bool) *lab {
 	tb.Helper()
-	nl, err := netns.NewLab("mcnet")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	nl := netns.NewTestLab(tb, "mcnet")
 	l := &lab{tb: tb, net: nl, dir: tb.TempDir()}
-	tb.Cleanup(func() {
-		if err := nl.Close(); err != nil {
-			tb.Errorf("removing namespaces: %v", err)
-		}
-	})
 	tb.Cleanup(l.stopAll)
 	must := func(err error) {
 		tb.Helper()
@@ -99,9 +91,7 @@ func newLab(tb testing.TB, native, viaAMT int, attacker bool) *lab {
 		tb.Helper()
 		n, err := nl.Add(name)
 		must(err)
-		for _, k := range []string{"all", "default"} {
-			must(n.Sysctl("net.ipv4.conf."+k+".rp_filter", "0"))
-		}
+		must(n.NoRPFilter())
 		return n
 	}
 	l.cast, l.seg = add("cast"), add("seg")

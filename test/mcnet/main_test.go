@@ -3,7 +3,6 @@ package mcnet
 import (
 	"flag"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/blockcast/beacon/test/harness"
@@ -34,32 +33,22 @@ func sizes() (native, viaAMT int, size int64) {
 	return native, viaAMT, size
 }
 
-var (
-	buildOnce sync.Once
-	bins      harness.Binaries
-	binDir    string
-	buildErr  error
-)
+var build = harness.SharedBuild{Prefix: "mcnet-bin-"}
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	build.Remove()
 	os.Exit(code)
 }
 
-// binaries builds castd and beacon once, on first use.
+// binaries builds castd and beacon once for the whole test binary, on first
+// use, so a run in which every test skips builds nothing.
 func binaries(tb testing.TB) harness.Binaries {
 	tb.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "mcnet-bin-"); buildErr == nil {
-			bins, buildErr = harness.Build(binDir)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
+	bins, err := build.Get()
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return bins
 }
@@ -71,10 +60,5 @@ func require(tb testing.TB) {
 	if testing.Short() {
 		tb.Skip("multi-namespace test; skipped with -short")
 	}
-	if err := netns.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatal(err)
-		}
-		tb.Skip(err)
-	}
+	netns.Require(tb)
 }

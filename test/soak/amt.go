@@ -195,12 +195,7 @@ func (a *amtSoak) addNS(name string) (*netns.NS, error) {
 		return nil, err
 	}
 	// Re-emitted datagrams keep their source, which is not on the LAN.
-	for _, k := range []string{"all", "default"} {
-		if err := n.Sysctl("net.ipv4.conf."+k+".rp_filter", "0"); err != nil {
-			return nil, err
-		}
-	}
-	return n, nil
+	return n, n.NoRPFilter()
 }
 
 // hostVeth creates a veth whose end hostIf stays in the soak's namespace

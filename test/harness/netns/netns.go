@@ -179,6 +179,19 @@ func (n *NS) Sysctl(key, value string) error {
 	})
 }
 
+// NoRPFilter turns reverse-path filtering off in n (all and default
+// interfaces): datagrams re-emitted by an AMT gateway or forwarded from a
+// multicast source keep a source that is not on the link they arrive on,
+// and SSM receivers must not drop them for it.
+func (n *NS) NoRPFilter() error {
+	for _, k := range []string{"all", "default"} {
+		if err := n.Sysctl("net.ipv4.conf."+k+".rp_filter", "0"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Command returns a command that runs name inside n. It is killed if the
 // caller dies (unless it changes user, which clears that); Close kills
 // what is left in the namespace.

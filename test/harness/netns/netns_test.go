@@ -14,18 +14,8 @@ import (
 
 func newTestLab(t *testing.T) *Lab {
 	t.Helper()
-	if err := Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	l, err := NewLab("nstest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
+	Require(t)
+	return NewTestLab(t, "nstest")
 }
 
 // TestLab builds two namespaces joined by a veth, sends a datagram across

@@ -12,17 +12,9 @@ import (
 // unavailable (fails it when CI=true) and removes everything at cleanup.
 func Segment(t testing.TB, prefix string) (castd, beacon *NS) {
 	t.Helper()
-	if err := Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	lab, err := NewLab(prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
+	Require(t)
+	lab := NewTestLab(t, prefix)
+	var err error
 	if castd, err = lab.Add("castd"); err != nil {
 		t.Fatal(err)
 	}
@@ -36,4 +28,34 @@ func Segment(t testing.TB, prefix string) (castd, beacon *NS) {
 		t.Fatal(err)
 	}
 	return castd, beacon
+}
+
+// NewTestLab is NewLab for a test: a failure ends the test, and the lab is
+// closed at its cleanup (registered before anything is made, so a test
+// that fails half-way leaves no namespace behind). It does not skip: the
+// caller decides that, as Segment does.
+func NewTestLab(t testing.TB, prefix string) *Lab {
+	t.Helper()
+	lab, err := NewLab(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("removing namespaces: %v", err)
+		}
+	})
+	return lab
+}
+
+// Require skips the test where namespaces are unavailable (not root, no
+// ip(8)), or fails it when CI=true, where they must be.
+func Require(t testing.TB) {
+	t.Helper()
+	if err := Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
 }
